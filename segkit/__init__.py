@@ -1,0 +1,55 @@
+"""segkit: semantic segmentation on PyTorch with pluggable encoders.
+
+Importing ``segkit`` is cheap: torch, smp and albumentations are imported on first use
+of an attribute that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import segkit._env  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before anything imports albumentations)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported lazily on first access)
+_LAZY = {
+    "SegkitError": "segkit.errors",
+    "DataError": "segkit.errors",
+    "ConfigError": "segkit.errors",
+    "CheckpointError": "segkit.errors",
+    "WeightsError": "segkit.errors",
+    "TrainingError": "segkit.errors",
+    "Config": "segkit.config",
+    "load_config": "segkit.config",
+    "build_dataset": "segkit.data",
+    "register_dataset": "segkit.data",
+    "list_datasets": "segkit.data",
+    "build_transforms": "segkit.data",
+    "build_model": "segkit.models",
+    "register_model": "segkit.models",
+    "list_models": "segkit.models",
+    "list_encoders": "segkit.models",
+    "build_loss": "segkit.losses",
+    "ConfusionMatrix": "segkit.metrics",
+    "score_folders": "segkit.metrics",
+    "Trainer": "segkit.engine",
+    "load_checkpoint": "segkit.engine",
+    "model_from_checkpoint": "segkit.engine",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'segkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,312 @@
+"""Typed configuration: dataclasses, YAML loading and dotted ``key=value`` overrides.
+
+A config file maps onto :class:`Config`. Unknown keys are errors that suggest the
+closest valid key; paths are resolved relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segkit.errors import ConfigError, suggest
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation; validation only resizes and normalises."""
+
+    hflip: float = 0.5  #: probability of a horizontal flip (label-aware when the data set has flip pairs)
+    vflip: float = 0.0  #: probability of a vertical flip
+    affine: float = 0.0  #: probability of a light shift/scale/rotate
+    scale: float = 0.1  #: scale range of the light affine (1 +- scale)
+    rotate: float = 10.0  #: rotation range of the light affine, in degrees
+    color: float = 0.0  #: probability of brightness/contrast/hue jitter
+    normalize: str = "model"  #: "model" (as the model expects), "imagenet" or "none"
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is read."""
+
+    dataset: str = "helen"  #: registered data set name: helen, carvana, folder, ...
+    root: str = "data/helenstar_release"  #: data set root (relative to the config file)
+    train_split: str = "train"  #: split that is trained on
+    val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
+    test_split: str = "test"  #: split that `segkit evaluate` scores by default
+    val_fraction: float = 0.1  #: part of train held out when there is no val_split
+    split_file: str | None = None  #: CSV of the held-out ids (written if missing, reused if present)
+    image_size: int = 256  #: square side the images are resized to
+    prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
+    prepared_root: str | None = None  #: where prepared data goes (default: <root>_<size>)
+    batch_size: int = 10
+    num_workers: int = 2
+    classes: list[str] | None = None  #: class names for the folder data set
+    options: dict[str, Any] = field(default_factory=dict)  #: extra keyword arguments for the adapter
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build; see `segkit models` and `segkit encoders`."""
+
+    arch: str = "smp.Unet"  #: "unet" (from scratch) or "smp.<Architecture>"
+    encoder: str = "resnet18"  #: smp encoder name, or "tu-<timm name>"
+    encoder_weights: str | None = None  #: None, "imagenet" or a path to a local weights file
+    base_channels: int = 64  #: width of the from-scratch U-Net
+    upsample: str = "transpose"  #: from-scratch U-Net upsampling: "transpose" or "bilinear"
+    options: dict[str, Any] = field(default_factory=dict)  #: extra architecture keyword arguments
+
+
+@dataclass
+class LossConfig:
+    """The loss, by name or as a weighted sum such as ``"ce + dice"``."""
+
+    name: str = "soft_dice"
+    smooth: float = 1.0
+    ignore_index: int | None = None
+    class_weights: list[float] | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer settings."""
+
+    name: str = "adam"  #: adam, adamw or sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  #: sgd only
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule."""
+
+    name: str = "plateau"  #: none, plateau, cosine, onecycle or step
+    factor: float = 0.5  #: plateau: multiply the LR by this
+    patience: int = 2  #: plateau: epochs without improvement before reducing
+    warmup_epochs: int = 0  #: cosine: linear warm-up length
+    min_lr: float = 0.0  #: cosine / plateau floor
+    step_size: int = 10  #: step: epochs between reductions
+    gamma: float = 0.1  #: step: multiply the LR by this
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 30
+    accumulate: int = 1  #: gradient accumulation over this many batches
+    device: str = "auto"  #: auto, cpu, cuda, cuda:1, ...
+    amp: str = "auto"  #: auto (bf16 on a GPU that has it, off on CPU), off, bf16 or fp16
+    channels_last: bool = False
+    compile: bool = False  #: torch.compile the model
+    grad_clip: float | None = None  #: clip the gradient norm to this
+    val_every: int = 1  #: validate every K epochs
+    monitor: str = "val_loss"  #: value that picks best.pt: val_loss or val_<metric>
+    mode: str | None = None  #: min or max; None: max for scores, min for losses
+    early_stop: int | None = None  #: stop after this many validations without improvement
+    out_dir: str = "runs/exp"  #: run folder (relative to the config file)
+    seed: int = 0
+    deterministic: bool = False
+    empty_cache: bool = True  #: torch.cuda.empty_cache() between epochs on CUDA
+    preview: int = 4  #: validation samples in the prediction grid
+    progress: bool = True  #: tqdm bar when on a terminal
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+#: keys whose values are paths, resolved relative to the config file
+PATH_KEYS = ("data.root", "data.split_file", "data.prepared_root", "train.out_dir")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check and convert ``value`` to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys raise :class:`ConfigError`."""
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in types_:
+            raise ConfigError(f"Unknown config key {dotted!r}.{_suggest_key(dotted)}")
+        kwargs[key] = _coerce(value, types_[key], dotted)
+    return cls(**kwargs)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts, e.g. ``train.epochs``."""
+    keys = []
+    for name, tp in _field_types(cls).items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(tp):
+            keys.extend(all_keys(tp, dotted))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _suggest_key(dotted: str) -> str:
+    return suggest(dotted, all_keys()) or suggest(dotted.rsplit(".", 1)[-1], all_keys())
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain Python data (what ``config.yaml`` in a run folder holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a nested mapping (values parsed as YAML)."""
+    valid = set(all_keys())
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override {item!r} is not of the form key=value (e.g. train.epochs=5).")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        is_option = any(key.startswith(f"{k}.") for k in valid if k.endswith(".options"))
+        if key not in valid and not is_option:
+            raise ConfigError(f"Unknown config key {key!r} in override {item!r}.{_suggest_key(key)}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"Override {item!r}: {part!r} is not a mapping.")
+        node[parts[-1]] = _parse_value(text)
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][key] = str((base / value).resolve())
+        elif isinstance(value, str):
+            data[section][key] = str(Path(value).expanduser())
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file (or the defaults) and apply dotted overrides.
+
+    Relative paths in the file are taken relative to the file's folder; relative
+    paths given as overrides are taken relative to the current directory.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} does not exist. Pass the path of a YAML file, "
+                              "e.g. examples/carvana_single_class/config.yaml.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}.")
+        _resolve_paths(data, path.resolve().parent)
+    data = apply_overrides(data, list(overrides or []))
+    _resolve_paths(data, Path.cwd())
+    return from_dict(Config, data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
