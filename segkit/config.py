@@ -22,7 +22,9 @@ from segkit.errors import ConfigError, suggest
 class AugmentConfig:
     """Training-time augmentation; validation only resizes and normalises."""
 
-    hflip: float = 0.5  #: probability of a horizontal flip (label-aware when the data set has flip pairs)
+    hflip: float = (
+        0.5  #: probability of a horizontal flip (label-aware when the data set has flip pairs)
+    )
     vflip: float = 0.0  #: probability of a vertical flip
     affine: float = 0.0  #: probability of a light shift/scale/rotate
     scale: float = 0.1  #: scale range of the light affine (1 +- scale)
@@ -41,14 +43,18 @@ class DataConfig:
     val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
     test_split: str = "test"  #: split that `segkit evaluate` scores by default
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
-    split_file: str | None = None  #: CSV of the held-out ids (written if missing, reused if present)
+    split_file: str | None = (
+        None  #: CSV of the held-out ids (written if missing, reused if present)
+    )
     image_size: int = 256  #: square side the images are resized to
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_<size>)
     batch_size: int = 10
     num_workers: int = 2
     classes: list[str] | None = None  #: class names for the folder data set
-    options: dict[str, Any] = field(default_factory=dict)  #: extra keyword arguments for the adapter
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  #: extra keyword arguments for the adapter
 
 
 @dataclass
@@ -180,7 +186,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "yes",
+            "1",
+            "on",
+            "false",
+            "no",
+            "0",
+            "off",
+        ):
             return value.lower() in ("true", "yes", "1", "on")
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
@@ -257,12 +272,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     valid = set(all_keys())
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"Override {item!r} is not of the form key=value (e.g. train.epochs=5).")
+            raise ConfigError(
+                f"Override {item!r} is not of the form key=value (e.g. train.epochs=5)."
+            )
         key, text = item.split("=", 1)
         key = key.strip()
         is_option = any(key.startswith(f"{k}.") for k in valid if k.endswith(".options"))
         if key not in valid and not is_option:
-            raise ConfigError(f"Unknown config key {key!r} in override {item!r}.{_suggest_key(key)}")
+            raise ConfigError(
+                f"Unknown config key {key!r} in override {item!r}.{_suggest_key(key)}"
+            )
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -293,18 +312,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} does not exist. Pass the path of a YAML file, "
-                              "e.g. examples/carvana_single_class/config.yaml.")
+            raise ConfigError(
+                f"Config file {str(path)!r} does not exist. Pass the path of a YAML file, "
+                "e.g. examples/carvana_single_class/config.yaml."
+            )
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"Config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}.")
+            raise ConfigError(
+                f"Config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}."
+            )
         _resolve_paths(data, path.resolve().parent)
     data = apply_overrides(data, list(overrides or []))
-    _resolve_paths(data, Path.cwd())
-    return from_dict(Config, data)
+    cfg = from_dict(Config, data)
+    # what is still relative (overrides, defaults) is taken from the current directory
+    plain = to_dict(cfg)
+    _resolve_paths(plain, Path.cwd())
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        setattr(getattr(cfg, section), key, plain[section][key])
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

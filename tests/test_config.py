@@ -1,0 +1,116 @@
+"""Typed config: YAML loading, dotted overrides, typo suggestions, relative paths."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segkit.config import Config, all_keys, load_config, save_config, to_dict
+from segkit.errors import ConfigError
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "cfg" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_without_file():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.model.arch == "smp.Unet"
+    assert cfg.model.encoder == "resnet18"
+    assert cfg.train.epochs == 30
+
+
+def test_yaml_values_and_types(tmp_path):
+    path = write(tmp_path, {"train": {"epochs": 3, "grad_clip": 1}, "loss": {"name": "ce + dice"}})
+    cfg = load_config(path)
+    assert cfg.train.epochs == 3
+    assert cfg.train.grad_clip == 1.0 and isinstance(cfg.train.grad_clip, float)
+    assert cfg.loss.name == "ce + dice"
+
+
+def test_paths_are_relative_to_config_file(tmp_path):
+    path = write(tmp_path, {"data": {"root": "../data/helen"}, "train": {"out_dir": "runs/x"}})
+    cfg = load_config(path)
+    assert cfg.data.root == str((tmp_path / "data" / "helen").resolve())
+    assert cfg.train.out_dir == str((tmp_path / "cfg" / "runs" / "x").resolve())
+
+
+def test_override_paths_are_relative_to_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.root=mydata"])
+    assert cfg.data.root == str(tmp_path / "mydata")
+
+
+def test_dotted_overrides_parse_yaml_values(tmp_path):
+    path = write(tmp_path, {"train": {"epochs": 3}})
+    cfg = load_config(path, ["train.epochs=5", "train.grad_clip=none", "data.classes=[a, b]",
+                             "model.options.decoder_attention_type=scse", "train.channels_last=true"])
+    assert cfg.train.epochs == 5
+    assert cfg.train.grad_clip is None
+    assert cfg.data.classes == ["a", "b"]
+    assert cfg.model.options == {"decoder_attention_type": "scse"}
+    assert cfg.train.channels_last is True
+
+
+def test_unknown_key_in_file_suggests_closest(tmp_path):
+    path = write(tmp_path, {"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"train\.epoch.*Did you mean 'train\.epochs'"):
+        load_config(path)
+
+
+def test_unknown_section_suggests_closest(tmp_path):
+    path = write(tmp_path, {"trian": {"epochs": 3}})
+    with pytest.raises(ConfigError, match="Did you mean 'train"):
+        load_config(path)
+
+
+def test_unknown_override_key_suggests_closest():
+    with pytest.raises(ConfigError, match="Did you mean 'train.accumulate'"):
+        load_config(None, ["train.acumulate=4"])
+
+
+def test_bad_override_form():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_bad_value_type_names_key():
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(None, ["train.epochs=many"])
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [epochs: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+        load_config(path)
+
+
+def test_non_mapping_file(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = load_config(None, ["train.epochs=7", "loss.name=ce+dice"])
+    out = tmp_path / "resolved.yaml"
+    save_config(cfg, out)
+    again = load_config(out)
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_all_keys_lists_dotted_names():
+    keys = all_keys()
+    assert "train.epochs" in keys and "data.root" in keys and "model.encoder_weights" in keys
+    assert all("." in k or k == "name" for k in keys)
