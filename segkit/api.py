@@ -1,0 +1,272 @@
+"""High-level library calls: build everything from a :class:`~segkit.config.Config`, train, evaluate.
+
+These are what the CLI runs; they are equally meant for notebooks and scripts::
+
+    from segkit.config import load_config
+    from segkit.api import train
+    result = train(load_config("examples/carvana_single_class/config.yaml", ["train.epochs=2"]))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from segkit.config import Config, DataConfig, from_dict, to_dict
+from segkit.errors import ConfigError, DataError
+
+
+@dataclass
+class Experiment:
+    """Everything :func:`train` needs, built from a config (inspect or tweak before training)."""
+
+    cfg: Config
+    train_set: Any
+    val_set: Any
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    class_names: list[str]
+    groups: dict[str, list[int]] | None
+
+
+def _prepared_root(data: DataConfig) -> Path:
+    if data.prepared_root:
+        return Path(data.prepared_root)
+    root = Path(data.root)
+    return root.parent / f"{root.name}_prepared{data.prepare_size}"
+
+
+def resolve_data_root(data: DataConfig) -> Path:
+    """The folder the adapter reads: ``data.root``, or its prepared copy when ``prepare_size`` is set."""
+    root = Path(data.root)
+    if not root.exists():
+        raise DataError(
+            f"Data root {str(root)!r} does not exist. Point data.root at your data "
+            f"(e.g. segkit train CONFIG data.root=/path/to/data), see docs/data.md for where to get "
+            f"the real data, or make a synthetic set with `segkit synth {data.dataset} {root}`."
+        )
+    if data.prepare_size is None:
+        return root
+    if data.dataset != "carvana":
+        raise ConfigError(f"data.prepare_size is only supported for carvana, not {data.dataset!r}.")
+    from segkit.data import prepare_carvana
+
+    dst = _prepared_root(data)
+    prepare_carvana(root, dst, size=data.prepare_size, workers=None)
+    return dst
+
+
+def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
+    """Validation ids: read from ``data.split_file`` if it exists, else a seeded split (written there)."""
+    ids = [s.id for s in ds.samples]
+    split_file = Path(data.split_file) if data.split_file else None
+    if split_file is not None and split_file.is_file():
+        val = pd.read_csv(split_file, dtype=str)["id"].tolist()
+        unknown = sorted(set(val) - set(ids))
+        if unknown:
+            raise DataError(
+                f"Split file {str(split_file)!r} names ids not in the data set, e.g. {unknown[:5]}. "
+                "Delete the file to draw a new split, or point data.split_file elsewhere."
+            )
+        return val
+    if not 0.0 < data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {data.val_fraction}.")
+    if data.dataset == "carvana":
+        from segkit.data import split_by_car
+
+        _, val = split_by_car(ids, val_fraction=data.val_fraction, seed=seed)
+    else:
+        _, val = train_test_split(ids, test_size=data.val_fraction, random_state=seed)
+    val = sorted(val)
+    if split_file is not None:
+        split_file.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"id": val}).to_csv(split_file, index=False)
+    return val
+
+
+def _keep(ds: Any, ids: set[str], keep: bool) -> Any:
+    ds.samples = [s for s in ds.samples if (s.id in ids) == keep]
+    return ds
+
+
+def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
+    """Train and validation data sets (without transforms) as the config describes."""
+    from segkit.data import build_dataset
+
+    data = cfg.data
+    root = root or resolve_data_root(data)
+    options = dict(data.options)
+    if data.classes is not None:
+        options["classes"] = data.classes
+    train_set = build_dataset(data.dataset, root, split=data.train_split, **options)
+    if data.val_split:
+        val_set = build_dataset(data.dataset, root, split=data.val_split, **options)
+    else:
+        val_ids = set(_held_out_ids(train_set, data, cfg.train.seed))
+        val_set = build_dataset(data.dataset, root, split=data.train_split, **options)
+        _keep(train_set, val_ids, keep=False)
+        _keep(val_set, val_ids, keep=True)
+    return train_set, val_set
+
+
+def class_groups(class_names: list[str]) -> dict[str, list[int]] | None:
+    """The F1 groups reported for a label set (Helen's eyes/brows/mouth/overall), if any."""
+    from segkit.data.helen import HELEN_CLASSES
+    from segkit.metrics import HELEN_GROUPS
+
+    return dict(HELEN_GROUPS) if list(class_names) == list(HELEN_CLASSES) else None
+
+
+def attach_transforms(cfg: Config, train_set: Any, val_set: Any, spec: Any) -> None:
+    """Set the albumentations pipelines on both data sets (normalisation from the model spec)."""
+    from segkit.data import build_transforms
+    from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    norm = cfg.augment.normalize
+    if norm == "model":
+        mean, std = tuple(spec.mean), tuple(spec.std)
+    elif norm == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif norm == "none":
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    else:
+        raise ConfigError(f"augment.normalize must be model, imagenet or none, got {norm!r}.")
+    pairs = list(getattr(train_set, "flip_pairs", ()) or ())
+    size = cfg.data.image_size
+    train_set.transform = build_transforms(cfg.augment, size, True, mean, std, flip_pairs=pairs)
+    val_set.transform = build_transforms(cfg.augment, size, False, mean, std, flip_pairs=pairs)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer named by ``optim.name``."""
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    from segkit.errors import unknown_name
+
+    raise ConfigError(unknown_name("optimizer", o.name, ["adam", "adamw", "sgd"]))
+
+
+def build_experiment(cfg: Config) -> Experiment:
+    """Data sets, model, loss and optimizer for a config."""
+    from segkit.losses import build_loss
+    from segkit.models import model_from_config
+
+    train_set, val_set = build_datasets(cfg)
+    class_names = list(train_set.class_names)
+    model = model_from_config(cfg.model, class_names)
+    attach_transforms(cfg, train_set, val_set, model.spec)
+    model.spec.options.setdefault("image_size", cfg.data.image_size)
+    lc = cfg.loss
+    loss = build_loss(
+        lc.name, smooth=lc.smooth, ignore_index=lc.ignore_index, class_weights=lc.class_weights
+    )
+    return Experiment(
+        cfg,
+        train_set,
+        val_set,
+        model,
+        loss,
+        build_optimizer(cfg, model),
+        class_names,
+        class_groups(class_names),
+    )
+
+
+def train(cfg: Config, resume: str | Path | bool | None = None) -> dict[str, Any]:
+    """Train as the config says; returns the Trainer's summary (best value, paths)."""
+    from segkit.engine import Trainer, make_loader
+
+    exp = build_experiment(cfg)
+    d = cfg.data
+    train_loader = make_loader(
+        exp.train_set,
+        d.batch_size,
+        shuffle=True,
+        num_workers=d.num_workers,
+        seed=cfg.train.seed,
+        drop_last=len(exp.train_set) > d.batch_size,
+    )
+    val_loader = make_loader(
+        exp.val_set, d.batch_size, shuffle=False, num_workers=d.num_workers, seed=cfg.train.seed
+    )
+    trainer = Trainer(
+        exp.model,
+        exp.loss,
+        exp.optimizer,
+        train_loader,
+        val_loader,
+        cfg=cfg.train,
+        scheduler_cfg=cfg.scheduler,
+        class_names=exp.class_names,
+        groups=exp.groups,
+        full_config=to_dict(cfg),
+    )
+    return trainer.fit(resume=resume)
+
+
+def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:
+    """The training config stored in a checkpoint (defaults where it holds none)."""
+    raw = ckpt.get("config") or {}
+    return from_dict(Config, raw) if raw else Config()
+
+
+def evaluate(
+    checkpoint: str | Path,
+    root: str | Path | None = None,
+    split: str | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    json_out: str | Path | None = None,
+    num_workers: int | None = None,
+) -> dict[str, Any]:
+    """Score a checkpoint on a split; ``split="val"`` re-draws the held-out part of training.
+
+    Returns the metric dict (per-class and grouped F1, IoU, ...) and writes it as JSON on request.
+    """
+    from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_checkpoint(ckpt)
+    if root is not None:
+        cfg.data.root = str(root)
+        cfg.data.prepared_root = None
+    split = split or cfg.data.test_split
+    model = model_from_checkpoint(checkpoint, device="cpu")
+    if split == "val" and not cfg.data.val_split:
+        _, ds = build_datasets(cfg)
+    else:
+        from segkit.data import build_dataset
+
+        ds = build_dataset(
+            cfg.data.dataset, resolve_data_root(cfg.data), split=split, **cfg.data.options
+        )
+    attach_transforms(cfg, ds, ds, model.spec)
+    loader = make_loader(
+        ds,
+        batch_size or cfg.data.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers if num_workers is None else num_workers,
+        seed=cfg.train.seed,
+    )
+    names = list(model.spec.class_names or ds.class_names)
+    result = evaluate_model(
+        model, loader, class_names=names, groups=class_groups(names), device=device
+    )
+    result = {k: float(v) for k, v in result.items()}
+    if json_out is not None:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,311 @@
+"""The ``segkit`` command: argument parsing and printing only; every command calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import segkit._env  # noqa: F401
+from segkit import __version__
+from segkit.errors import SegkitError
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+
+
+def command(name: str) -> Callable:
+    """Register a ``cmd_<name>`` function as the handler of ``segkit <name>``."""
+
+    def wrap(fn: Callable) -> Callable:
+        _COMMANDS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _print_json(result: dict[str, Any], path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+
+
+def print_metrics(result: dict[str, Any]) -> None:
+    """The metric table, with Helen's ``f1_<name>=<value>`` lines where they apply."""
+    from segkit.metrics import format_f1_lines
+
+    print(format_f1_lines(result))
+    others = {
+        k: v
+        for k, v in result.items()
+        if not k.startswith(("f1_", "iou_", "precision_", "recall_"))
+    }
+    for key, value in others.items():
+        print(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}")
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> None:
+    from segkit.demo import run_demo
+
+    run_demo(args.out, task=args.task, epochs=args.epochs, cars=args.cars, faces=args.faces)
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> None:
+    from segkit.api import train
+    from segkit.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    print(
+        json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.items()}, indent=2)
+    )
+
+
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from segkit.api import evaluate
+
+    result = evaluate(
+        args.checkpoint,
+        root=args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        json_out=args.json,
+    )
+    print_metrics(result)
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def _class_names(spec: str) -> list[str]:
+    from segkit.data.helen import HELEN_CLASSES
+
+    if spec == "helen":
+        return list(HELEN_CLASSES)
+    if spec.isdigit():
+        return [str(i) for i in range(int(spec))]
+    path = Path(spec)
+    if not path.is_file():
+        raise SegkitError(
+            f"--classes {spec!r} is neither 'helen', a number, nor a file of class names "
+            "(one per line)."
+        )
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+@command("score")
+def cmd_score(args: argparse.Namespace) -> None:
+    from segkit.api import class_groups
+    from segkit.metrics import score_folders
+
+    names = _class_names(args.classes)
+    result = score_folders(args.gt_dir, args.pred_dir, names, groups=class_groups(names))
+    print_metrics(result)
+    _print_json(result, args.json)
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> None:
+    from segkit.inference import predict
+
+    result = predict(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        overlay=args.overlay,
+        rle_csv=args.rle,
+        tta=args.tta,
+        tile=args.tile,
+        progress=True,
+    )
+    print(
+        f"predicted {result['count']} images into {args.out} ({result.get('images_per_s', 0):.1f} images/s)"
+    )
+    if args.rle:
+        print(f"wrote {args.rle}")
+
+
+@command("prepare")
+def cmd_prepare(args: argparse.Namespace) -> None:
+    if args.dataset == "carvana":
+        from segkit.data import prepare_carvana
+
+        index = prepare_carvana(
+            args.src, args.dst, size=args.size, workers=args.workers, overwrite=args.overwrite
+        )
+        print(f"prepared {len(index)} Carvana pairs at {args.size}x{args.size} in {args.dst}")
+    else:
+        from segkit.data import prepare_helen
+
+        prepare_helen(args.src, args.dst)
+        print(f"copied the Helen release into the split layout in {args.dst}")
+
+
+@command("synth")
+def cmd_synth(args: argparse.Namespace) -> None:
+    from segkit.data import synth_carvana, synth_helen
+
+    if args.dataset == "carvana":
+        synth_carvana(args.dst, cars=args.n, seed=args.seed)
+        print(f"wrote {args.n} synthetic cars x 16 views in the Kaggle layout to {args.dst}")
+    else:
+        synth_helen(args.dst, n=args.n, seed=args.seed, layout=args.layout)
+        print(f"wrote {args.n} synthetic faces ({args.layout} layout) to {args.dst}")
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> None:
+    from segkit.export import export_onnx
+
+    result = export_onnx(args.checkpoint, args.onnx, check=args.check, opset=args.opset)
+    print(f"wrote {args.onnx}")
+    if args.check:
+        print(f"onnxruntime max abs difference from PyTorch: {result['max_abs_diff']:.3g}")
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> None:
+    from segkit.models import list_models
+
+    print("\n".join(list_models(args.pattern)))
+
+
+@command("encoders")
+def cmd_encoders(args: argparse.Namespace) -> None:
+    from segkit.models import list_encoders
+
+    print("\n".join(list_encoders(args.pattern)))
+    print("(any timm backbone also works as tu-<timm name>)", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    p = argparse.ArgumentParser(prog="segkit", description="Semantic segmentation on PyTorch.")
+    p.add_argument("--version", action="version", version=f"segkit {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes"
+    )
+    s.add_argument("--out", default="segkit-demo", help="folder for everything the demo writes")
+    s.add_argument("--task", choices=["carvana", "helen"], default="carvana")
+    s.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: the demo's own)"
+    )
+    s.add_argument(
+        "--cars", type=int, default=3, help="synthetic cars (16 views each) for --task carvana"
+    )
+    s.add_argument("--faces", type=int, default=60, help="synthetic faces for --task helen")
+
+    s = sub.add_parser("train", help="train from a YAML config with dotted overrides")
+    s.add_argument("config", help="YAML config, e.g. examples/carvana_single_class/config.yaml")
+    s.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 data.root=/data"
+    )
+    s.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="continue from last.pt of the run folder (or from the given checkpoint)",
+    )
+
+    s = sub.add_parser("evaluate", help="score a checkpoint on a split")
+    s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    s.add_argument(
+        "--data", default=None, help="data root (default: the one the model was trained on)"
+    )
+    s.add_argument(
+        "--split",
+        default=None,
+        help="split to score (default: data.test_split; 'val' = held-out part)",
+    )
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", default=None, help="also write the metrics as JSON here")
+
+    s = sub.add_parser(
+        "score", help="score two folders of label PNGs against each other by file name"
+    )
+    s.add_argument("gt_dir")
+    s.add_argument("pred_dir")
+    s.add_argument("--classes", default="helen", help="'helen', a class count, or a file of names")
+    s.add_argument("--json", default=None)
+
+    s = sub.add_parser(
+        "predict", help="label PNGs (and overlays, RLE) at each input's own resolution"
+    )
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("inputs", nargs="+", help="image files or folders")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--overlay", action="store_true", help="also write colour overlays")
+    s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
+    s.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
+    s.add_argument(
+        "--tile", type=int, default=None, help="sliding-window tile size for large images"
+    )
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--device", default="auto")
+
+    s = sub.add_parser("prepare", help="convert a data set's release into segkit's training layout")
+    s.add_argument("dataset", choices=["carvana", "helen"])
+    s.add_argument("src", help="the release as downloaded (never modified)")
+    s.add_argument("dst", help="where the prepared copy goes")
+    s.add_argument("--size", type=int, default=128, help="carvana: square size")
+    s.add_argument(
+        "--workers", type=int, default=None, help="carvana: threads (default: CPU count)"
+    )
+    s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
+
+    s = sub.add_parser("synth", help="write a synthetic data set in the real layout")
+    s.add_argument("dataset", choices=["carvana", "helen"])
+    s.add_argument("dst")
+    s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--layout", choices=["split", "official"], default="split", help="helen layout")
+
+    s = sub.add_parser("export", help="export a checkpoint to ONNX")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--onnx", required=True, help="output .onnx path")
+    s.add_argument(
+        "--check", action="store_true", help="compare onnxruntime with PyTorch on a sample"
+    )
+    s.add_argument("--opset", type=int, default=17)
+
+    s = sub.add_parser("models", help="list architectures (fnmatch pattern)")
+    s.add_argument("pattern", nargs="?", default="*")
+    s = sub.add_parser("encoders", help="list encoders (fnmatch pattern)")
+    s.add_argument("pattern", nargs="?", default="*")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segkit`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except (SegkitError, FileNotFoundError, ValueError, ImportError) as exc:
+        if args.debug:
+            raise
+        print(f"segkit {args.command}: error: {exc}", file=sys.stderr)
+        print("(run with --debug for the traceback)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"segkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
