@@ -22,9 +22,7 @@ from segkit.errors import ConfigError, suggest
 class AugmentConfig:
     """Training-time augmentation; validation only resizes and normalises."""
 
-    hflip: float = (
-        0.5  #: probability of a horizontal flip (label-aware when the data set has flip pairs)
-    )
+    hflip: float = 0.5  #: horizontal flip probability (label-aware where the data has flip pairs)
     vflip: float = 0.0  #: probability of a vertical flip
     affine: float = 0.0  #: probability of a light shift/scale/rotate
     scale: float = 0.1  #: scale range of the light affine (1 +- scale)
@@ -43,18 +41,14 @@ class DataConfig:
     val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
     test_split: str = "test"  #: split that `segkit evaluate` scores by default
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
-    split_file: str | None = (
-        None  #: CSV of the held-out ids (written if missing, reused if present)
-    )
+    split_file: str | None = None  #: CSV of held-out ids (written if missing, reused if present)
     image_size: int = 256  #: square side the images are resized to
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
-    prepared_root: str | None = None  #: where prepared data goes (default: <root>_<size>)
-    batch_size: int = 10
-    num_workers: int = 2
+    prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
+    batch_size: int = 10  #: images per batch
+    num_workers: int = 2  #: DataLoader worker processes
     classes: list[str] | None = None  #: class names for the folder data set
-    options: dict[str, Any] = field(
-        default_factory=dict
-    )  #: extra keyword arguments for the adapter
+    options: dict[str, Any] = field(default_factory=dict)  #: extra adapter keyword arguments
 
 
 @dataclass
@@ -73,10 +67,10 @@ class ModelConfig:
 class LossConfig:
     """The loss, by name or as a weighted sum such as ``"ce + dice"``."""
 
-    name: str = "soft_dice"
-    smooth: float = 1.0
-    ignore_index: int | None = None
-    class_weights: list[float] | None = None
+    name: str = "soft_dice"  #: soft_dice, dice, ce, bce or a sum such as "ce + 0.5*dice"
+    smooth: float = 1.0  #: Dice smoothing term
+    ignore_index: int | None = None  #: label value left out of the loss
+    class_weights: list[float] | None = None  #: per-class loss weights
 
 
 @dataclass
@@ -84,8 +78,8 @@ class OptimConfig:
     """Optimizer settings."""
 
     name: str = "adam"  #: adam, adamw or sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 1e-3  #: learning rate
+    weight_decay: float = 0.0  #: L2 / decoupled weight decay
     momentum: float = 0.9  #: sgd only
 
 
@@ -106,11 +100,11 @@ class SchedulerConfig:
 class TrainConfig:
     """The training loop."""
 
-    epochs: int = 30
+    epochs: int = 30  #: training epochs
     accumulate: int = 1  #: gradient accumulation over this many batches
     device: str = "auto"  #: auto, cpu, cuda, cuda:1, ...
     amp: str = "auto"  #: auto (bf16 on a GPU that has it, off on CPU), off, bf16 or fp16
-    channels_last: bool = False
+    channels_last: bool = False  #: channels_last memory format
     compile: bool = False  #: torch.compile the model
     grad_clip: float | None = None  #: clip the gradient norm to this
     val_every: int = 1  #: validate every K epochs
@@ -118,8 +112,8 @@ class TrainConfig:
     mode: str | None = None  #: min or max; None: max for scores, min for losses
     early_stop: int | None = None  #: stop after this many validations without improvement
     out_dir: str = "runs/exp"  #: run folder (relative to the config file)
-    seed: int = 0
-    deterministic: bool = False
+    seed: int = 0  #: seeds Python, NumPy, torch and the loader workers
+    deterministic: bool = False  #: deterministic algorithms (slower, reproducible)
     empty_cache: bool = True  #: torch.cuda.empty_cache() between epochs on CUDA
     preview: int = 4  #: validation samples in the prediction grid
     progress: bool = True  #: tqdm bar when on a terminal
@@ -129,7 +123,7 @@ class TrainConfig:
 class Config:
     """A whole experiment."""
 
-    name: str = "experiment"
+    name: str = "experiment"  #: experiment name
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -339,3 +333,56 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``#:`` comment after each field of a dataclass (its documentation)."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*#: (.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def config_reference() -> str:
+    """Markdown reference of every config key, its type, default and meaning (docs/configs.md)."""
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from the dataclasses in `segkit/config.py` by",
+        "`python -c 'from segkit.config import config_reference; print(config_reference())'`;",
+        "a test checks that this page matches them. Any key can be overridden on the command line",
+        "as `section.key=value` (values parsed as YAML). Paths in a config file are relative to",
+        "the file; paths given on the command line are relative to the current directory.",
+        "",
+    ]
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        if not dataclasses.is_dataclass(section.type) and section.name == "name":
+            lines += ["## name", "", f"Experiment name (default `{defaults.name}`).", ""]
+            continue
+        cls = type(getattr(defaults, section.name))
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines += [
+            f"## {section.name}",
+            "",
+            doc,
+            "",
+            "| key | type | default | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
+        comments = _field_comments(cls)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            default = getattr(getattr(defaults, section.name), f.name)
+            tp = tp.replace("|", "\\|")
+            lines.append(
+                f"| `{section.name}.{f.name}` | `{tp}` | `{default!r}` | {comments.get(f.name, '')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

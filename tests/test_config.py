@@ -114,3 +114,13 @@ def test_all_keys_lists_dotted_names():
     keys = all_keys()
     assert "train.epochs" in keys and "data.root" in keys and "model.encoder_weights" in keys
     assert all("." in k or k == "name" for k in keys)
+
+
+def test_docs_config_reference_matches_dataclasses():
+    from segkit.config import config_reference
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configs.md").read_text()
+    assert page.strip() == config_reference().strip(), (
+        "docs/configs.md is stale: regenerate it with "
+        "python -c 'from segkit.config import config_reference; print(config_reference())' > docs/configs.md"
+    )
