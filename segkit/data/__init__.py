@@ -1,0 +1,61 @@
+"""segkit's data layer: dataset adapters, registry, transforms, preparation, RLE, synthetic data.
+
+Every adapter is a ``torch.utils.data.Dataset`` whose items are dicts with ``image``,
+``mask``, ``id`` and ``image_path``; see docs/data.md for the layouts each one reads.
+"""
+
+from segkit.data.base import Sample, SegmentationDataset
+from segkit.data.carvana import (
+    CARVANA_CLASSES,
+    CarvanaDataset,
+    decode_strategy,
+    parse_carvana_id,
+    prepare_carvana,
+    split_by_car,
+)
+from segkit.data.folder import FolderDataset
+from segkit.data.helen import HELEN_CLASSES, HELEN_FLIP_PAIRS, HelenDataset, prepare_helen
+from segkit.data.io import DataNotFoundError, read_image, read_mask, write_image, write_mask
+from segkit.data.registry import build_dataset, list_datasets, register_dataset
+from segkit.data.rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
+from segkit.data.synth import synth_carvana, synth_helen
+from segkit.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LabelAwareHorizontalFlip,
+    build_transforms,
+)
+
+__all__ = [
+    "CARVANA_CLASSES",
+    "HELEN_CLASSES",
+    "HELEN_FLIP_PAIRS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CarvanaDataset",
+    "DataNotFoundError",
+    "FolderDataset",
+    "HelenDataset",
+    "LabelAwareHorizontalFlip",
+    "Sample",
+    "SegmentationDataset",
+    "build_dataset",
+    "build_transforms",
+    "decode_strategy",
+    "list_datasets",
+    "parse_carvana_id",
+    "prepare_carvana",
+    "prepare_helen",
+    "read_image",
+    "read_mask",
+    "read_rle_csv",
+    "register_dataset",
+    "rle_decode",
+    "rle_encode",
+    "split_by_car",
+    "synth_carvana",
+    "synth_helen",
+    "write_image",
+    "write_mask",
+    "write_rle_csv",
+]

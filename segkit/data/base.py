@@ -1,0 +1,220 @@
+"""The dataset base class every adapter shares: samples, reading, checks, transform calling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segkit.data.io import map_255_to_1, name_some, read_image, read_mask
+from segkit.errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its label map."""
+
+    id: str  #: name used to write predictions back (e.g. the image file stem)
+    image_path: Path
+    mask_path: Path
+
+
+def pair_files(
+    images: dict[str, Path], masks: dict[str, Path], where: str | Path, mask_word: str = "label"
+) -> list[Sample]:
+    """Pair image and mask files by key; every image needs a mask and every mask an image.
+
+    Args:
+        images: key -> image file; the key becomes the sample id unless overridden later.
+        masks: key -> mask file.
+        where: folder named in error messages.
+        mask_word: "label" or "mask", as the data set calls it.
+
+    Raises:
+        DataError: an image without its mask or a mask without its image (names up to 5).
+    """
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_images:
+        names = name_some(images[k].name for k in lonely_images)
+        raise DataError(
+            f"{len(lonely_images)} image(s) in {str(where)!r} have no {mask_word}: {names}. "
+            f"Add the missing {mask_word} files or move those images out of the folder."
+        )
+    if lonely_masks:
+        names = name_some(masks[k].name for k in lonely_masks)
+        raise DataError(
+            f"{len(lonely_masks)} {mask_word}(s) in {str(where)!r} have no image: {names}. "
+            f"Add the missing images or move those {mask_word} files out of the folder."
+        )
+    if not images:
+        raise DataError(
+            f"No image/{mask_word} pairs found in {str(where)!r}. See docs/data.md for the layouts "
+            "segkit reads (image suffixes: .jpg .jpeg .png .bmp .tif .tiff .webp)."
+        )
+    return [Sample(key, images[key], masks[key]) for key in sorted(images, key=_natural_key)]
+
+
+def _natural_key(text: str) -> list[Any]:
+    """Sort ``image_2`` before ``image_10``."""
+    parts = "".join(c if c.isdigit() else f" {c} " for c in text).split()
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
+
+
+def unique_keys(files: Iterable[Path], key: Callable[[Path], str], where: str | Path) -> dict:
+    """Map ``key(file) -> file``; two files with one key (``a.jpg`` and ``a.png``) is an error."""
+    out: dict[str, Path] = {}
+    for f in files:
+        k = key(f)
+        if k in out:
+            raise DataError(
+                f"Two files in {str(where)!r} share the name {k!r}: {out[k].name} and {f.name}. "
+                "Keep one of them."
+            )
+        out[k] = f
+    return out
+
+
+def select_ids(samples: list[Sample], ids: Iterable[str] | None, where: str | Path) -> list[Sample]:
+    """Keep the samples whose id is in ``ids`` (all when None), in the order of ``ids``."""
+    if ids is None:
+        return samples
+    by_id = {s.id: s for s in samples}
+    ids = list(ids)
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} requested id(s) are not in {str(where)!r}: {name_some(unknown)}. "
+            f"Ids look like {name_some(list(by_id)[:3], 3)}."
+        )
+    return [by_id[i] for i in ids]
+
+
+class SegmentationDataset(Dataset):
+    """A list of :class:`Sample` read as ``{"image", "mask", "id", "image_path"}`` dicts.
+
+    Without a transform ``image`` is HxWx3 uint8 and ``mask`` HxW int64 (numpy). With an
+    albumentations transform, called as ``transform(image=..., mask=...)`` on the uint8
+    arrays, ``image`` becomes a CHW float32 tensor and ``mask`` an HxW int64 tensor.
+
+    Subclasses set ``class_names`` (every label value, background included), ``task`` and
+    ``flip_pairs``, find their samples and call ``super().__init__(samples, transform)``.
+    Binary data sets map mask value 255 to 1 before checking values.
+    """
+
+    class_names: Sequence[str] = ("background", "foreground")
+    task: str | None = None  # None: "binary" for two classes, else "multiclass"
+    flip_pairs: Sequence[tuple[int, int]] = ()
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[..., dict[str, Any]] | None = None,
+        class_names: Sequence[str] | None = None,
+        root: str | Path | None = None,
+    ) -> None:
+        """Hold the samples; nothing is read until an item is asked for.
+
+        Args:
+            samples: the image/mask pairs.
+            transform: albumentations-style callable, or None.
+            class_names: overrides the class attribute (every label value incl. background).
+            root: the folder the samples came from (shown by ``repr``).
+        """
+        names = list(class_names if class_names is not None else type(self).class_names)
+        if len(names) < 2:
+            raise DataError(
+                f"{type(self).__name__} needs at least 2 class names (background and one class), "
+                f"got {names}."
+            )
+        self.class_names = names
+        self.task = type(self).task or ("binary" if len(names) == 2 else "multiclass")
+        self.flip_pairs = [(int(a), int(b)) for a, b in type(self).flip_pairs]
+        self.samples = list(samples)
+        self.transform = transform
+        self.root = Path(root) if root is not None else None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of label values, background included."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, samples={len(self)}, "
+            f"task={self.task!r}, classes={self.class_names})"
+        )
+
+    def load_image(self, sample: Sample) -> np.ndarray:
+        """The sample's image as HxWx3 uint8 RGB."""
+        return read_image(sample.image_path)
+
+    def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        """The sample's label map as HxW uint8 (``shape`` is the image's, for encoded masks)."""
+        return read_mask(sample.mask_path)
+
+    def check_pair(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> np.ndarray:
+        """Check sizes and label values; returns the mask (binary: 255 mapped to 1)."""
+        if image.shape[:2] != mask.shape[:2]:
+            raise DataError(
+                f"Image {str(sample.image_path)!r} is {image.shape[1]}x{image.shape[0]} but its "
+                f"mask {str(sample.mask_path)!r} is {mask.shape[1]}x{mask.shape[0]} (width x "
+                "height). Resize the mask with nearest-neighbour interpolation or re-export the pair."
+            )
+        n = len(self.class_names)
+        if self.task == "binary" and mask.size and mask.max() == 255:
+            mask = map_255_to_1(mask)
+        if mask.size and int(mask.max()) >= n:
+            bad = np.unique(mask[mask >= n]).tolist()
+            if self.task == "binary":
+                raise DataError(
+                    f"Mask {str(sample.mask_path)!r} is not binary: it holds values "
+                    f"{name_some(bad, 8)} besides 0 and 1 (255 counts as 1). Save it with 0 for "
+                    "background and 1 or 255 for the object (nearest-neighbour resizing only), or, "
+                    "if the data set has more classes, give its class list (data.classes)."
+                )
+            raise DataError(
+                f"Mask {str(sample.mask_path)!r} holds label values {name_some(bad, 8)} outside "
+                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). Fix the label map, or "
+                "give the data set the right class list."
+            )
+        return mask
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray, Sample]:
+        """Image (HxWx3 uint8) and checked mask (HxW uint8) of sample ``index``, untransformed."""
+        sample = self.samples[index]
+        image = self.load_image(sample)
+        mask = self.check_pair(image, self.load_mask(sample, image.shape[:2]), sample)
+        return image, mask, sample
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, sample = self.read(index)
+        item: dict[str, Any] = {"id": sample.id, "image_path": str(sample.image_path)}
+        if self.transform is None:
+            item["image"], item["mask"] = image, mask.astype(np.int64)
+            return item
+        out = self.transform(image=image, mask=mask)
+        item["image"] = _image_tensor(out["image"])
+        mask_out = out["mask"]
+        if not isinstance(mask_out, torch.Tensor):
+            mask_out = torch.from_numpy(np.ascontiguousarray(mask_out))
+        item["mask"] = mask_out.long()
+        return item
+
+
+def _image_tensor(image: Any) -> torch.Tensor:
+    """CHW float32 tensor from a transform's output (a CHW tensor, or an HxWxC array)."""
+    if isinstance(image, torch.Tensor):
+        return image.float()
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()

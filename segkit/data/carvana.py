@@ -1,0 +1,368 @@
+"""Carvana car masking (binary): Kaggle and prepared layouts, and the split by car.
+
+- Kaggle layout: ``<root>/train/<id>_<NN>.jpg`` with ``<root>/train_masks/<id>_<NN>_mask.gif``
+  (palette GIF, 0/1; 0/255 and PNG masks are accepted too), or, when there is no mask folder,
+  ``<root>/train_masks.csv`` holding Kaggle RLE (``img,rle_mask``).
+- Prepared layout (written by :func:`prepare_carvana`):
+  ``<root>/images/<id>.png`` + ``<root>/masks/<id>.png`` (0/1) + ``<root>/index.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from segkit.data.base import Sample, SegmentationDataset, pair_files, select_ids, unique_keys
+from segkit.data.io import (
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    DataNotFoundError,
+    image_size,
+    list_files,
+    map_255_to_1,
+    name_some,
+    read_image,
+    read_mask,
+    require_dir,
+    write_bytes_atomic,
+    write_image,
+    write_mask,
+)
+from segkit.data.registry import register_dataset
+from segkit.data.rle import read_rle_csv, rle_decode
+from segkit.errors import DataError
+
+CARVANA_CLASSES = ["background", "car"]
+INDEX_COLUMNS = ["id", "car_id", "view", "image", "mask", "width", "height", "split"]
+
+CARVANA_LAYOUTS = {
+    "kaggle": "<root>/<split>/<id>_<NN>.jpg + <root>/<split>_masks/<id>_<NN>_mask.gif "
+    "(or <root>/<split>_masks.csv)",
+    "prepared": "<root>/index.csv + <root>/images/<id>.png + <root>/masks/<id>.png",
+}
+
+
+def parse_carvana_id(sample_id: str) -> tuple[str, int]:
+    """``"0cdf5b5d0ce1_03"`` -> ``("0cdf5b5d0ce1", 3)``: car id and view number.
+
+    Raises:
+        DataError: the id does not end in ``_<number>``.
+    """
+    car, _, view = sample_id.rpartition("_")
+    if not car or not view.isdigit():
+        raise DataError(
+            f"Carvana id {sample_id!r} is not of the form <car id>_<view number> "
+            "(e.g. 0cdf5b5d0ce1_03); rename the file or use the folder data set."
+        )
+    return car, int(view)
+
+
+def split_by_car(
+    ids: Sequence[str], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split sample ids into train/validation so that all views of a car fall on one side.
+
+    A random split by image would leak near-duplicate views of one car into validation.
+    Uses scikit-learn's GroupShuffleSplit (``val_fraction`` is the fraction of cars).
+
+    Returns:
+        ``(train_ids, val_ids)``, each in the order of ``ids``; the same for the same seed.
+
+    Raises:
+        ValueError: ``val_fraction`` not in (0, 1), or fewer than two cars.
+    """
+    ids = list(ids)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    cars = [parse_carvana_id(i)[0] for i in ids]
+    if len(set(cars)) < 2:
+        raise DataError(
+            f"Cannot split {len(ids)} image(s) by car: they show {len(set(cars))} car(s). "
+            "A split by car needs at least two cars; add data or use a separate val_split."
+        )
+    from sklearn.model_selection import GroupShuffleSplit  # imported here: it takes seconds
+
+    splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    train_idx, val_idx = next(splitter.split(np.zeros(len(ids)), groups=cars))
+    return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(val_idx)]
+
+
+def _strip_mask_suffix(path: Path) -> str:
+    return path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+
+
+def find_kaggle_samples(
+    root: str | Path, split: str = "train"
+) -> tuple[list[Sample], dict[str, str] | None]:
+    """Pair ``root/split`` images with ``root/<split>_masks`` files or ``<split>_masks.csv``.
+
+    Returns:
+        ``(samples, rle)``: ``rle`` maps id -> RLE when masks come from the CSV (the samples'
+        ``mask_path`` is then the CSV), else None.
+    """
+    root = Path(root)
+    image_dir = require_dir(root / split, "Carvana image folder")
+    images = unique_keys(list_files(image_dir, IMAGE_EXTENSIONS), lambda p: p.stem, image_dir)
+    if not images:
+        raise DataError(f"Carvana image folder {str(image_dir)!r} holds no .jpg/.png images.")
+    mask_dir, csv_path = root / f"{split}_masks", root / f"{split}_masks.csv"
+    if mask_dir.is_dir() and list_files(mask_dir, MASK_EXTENSIONS):
+        masks = unique_keys(list_files(mask_dir, MASK_EXTENSIONS), _strip_mask_suffix, mask_dir)
+        return pair_files(images, masks, root, mask_word="mask"), None
+    if csv_path.is_file():
+        rle = {Path(img).stem: code for img, code in read_rle_csv(csv_path).items()}
+        samples = pair_files(images, dict.fromkeys(rle, csv_path), root, mask_word="RLE row")
+        return samples, rle
+    raise DataNotFoundError(
+        f"No masks for the Carvana split {split!r} in {str(root)!r}: looked for the folder "
+        f"{str(mask_dir)!r} (<id>_mask.gif/.png) and the file {str(csv_path)!r} (img,rle_mask). "
+        "Unpack train_masks.zip or train_masks.csv.zip there."
+    )
+
+
+def read_index(root: str | Path) -> pd.DataFrame:
+    """The prepared layout's ``index.csv`` (ids kept as strings); DataError if unusable."""
+    path = Path(root) / "index.csv"
+    try:
+        index = pd.read_csv(path, dtype={"id": str, "car_id": str, "split": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(
+            f"Cannot read {str(path)!r} ({exc}). Re-run prepare_carvana to rewrite it."
+        ) from None
+    missing = [c for c in INDEX_COLUMNS[:5] if c not in index.columns]
+    if missing:
+        raise DataError(
+            f"{str(path)!r} lacks the column(s) {missing}; it was not written by prepare_carvana. "
+            "Re-run prepare_carvana (with overwrite=True) to rewrite it."
+        )
+    return index
+
+
+def _prepared_samples(root: Path, split: str | None) -> list[Sample]:
+    index = read_index(root)
+    if split and "split" in index.columns:
+        held = sorted(set(index["split"].dropna()))
+        if split not in held:
+            raise DataError(
+                f"The prepared Carvana folder {str(root)!r} holds the split(s) {held}, not "
+                f"{split!r}. Prepare split {split!r} into its own folder "
+                f"(prepare_carvana(src, dst, split={split!r})) and point root there."
+            )
+        index = index[index["split"] == split]
+    samples = [
+        Sample(row.id, root / row.image, root / row.mask) for row in index.itertuples(index=False)
+    ]
+    if not samples:
+        raise DataError(
+            f"{str(root / 'index.csv')!r} lists no samples. Re-run prepare_carvana on the source."
+        )
+    lost = [s.image_path.name for s in samples if not s.image_path.is_file()]
+    lost += [s.mask_path.name for s in samples if not s.mask_path.is_file()]
+    if lost:
+        raise DataNotFoundError(
+            f"{len(lost)} file(s) listed in {str(root / 'index.csv')!r} are missing: "
+            f"{name_some(lost)}. Re-run prepare_carvana on the source to recreate them."
+        )
+    return samples
+
+
+@register_dataset("carvana")
+class CarvanaDataset(SegmentationDataset):
+    """Carvana car masks in the Kaggle or the prepared layout (detected automatically).
+
+    Masks are binary: 255 is read as 1; any other value besides 0/1 is a DataError.
+
+    Args:
+        root: Kaggle folder (holding ``train/``, ``train_masks/``) or a prepared folder.
+        split: ``train`` (Kaggle: the folder name; prepared: the split it was prepared from).
+        transform: albumentations pipeline, or None.
+        ids: keep only these sample ids (``<car id>_<NN>``, in this order).
+    """
+
+    class_names = CARVANA_CLASSES
+    task = "binary"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = "train",
+        transform: Callable[..., dict[str, Any]] | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> None:
+        root = require_dir(root, "Carvana root")
+        self.split = split
+        self._rle: dict[str, str] | None = None
+        if (root / "index.csv").is_file():
+            self.layout = "prepared"
+            samples = _prepared_samples(root, split)
+        elif split and (root / split).is_dir():
+            self.layout = "kaggle"
+            samples, self._rle = find_kaggle_samples(root, split)
+        else:
+            found = name_some(sorted(p.name for p in root.iterdir()))
+            looked = "; ".join(f"{k}: {v}" for k, v in CARVANA_LAYOUTS.items())
+            raise DataError(
+                f"No Carvana layout recognised in {str(root)!r} for split {split!r} (it holds: "
+                f"{found}). Looked for {looked}. Point root at the unpacked Kaggle data or at a "
+                "folder written by prepare_carvana."
+            )
+        super().__init__(select_ids(samples, ids, root), transform, root=root)
+
+    def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        """Mask from its file, or decoded from ``<split>_masks.csv`` at the image's size."""
+        if self._rle is None:
+            return super().load_mask(sample, shape)
+        try:
+            return rle_decode(self._rle[sample.id], shape)
+        except ValueError as exc:
+            raise DataError(f"RLE of {sample.id!r} in {str(sample.mask_path)!r}: {exc}") from None
+
+
+# --- preparation: GIF -> PNG, resize to a square, with a thread pool -------------------------
+
+DECODE_MODES = ("reduced", "full")
+_REDUCED_FLAGS = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+}
+
+
+def decode_strategy(decode: str, width: int, height: int, size: int) -> int:
+    """The ``cv2.imread`` flag used to decode a ``width x height`` image bound for ``size``.
+
+    ``"full"`` decodes every pixel (``IMREAD_COLOR``). ``"reduced"`` lets libjpeg scale the
+    DCT by the largest factor 8, 4 or 2 whose output (``ceil(w / f) x ceil(h / f)``) is still
+    at least ``size`` on both sides, so INTER_AREA still only shrinks; else a full decode.
+
+    Raises:
+        ValueError: ``decode`` is not "reduced" or "full".
+    """
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}.")
+    if decode == "reduced":
+        for factor, flag in _REDUCED_FLAGS.items():
+            if min(-(-width // factor), -(-height // factor)) >= size:
+                return flag
+    return cv2.IMREAD_COLOR
+
+
+def load_resized(path: str | Path, size: int, decode: str = "reduced") -> np.ndarray:
+    """Read an image and resize it to ``size x size`` (INTER_AREA), as HxWx3 uint8 RGB."""
+    width, height = image_size(path)
+    image = read_image(path, decode_strategy(decode, width, height, size))
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class _Preparer:
+    """Prepares one sample: the callable that ``ThreadPoolExecutor.map`` runs per image."""
+
+    dst: Path
+    size: int
+    decode: str
+    overwrite: bool
+    split: str
+    rle: dict[str, str] | None
+
+    def __call__(self, sample: Sample) -> tuple[dict[str, Any], bool]:
+        car_id, view = parse_carvana_id(sample.id)
+        image_rel, mask_rel = f"images/{sample.id}.png", f"masks/{sample.id}.png"
+        width, height = image_size(sample.image_path)
+        row = {"id": sample.id, "car_id": car_id, "view": view, "image": image_rel,
+               "mask": mask_rel, "width": width, "height": height, "split": self.split}  # fmt: skip
+        done = (self.dst / image_rel).is_file() and (self.dst / mask_rel).is_file()
+        if done and not self.overwrite:
+            return row, False
+        if self.rle is not None:
+            mask = rle_decode(self.rle[sample.id], (height, width))
+        else:
+            mask = read_mask(sample.mask_path)
+        if mask.shape != (height, width):
+            raise DataError(
+                f"Image {str(sample.image_path)!r} is {width}x{height} but its mask "
+                f"{str(sample.mask_path)!r} is {mask.shape[1]}x{mask.shape[0]}. Re-export the mask."
+            )
+        mask = map_255_to_1(mask)
+        if mask.size and mask.max() > 1:
+            bad = np.unique(mask[mask > 1]).tolist()
+            raise DataError(
+                f"Mask {str(sample.mask_path)!r} is not binary: it holds {name_some(bad, 8)} "
+                "besides 0 and 1 (255 counts as 1). Save it with 0 = background, 1 or 255 = car."
+            )
+        small = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        write_image(self.dst / image_rel, load_resized(sample.image_path, self.size, self.decode))
+        write_mask(self.dst / mask_rel, small)
+        return row, True
+
+
+def prepare_carvana(
+    src: str | Path,
+    dst: str | Path,
+    size: int = 128,
+    workers: int | None = None,
+    overwrite: bool = False,
+    decode: str = "reduced",
+    split: str = "train",
+) -> pd.DataFrame:
+    """Resize the Kaggle Carvana data to ``size x size`` PNGs (masks 0/1) with a thread pool.
+
+    Writes ``dst/images/<id>.png``, ``dst/masks/<id>.png`` and ``dst/index.csv`` (columns id,
+    car_id, view, image, mask, width, height of the original, split). Streams over the files
+    (``pool.map`` over paths); every file is written to a temporary name and renamed, so an
+    interrupted run resumes where it stopped. The source is only read.
+
+    Args:
+        src: Kaggle folder holding ``<split>/`` and ``<split>_masks/`` (or ``<split>_masks.csv``).
+        dst: output folder (created).
+        size: side of the square output.
+        workers: threads; None = ``os.cpu_count()``.
+        overwrite: redo pairs that are already prepared (default: skip them).
+        decode: "reduced" (libjpeg DCT scaling, see :func:`decode_strategy`) or "full".
+        split: which split folder of ``src`` to prepare.
+
+    Returns:
+        The index as a DataFrame; ``attrs["written"]`` / ``attrs["skipped"]`` count the pairs.
+
+    Raises:
+        DataError: bad source layout, unpaired files, unreadable or non-binary masks, size
+            mismatches, or ``dst`` being ``src``.
+    """
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}.")
+    decode_strategy(decode, 1, 1, 1)  # validates the mode before any work
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}.")
+    src = require_dir(src, "Carvana source folder")
+    dst = Path(dst)
+    if dst.resolve() == src.resolve():
+        raise DataError(f"prepare_carvana: dst {str(dst)!r} is the source; pick another folder.")
+    samples, rle = find_kaggle_samples(src, split)
+    if (dst / "index.csv").is_file():
+        held = set(read_index(dst).get("split", pd.Series(dtype=str)).dropna()) - {split}
+        if held:
+            raise DataError(
+                f"{str(dst)!r} already holds the prepared split(s) {sorted(held)}; prepare split "
+                f"{split!r} into its own folder."
+            )
+    for sample in samples:
+        parse_carvana_id(sample.id)  # reject badly named files before writing anything
+    (dst / "images").mkdir(parents=True, exist_ok=True)
+    (dst / "masks").mkdir(parents=True, exist_ok=True)
+    job = _Preparer(dst, size, decode, overwrite, split, rle)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(job, samples))
+    index = pd.DataFrame([row for row, _ in results], columns=INDEX_COLUMNS)
+    write_bytes_atomic(dst / "index.csv", index.to_csv(index=False).encode())
+    index.attrs["written"] = sum(wrote for _, wrote in results)
+    index.attrs["skipped"] = len(results) - index.attrs["written"]
+    return index

@@ -1,0 +1,91 @@
+"""Generic data set: ``<root>/[<split>/]images/*`` + ``masks/*`` paired by file stem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from segkit.data.base import SegmentationDataset, pair_files, select_ids, unique_keys
+from segkit.data.io import (
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    DataNotFoundError,
+    list_files,
+    require_dir,
+)
+from segkit.data.registry import register_dataset
+from segkit.errors import DataError
+
+
+def _class_names(classes: Sequence[str] | int | None) -> list[str]:
+    if classes is None:
+        return ["background", "foreground"]
+    if isinstance(classes, bool) or not isinstance(classes, (int, list, tuple)):
+        raise DataError(f"classes must be a list of class names or a class count, got {classes!r}.")
+    if isinstance(classes, int):
+        if classes < 2:
+            raise DataError(f"classes must count at least 2 (background + one), got {classes}.")
+        return ["background", *(f"class_{i}" for i in range(1, classes))]
+    names = [str(c) for c in classes]
+    if len(set(names)) != len(names):
+        raise DataError(f"Class names must be unique, got {names}.")
+    return names
+
+
+@register_dataset("folder")
+class FolderDataset(SegmentationDataset):
+    """Images and label maps in two folders, paired by file stem (``a.jpg`` <-> ``a.png``).
+
+    Masks hold class ids 0..N-1 (binary masks may use 255 for the object). Without
+    ``classes`` the data set is binary (``background``, ``foreground``); masks holding other
+    values then raise a DataError that asks for the class list.
+
+    Args:
+        root: data set folder.
+        split: sub-folder of ``root`` holding ``images``/``masks`` (None or ".": ``root``).
+        transform: albumentations pipeline, or None.
+        images: name of the image folder.
+        masks: name of the mask folder.
+        classes: class names (every label value, background first) or a class count.
+        ids: keep only these ids (image file stems), in this order.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = None,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        images: str = "images",
+        masks: str = "masks",
+        classes: Sequence[str] | int | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> None:
+        root = require_dir(root, "Data root")
+        base = root
+        if split not in (None, "", "."):
+            if not (root / split).exists() and (root / images).is_dir():
+                raise DataNotFoundError(
+                    f"{str(root)!r} has no split folder {split!r} but holds {images}/ itself. "
+                    f"Move the files into {str(root / split)!r}, or read the root itself with "
+                    "split=None (in a config: data.train_split='.')."
+                )
+            base = require_dir(root / split, "Split folder")
+        image_dir, mask_dir = base / images, base / masks
+        if not (image_dir.is_dir() and mask_dir.is_dir()):
+            found = sorted(p.name + ("/" if p.is_dir() else "") for p in base.iterdir())
+            raise DataError(
+                f"No folder data set layout in {str(base)!r} (it holds: {', '.join(found[:8])}). "
+                f"Looked for {str(image_dir)!r} and {str(mask_dir)!r} with files paired by stem; "
+                "pass images=/masks= if your folders are named differently."
+            )
+        image_files = list_files(require_dir(image_dir, "Image folder"), IMAGE_EXTENSIONS)
+        mask_files = list_files(require_dir(mask_dir, "Mask folder"), MASK_EXTENSIONS)
+        samples = pair_files(
+            unique_keys(image_files, lambda p: p.stem, image_dir),
+            unique_keys(mask_files, lambda p: p.stem, mask_dir),
+            base,
+            mask_word="mask",
+        )
+        self.split = split
+        super().__init__(select_ids(samples, ids, base), transform, _class_names(classes), root)

@@ -1,0 +1,80 @@
+"""Dataset registry: adding a data set is one class plus one ``@register_dataset`` line."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from segkit.errors import ConfigError, suggest, unknown_name
+
+_DATASETS: dict[str, type] = {}
+
+T = TypeVar("T", bound=type)
+
+
+def register_dataset(name: str) -> Callable[[T], T]:
+    """Class decorator that makes a dataset buildable by name.
+
+    The class is called as ``cls(root, split=split, transform=transform, **options)``.
+
+    Example:
+        >>> @register_dataset("my_set")
+        ... class MySet(SegmentationDataset): ...
+    """
+
+    def decorator(cls: T) -> T:
+        old = _DATASETS.get(name)
+        if old is not None and old.__qualname__ != cls.__qualname__:
+            raise ConfigError(
+                f"Dataset name {name!r} is already registered by {old.__module__}.{old.__name__}; "
+                "pick another name."
+            )
+        _DATASETS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset names matching an fnmatch ``pattern``, sorted."""
+    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+
+
+def get_dataset_class(name: str) -> type:
+    """The class registered as ``name``; unknown names raise ConfigError with suggestions."""
+    if name not in _DATASETS:
+        raise ConfigError(unknown_name("dataset", name, _DATASETS) + " See `list_datasets()`.")
+    return _DATASETS[name]
+
+
+def build_dataset(
+    name: str,
+    root: str | Path,
+    split: str | None = "train",
+    transform: Callable[..., dict[str, Any]] | None = None,
+    **options: Any,
+) -> Any:
+    """Build a registered dataset.
+
+    Args:
+        name: registered name (``helen``, ``carvana``, ``folder``, ...).
+        root: data set root folder.
+        split: split folder / subset name (``train``, ``test``, ...).
+        transform: albumentations pipeline, or None for raw uint8 arrays.
+        **options: further keyword arguments of the dataset class.
+
+    Raises:
+        ConfigError: unknown dataset name or unknown option (with suggestions).
+    """
+    cls = get_dataset_class(name)
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [p for p in params if p not in ("self", "root", "split", "transform")]
+    for key in options:
+        if not takes_any and key not in valid:
+            hint = suggest(key, valid) or (f" Valid options: {', '.join(valid)}." if valid else "")
+            raise ConfigError(f"Dataset {name!r} has no option {key!r}.{hint}")
+    return cls(root, split=split, transform=transform, **options)

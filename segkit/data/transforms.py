@@ -1,0 +1,148 @@
+"""Albumentations pipelines from config: resize, label-aware flips, light augmentation, normalise."""
+
+from __future__ import annotations
+
+# isort: off
+import segkit._env  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations loads)
+
+# isort: on
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+from segkit.config import AugmentConfig
+from segkit.errors import ConfigError
+
+#: ImageNet statistics that torchvision/timm encoders were trained with (RGB, 0..1 scale).
+#: segkit keeps them itself: smp 0.6's get_preprocessing_params downloads a config file.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def swap_labels(mask: np.ndarray, flip_pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Return ``mask`` with the class ids of each pair exchanged (e.g. left brow <-> right brow)."""
+    out = mask.copy()
+    for a, b in flip_pairs:
+        out[mask == a] = b
+        out[mask == b] = a
+    return out
+
+
+class LabelAwareHorizontalFlip(A.HorizontalFlip):
+    """Horizontal flip that also swaps left/right class ids in masks.
+
+    A mirrored face has its left brow where the right one was; a plain flip would keep the
+    label ``lb`` on what is now the right brow and teach the model wrong labels.
+
+    Args:
+        flip_pairs: class id pairs to exchange, e.g. Helen's ``[(2, 3), (4, 5)]``.
+        p: probability of flipping.
+    """
+
+    class InitSchema(A.HorizontalFlip.InitSchema):
+        flip_pairs: Sequence[tuple[int, int]]
+
+    def __init__(self, flip_pairs: Sequence[tuple[int, int]] = (), p: float = 0.5) -> None:
+        super().__init__(p=p)
+        pairs = [(int(a), int(b)) for a, b in flip_pairs]
+        ids = [i for pair in pairs for i in pair]
+        if len(set(ids)) != len(ids) or any(a == b for a, b in pairs):
+            raise ValueError(f"flip_pairs must name each class id at most once, got {pairs}.")
+        self.flip_pairs = pairs
+        lut = np.arange(256, dtype=np.uint8)
+        for a, b in pairs:
+            if not (0 <= a < 256 and 0 <= b < 256):
+                raise ValueError(f"flip_pairs hold class ids 0..255, got {(a, b)}.")
+            lut[a], lut[b] = b, a
+        self._lut = lut
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        """Flip the mask and swap the paired class ids."""
+        flipped = super().apply_to_mask(mask, **params)
+        if flipped.dtype == np.uint8:
+            return self._lut[flipped]
+        return swap_labels(flipped, self.flip_pairs)
+
+    def apply_to_masks(self, masks: np.ndarray, **params: Any) -> np.ndarray:
+        """Flip and swap each mask of a stack."""
+        return np.stack([self.apply_to_mask(m, **params) for m in masks])
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("flip_pairs",)
+
+
+def build_transforms(
+    augment: AugmentConfig | None,
+    size: int,
+    train: bool,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    flip_pairs: Iterable[tuple[int, int]] = (),
+) -> A.Compose:
+    """The albumentations pipeline for training or evaluation.
+
+    ``Resize(size, size)`` (masks nearest-neighbour); for training only, as ``augment`` sets
+    the probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
+    light ``Affine`` (scale, rotate, small shift) and colour jitter; then
+    ``Normalize(mean, std)`` on 0..255 pixels and ``ToTensorV2``. ``mean=(0, 0, 0)``,
+    ``std=(1, 1, 1)`` gives ``x / 255``. Which mean/std to use (``augment.normalize``) is the
+    caller's choice: it knows the model.
+
+    Args:
+        augment: augmentation settings; None: no augmentation.
+        size: side of the square network input.
+        train: add the random augmentations.
+        mean: per-channel mean (RGB, 0..1 scale).
+        std: per-channel standard deviation.
+        flip_pairs: class id pairs that a horizontal flip swaps.
+
+    Raises:
+        ConfigError: a non-positive size, a probability outside 0..1, bad mean/std.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"Image size must be a positive integer, got {size!r}.")
+    if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or min(std) <= 0:
+        raise ConfigError(f"mean/std need 3 values and std > 0, got mean={mean}, std={std}.")
+    steps: list[Any] = [
+        A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+    ]
+    if train and augment is not None:
+        steps += _augmentations(augment, list(flip_pairs))
+    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return A.Compose(steps)
+
+
+def _augmentations(augment: AugmentConfig, flip_pairs: list[tuple[int, int]]) -> list[Any]:
+    for key in ("hflip", "vflip", "affine", "color"):
+        p = getattr(augment, key)
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"augment.{key} is a probability in 0..1, got {p}.")
+    steps: list[Any] = []
+    if augment.hflip > 0:
+        if flip_pairs:
+            steps.append(LabelAwareHorizontalFlip(flip_pairs, p=augment.hflip))
+        else:
+            steps.append(A.HorizontalFlip(p=augment.hflip))
+    if augment.vflip > 0:
+        steps.append(A.VerticalFlip(p=augment.vflip))
+    if augment.affine > 0:
+        steps.append(
+            A.Affine(
+                scale=(1.0 - augment.scale, 1.0 + augment.scale),
+                rotate=(-augment.rotate, augment.rotate),
+                translate_percent=(-0.05, 0.05),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=augment.affine,
+            )
+        )
+    if augment.color > 0:
+        steps.append(
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=augment.color)
+        )
+    return steps

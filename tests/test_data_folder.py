@@ -1,0 +1,177 @@
+"""Generic folders, the dataset registry and the one-class-one-line extension point."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segkit.data import (
+    FolderDataset,
+    Sample,
+    SegmentationDataset,
+    build_dataset,
+    list_datasets,
+    register_dataset,
+    synth_carvana,
+    synth_helen,
+)
+from segkit.data import registry as registry_module
+from segkit.data.io import write_mask
+from segkit.errors import ConfigError, DataError
+
+
+def make_folder(root: Path, n: int = 3, classes: int = 4, split: str | None = None) -> Path:
+    base = root / split if split else root
+    (base / "images").mkdir(parents=True)
+    (base / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(base / "images" / f"img{i}.png"), rng.integers(0, 255, (16, 24, 3)))
+        write_mask(base / "masks" / f"img{i}.png", rng.integers(0, classes, (16, 24)))
+    return root
+
+
+def test_folder_multiclass_with_names(tmp_path):
+    root = make_folder(tmp_path / "d", classes=4)
+    ds = FolderDataset(root, classes=["bg", "road", "car", "sky"])
+    assert len(ds) == 3 and ds.task == "multiclass" and ds.num_classes == 4
+    item = ds[1]
+    assert item["id"] == "img1" and item["image"].shape == (16, 24, 3)
+    assert item["mask"].max() <= 3 and item["mask"].dtype == np.int64
+    assert FolderDataset(root, classes=4).class_names == [
+        "background",
+        "class_1",
+        "class_2",
+        "class_3",
+    ]
+
+
+def test_folder_binary_default_maps_255(tmp_path):
+    root = tmp_path / "b"
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir()
+    cv2.imwrite(str(root / "train" / "images" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    write_mask(root / "train" / "masks" / "a.png", np.array([[0, 255] * 4] * 8, np.uint8))
+    ds = FolderDataset(root, split="train")
+    assert ds.task == "binary" and ds.class_names == ["background", "foreground"]
+    assert set(np.unique(ds[0]["mask"])) == {0, 1}
+
+
+def test_folder_custom_folder_names_and_split(tmp_path):
+    root = make_folder(tmp_path / "d", split="val")
+    (root / "val" / "images").rename(root / "val" / "rgb")
+    (root / "val" / "masks").rename(root / "val" / "gt")
+    ds = build_dataset("folder", root, "val", images="rgb", masks="gt", classes=4)
+    assert len(ds) == 3
+
+
+def test_folder_errors(tmp_path):
+    root = make_folder(tmp_path / "d", classes=4)
+    with pytest.raises(DataError, match=r"img0.png.*not binary.*values 2, 3.*class list"):
+        FolderDataset(root)[0]
+    with pytest.raises(DataError, match="unique"):
+        FolderDataset(root, classes=["a", "a"])
+    with pytest.raises(DataError, match="at least 2"):
+        FolderDataset(root, classes=1)
+    with pytest.raises(DataError, match=r"No folder data set layout.*pass images=/masks="):
+        FolderDataset(root, images="rgb")
+    with pytest.raises(FileNotFoundError, match=r"no split folder 'train'.*split=None"):
+        FolderDataset(root, "train", classes=4)
+    assert len(FolderDataset(root, ".", classes=4)) == 3
+    (root / "masks" / "img2.png").unlink()
+    with pytest.raises(DataError, match=r"1 image\(s\).*img2.png"):
+        FolderDataset(root, classes=4)
+    with pytest.raises(FileNotFoundError):
+        FolderDataset(tmp_path / "none")
+    (tmp_path / "e").mkdir()
+    with pytest.raises(DataError, match="is empty"):
+        FolderDataset(tmp_path / "e")
+
+
+def test_two_files_with_one_stem_is_an_error(tmp_path):
+    root = make_folder(tmp_path / "d")
+    cv2.imwrite(str(root / "images" / "img0.jpg"), np.zeros((16, 24, 3), np.uint8))
+    with pytest.raises(DataError, match=r"share the name 'img0'"):
+        FolderDataset(root, classes=4)
+
+
+# --- registry ----------------------------------------------------------------------------
+
+
+def test_builtin_names_are_registered():
+    assert {"helen", "carvana", "folder"} <= set(list_datasets())
+    assert list_datasets("car*") == ["carvana"]
+
+
+def test_unknown_name_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"Unknown dataset 'helne'.*Did you mean 'helen'"):
+        build_dataset("helne", tmp_path, "train")
+
+
+def test_unknown_option_is_an_error_with_suggestion(tmp_path):
+    root = make_folder(tmp_path / "d")
+    with pytest.raises(ConfigError, match=r"no option 'clases'.*Did you mean 'classes'"):
+        build_dataset("folder", root, None, clases=4)
+    with pytest.raises(ConfigError, match="no option 'classes'"):
+        build_dataset("helen", root, "train", classes=["a", "b"])
+
+
+def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
+    if name == "helen":
+        return synth_helen(tmp_path / "h", n=2, size=16), "train", {}
+    if name == "carvana":
+        return synth_carvana(tmp_path / "c", cars=1, views=2, size=(48, 32)), "train", {}
+    if name == "folder":
+        return make_folder(tmp_path / "f", classes=3), None, {"classes": 3}
+    raise AssertionError(f"registered dataset {name!r} has no test case: add one here")
+
+
+@pytest.mark.parametrize("name", ["helen", "carvana", "folder"])
+def test_every_builtin_dataset_builds_by_name(name, tmp_path):
+    root, split, options = _builtin_case(name, tmp_path)
+    ds = build_dataset(name, root, split, **options)
+    assert isinstance(ds, SegmentationDataset) and len(ds) >= 2
+    item = ds[0]
+    assert set(item) == {"image", "mask", "id", "image_path"}
+    assert item["image"].shape[:2] == item["mask"].shape
+
+
+def test_every_registered_dataset_has_a_case(tmp_path):
+    """Completeness: a new built-in data set must get a case in _builtin_case."""
+    for name in list_datasets():
+        if registry_module.get_dataset_class(name).__module__.startswith("segkit."):
+            _builtin_case(name, tmp_path / name)
+
+
+@pytest.fixture
+def temporary_registration():
+    yield
+    registry_module._DATASETS.pop("tiny_rgb", None)
+
+
+def test_adding_a_dataset_takes_one_class_and_one_line(tmp_path, temporary_registration):
+    """The worked example of docs/adding_a_dataset.md."""
+
+    @register_dataset("tiny_rgb")
+    class TinyRGB(SegmentationDataset):
+        class_names = ["background", "red", "green"]
+
+        def __init__(self, root, split="train", transform=None):
+            folder = Path(root) / split
+            samples = [
+                Sample(p.stem, p, folder / "labels" / f"{p.stem}.png")
+                for p in sorted((folder / "photos").glob("*.png"))
+            ]
+            super().__init__(samples, transform, root=root)
+
+    folder = tmp_path / "train"
+    (folder / "photos").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    cv2.imwrite(str(folder / "photos" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    write_mask(folder / "labels" / "a.png", np.full((8, 8), 2, np.uint8))
+    ds = build_dataset("tiny_rgb", tmp_path, "train")
+    assert "tiny_rgb" in list_datasets() and ds.task == "multiclass"
+    assert (ds[0]["mask"] == 2).all()
+    with pytest.raises(ConfigError, match="already registered"):
+        register_dataset("tiny_rgb")(type("Other", (SegmentationDataset,), {}))
