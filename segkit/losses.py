@@ -1,0 +1,367 @@
+"""Segmentation losses: pure functions first, thin ``nn.Module`` wrappers second.
+
+Every loss is called as ``loss(logits, target)`` with logits ``N x C x H x W`` (any float
+dtype) and an integer label map ``N x H x W``. ``C == 1`` is a binary task (sigmoid over
+the single channel, labels 0/1); ``C > 1`` is multiclass (softmax, labels ``0..C-1``).
+Everything is reduced in float32, and empty masks, all-background or fully ignored
+batches give finite values.
+
+Names for :func:`build_loss`: ``soft_dice``, ``dice``, ``ce``, ``bce``, and weighted sums
+such as ``"ce + dice"`` or ``"0.5*ce + 1.0*soft_dice"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.errors import ConfigError, unknown_name
+
+MODES = ("binary", "multiclass")
+
+# ---------------------------------------------------------------------------- functional
+
+
+def soft_dice_score(
+    probs: torch.Tensor,
+    target_onehot: torch.Tensor,
+    smooth: float = 1.0,
+    dims: Sequence[int] = (0, 2, 3),
+    squared: bool = True,
+) -> torch.Tensor:
+    """Soft Dice ``(2·Σ(p·t) + smooth) / (Σp² + Σt² + smooth)`` reduced over ``dims``.
+
+    Args:
+        probs: probabilities, e.g. ``N x C x H x W``.
+        target_onehot: one-hot (0/1) target of the same shape.
+        smooth: added to numerator and denominator; makes empty-vs-empty score 1.
+        dims: dimensions summed over; ``(0, 2, 3)`` gives one score per class over the batch,
+            ``(2, 3)`` one per image and class.
+        squared: ``Σp² + Σt²`` denominator (the Carvana tutorial's soft Dice); False gives
+            plain Dice's ``Σp + Σt``.
+
+    Returns:
+        The scores, computed in float32.
+    """
+    if probs.shape != target_onehot.shape:
+        raise ValueError(
+            f"probs shape {tuple(probs.shape)} and target shape {tuple(target_onehot.shape)} differ."
+        )
+    p = probs.float()
+    t = target_onehot.float()
+    dims = tuple(dims)
+    intersection = (p * t).sum(dims)
+    if squared:
+        denominator = (p * p).sum(dims) + (t * t).sum(dims)
+    else:
+        denominator = p.sum(dims) + t.sum(dims)
+    return (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-12)
+
+
+def probs_and_onehot(
+    logits: torch.Tensor, target: torch.Tensor, mode: str, ignore_index: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities and one-hot target (float32, ``N x C x H x W``), zero where ignored."""
+    logits = logits.float()
+    valid, safe = _valid_and_safe(target, ignore_index)
+    if mode == "binary":
+        probs = torch.sigmoid(logits)
+        onehot = safe.unsqueeze(1).float()
+    else:
+        probs = logits.softmax(dim=1)
+        onehot = F.one_hot(safe, logits.shape[1]).permute(0, 3, 1, 2).float()
+    v = valid.unsqueeze(1).float()
+    return probs * v, onehot * v
+
+
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str,
+    smooth: float = 1.0,
+    squared: bool = True,
+    ignore_index: int | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``1 - (weighted) mean over classes of the batch soft Dice``.
+
+    In binary mode the single foreground channel is scored, so ``class_weights`` do not
+    change it.
+    """
+    probs, onehot = probs_and_onehot(logits, target, mode, ignore_index)
+    scores = soft_dice_score(probs, onehot, smooth=smooth, dims=(0, 2, 3), squared=squared)
+    if class_weights is None or mode == "binary":
+        return 1.0 - scores.mean()
+    w = class_weights.to(scores)
+    return 1.0 - (scores * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy averaged like PyTorch's (Σ w·l / Σ w), 0 when all ignored."""
+    valid, safe = _valid_and_safe(target, ignore_index)
+    per_pixel = F.cross_entropy(logits.float(), safe, reduction="none")
+    weight = valid.float()
+    if class_weights is not None:
+        weight = weight * class_weights.to(per_pixel)[safe]
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def binary_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str,
+    ignore_index: int | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sigmoid BCE: on the single channel (binary) or one-vs-rest per class (multiclass).
+
+    Binary ``class_weights`` are ``(background, foreground)`` pixel weights; multiclass ones
+    weight each class's channel.
+    """
+    logits = logits.float()
+    valid, safe = _valid_and_safe(target, ignore_index)
+    if mode == "binary":
+        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], safe.float(), reduction="none")
+        weight = valid.float()
+        if class_weights is not None:
+            weight = weight * class_weights.to(per_pixel)[safe]
+    else:
+        onehot = F.one_hot(safe, logits.shape[1]).permute(0, 3, 1, 2).float()
+        per_pixel = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
+        weight = valid.unsqueeze(1).float().expand_as(per_pixel)
+        if class_weights is not None:
+            weight = weight * class_weights.to(per_pixel).view(1, -1, 1, 1)
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def _valid_and_safe(
+    target: torch.Tensor, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of counted pixels, and the target with ignored pixels set to 0 (int64)."""
+    target = target.long()
+    if ignore_index is None:
+        return torch.ones_like(target, dtype=torch.bool), target
+    valid = target != ignore_index
+    return valid, torch.where(valid, target, torch.zeros_like(target))
+
+
+# ------------------------------------------------------------------------------- modules
+
+
+class SegmentationLoss(nn.Module):
+    """Base class: checks the inputs once, then calls :meth:`compute` in float32.
+
+    Args:
+        smooth: Dice smoothing term.
+        ignore_index: label value whose pixels are left out.
+        class_weights: one weight per class (binary: background, foreground).
+        mode: ``"binary"``, ``"multiclass"`` or ``None`` to infer from the channel count.
+    """
+
+    def __init__(
+        self,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+        class_weights: Sequence[float] | None = None,
+        mode: str | None = None,
+    ):
+        super().__init__()
+        if mode is not None and mode not in MODES:
+            raise ConfigError(f"Unknown loss mode {mode!r}; use 'binary', 'multiclass' or None.")
+        if class_weights is not None and any(w < 0 for w in class_weights):
+            raise ConfigError(f"class_weights must not be negative, got {list(class_weights)}.")
+        self.smooth = float(smooth)
+        self.ignore_index = ignore_index
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.mode = mode
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target, mode = self.check(logits, target)
+        return self.compute(logits.float(), target, mode)
+
+    def check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """Validate shapes, dtype and label values; return the int64 target and the mode."""
+        if target.ndim == 4 and target.shape[1] == 1:
+            target = target[:, 0]
+        if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+            raise ValueError(
+                f"Expected logits N x C x H x W and target N x H x W, got logits "
+                f"{tuple(logits.shape)} and target {tuple(target.shape)}."
+            )
+        if target.is_floating_point() or target.is_complex():
+            raise TypeError(f"target must hold integer labels, got dtype {target.dtype}.")
+        channels = logits.shape[1]
+        mode = self.mode or ("binary" if channels == 1 else "multiclass")
+        if (mode == "binary") != (channels == 1):
+            raise ValueError(
+                f"Loss mode {mode!r} does not fit logits with {channels} channels: binary "
+                "needs 1 channel, multiclass 2 or more."
+            )
+        n_labels = 2 if mode == "binary" else channels
+        if self.class_weights is not None and len(self.class_weights) != n_labels:
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} values but the {mode} task has "
+                f"{n_labels} classes; give one weight per class."
+            )
+        target = target.long()
+        bad = (target < 0) | (target >= n_labels)
+        if self.ignore_index is not None:
+            bad &= target != self.ignore_index
+        if bool(bad.any()):
+            values = torch.unique(target[bad])[:10].tolist()
+            raise ValueError(
+                f"Target holds label values {values} outside 0..{n_labels - 1} of this {mode} "
+                f"task (ignore_index={self.ignore_index}). Check the class count or remap labels."
+            )
+        return target, mode
+
+    def weights(self, like: torch.Tensor) -> torch.Tensor | None:
+        """``class_weights`` as a float32 tensor on ``like``'s device."""
+        if self.class_weights is None:
+            return None
+        return torch.tensor(self.class_weights, dtype=torch.float32, device=like.device)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        """The loss on checked inputs (float32 logits, int64 target)."""
+        raise NotImplementedError
+
+
+_LOSSES: dict[str, type[SegmentationLoss]] = {}
+
+
+def register_loss(name: str) -> Callable[[type[SegmentationLoss]], type[SegmentationLoss]]:
+    """Class decorator registering a :class:`SegmentationLoss` under ``name``."""
+
+    def decorator(cls: type[SegmentationLoss]) -> type[SegmentationLoss]:
+        if name in _LOSSES:
+            raise ValueError(f"Loss {name!r} is already registered; pick another name.")
+        _LOSSES[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_losses() -> list[str]:
+    """Registered loss names."""
+    return sorted(_LOSSES)
+
+
+@register_loss("soft_dice")
+class SoftDiceLoss(SegmentationLoss):
+    """``1 - mean_c (2·Σ(p·t) + s) / (Σp² + Σt² + s)`` (Carvana tutorial's soft Dice)."""
+
+    squared = True
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        return dice_loss(
+            logits,
+            target,
+            mode,
+            smooth=self.smooth,
+            squared=self.squared,
+            ignore_index=self.ignore_index,
+            class_weights=self.weights(logits),
+        )
+
+
+@register_loss("dice")
+class DiceLoss(SoftDiceLoss):
+    """``1 - mean_c (2·Σ(p·t) + s) / (Σp + Σt + s)``."""
+
+    squared = False
+
+
+@register_loss("ce")
+class CrossEntropyLoss(SegmentationLoss):
+    """Softmax cross-entropy; in binary mode the same as ``bce``."""
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "binary":
+            return binary_cross_entropy(
+                logits, target, mode, self.ignore_index, self.weights(logits)
+            )
+        return cross_entropy(logits, target, self.ignore_index, self.weights(logits))
+
+
+@register_loss("bce")
+class BCELoss(SegmentationLoss):
+    """Sigmoid binary cross-entropy (one-vs-rest per class when multiclass)."""
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        return binary_cross_entropy(logits, target, mode, self.ignore_index, self.weights(logits))
+
+
+class CombinedLoss(SegmentationLoss):
+    """A weighted sum of registered losses, e.g. ``0.5*ce + dice``.
+
+    Attributes:
+        terms: ``(weight, name, loss)`` triples.
+    """
+
+    def __init__(self, terms: list[tuple[float, str, SegmentationLoss]], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.terms = terms
+        self.losses = nn.ModuleList(loss for _, _, loss in terms)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        total = logits.new_zeros(())
+        for weight, _, loss in self.terms:
+            total = total + weight * loss.compute(logits, target, mode)
+        return total
+
+
+_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z_]\w*)\s*$")
+
+
+def parse_loss_expression(expression: str) -> list[tuple[float, str]]:
+    """``"0.5*ce + dice"`` -> ``[(0.5, "ce"), (1.0, "dice")]``; ConfigError when malformed."""
+    terms = []
+    for part in str(expression).split("+"):
+        match = _TERM.match(part)
+        if not match:
+            raise ConfigError(
+                f"Cannot parse loss {expression!r} at {part.strip()!r}. Write a name or a "
+                "weighted sum such as 'ce + dice' or '0.5*ce + 1.0*soft_dice'."
+            )
+        weight, name = match.groups()
+        if name not in _LOSSES:
+            raise ConfigError(unknown_name("loss", name, _LOSSES))
+        terms.append((1.0 if weight is None else float(weight), name))
+    return terms
+
+
+def build_loss(
+    name: str,
+    smooth: float = 1.0,
+    ignore_index: int | None = None,
+    class_weights: Sequence[float] | None = None,
+    mode: str | None = None,
+) -> SegmentationLoss:
+    """Build a loss by name or weighted-sum expression.
+
+    Args:
+        name: ``soft_dice``, ``dice``, ``ce``, ``bce`` or e.g. ``"0.5*ce + 1.0*soft_dice"``.
+        smooth: Dice smoothing term.
+        ignore_index: label value whose pixels are left out of every term.
+        class_weights: one weight per class (binary: background, foreground).
+        mode: ``"binary"``, ``"multiclass"``, or ``None`` to infer from the logits' channels.
+
+    Returns:
+        A module called as ``loss(logits N x C x H x W, target N x H x W int64)``.
+    """
+    options = dict(smooth=smooth, ignore_index=ignore_index, class_weights=class_weights, mode=mode)
+    terms = parse_loss_expression(name)
+    losses = [(w, n, _LOSSES[n](**options)) for w, n in terms]
+    if len(losses) == 1 and losses[0][0] == 1.0:
+        return losses[0][2]
+    return CombinedLoss(losses, **options)

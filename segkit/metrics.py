@@ -1,0 +1,399 @@
+"""Segmentation metrics over a whole evaluation set.
+
+:class:`ConfusionMatrix` accumulates pixel counts with one ``bincount`` per batch; per-class
+F1 (= Dice), IoU, precision and recall, class-group F1 and the means follow from the
+summed matrix (not from an average of per-image scores). :func:`soft_dice` and
+:class:`SoftDiceAccumulator` give the binary soft Dice the Carvana tutorial reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.errors import DataError
+
+#: the face-parsing literature's class groups over the Helen labels
+#: (0 bg, 1 face, 2 lb, 3 rb, 4 le, 5 re, 6 nose, 7 ulip, 8 imouth, 9 llip, 10 hair)
+HELEN_GROUPS: dict[str, list[int]] = {
+    "eyes": [4, 5],
+    "brows": [2, 3],
+    "mouth": [7, 8, 9],
+    "overall": [2, 3, 4, 5, 6, 7, 8, 9],
+}
+
+LABEL_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
+
+# ---------------------------------------------------------------------------- functional
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with NaN where ``den == 0`` (the score is undefined there)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def scores_from_matrix(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class ``f1``, ``iou``, ``precision``, ``recall`` from a confusion matrix.
+
+    Rows are truth, columns prediction. A score whose denominator is 0 (class absent from
+    truth and prediction, or never predicted for precision) is NaN.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(m)
+    fp = m.sum(axis=0) - tp
+    fn = m.sum(axis=1) - tp
+    return {
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": _ratio(tp, tp + fp + fn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+    }
+
+
+def group_f1(matrix: np.ndarray, classes: Sequence[int]) -> float:
+    """F1 of a class group: ``2·|G∩P| / (|G| + |P|)`` with G, P the unions of its classes.
+
+    A confusion between two classes of the group (left vs right eye) counts as correct.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    idx = list(classes)
+    both = m[np.ix_(idx, idx)].sum()
+    denominator = m[idx, :].sum() + m[:, idx].sum()
+    return float(2 * both / denominator) if denominator > 0 else math.nan
+
+
+def _as_labels(x: Any, name: str) -> torch.Tensor:
+    """A torch tensor of integer labels (numpy arrays and lists are converted)."""
+    if not isinstance(x, torch.Tensor):
+        arr = np.asarray(x)
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+            raise TypeError(f"The {name} must hold integer labels, got dtype {arr.dtype}.")
+        x = torch.from_numpy(arr.astype(np.int64, copy=False))
+    if x.is_floating_point() or x.is_complex():
+        raise TypeError(f"The {name} must hold integer labels, got dtype {x.dtype}.")
+    return x
+
+
+class ConfusionMatrix:
+    """Pixel confusion matrix accumulated over a whole evaluation set.
+
+    Args:
+        num_classes: number of label values ``0..num_classes-1``.
+        ignore_index: target value whose pixels are not counted.
+        class_names: names used in :meth:`compute`'s keys (default ``"0"``, ``"1"``, ...).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        class_names: Sequence[str] | None = None,
+    ):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = _check_names(class_names, num_classes)
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    @classmethod
+    def from_matrix(cls, matrix: Any, **kwargs: Any) -> ConfusionMatrix:
+        """A ConfusionMatrix holding ``matrix`` (e.g. one all-reduced across processes)."""
+        m = torch.as_tensor(np.asarray(matrix) if not torch.is_tensor(matrix) else matrix)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise ValueError(f"A confusion matrix must be square, got shape {tuple(m.shape)}.")
+        cm = cls(int(m.shape[0]), **kwargs)
+        cm.matrix += m.detach().to("cpu", torch.int64)
+        return cm
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self.matrix.zero_()
+
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """Add ``other``'s counts to this matrix (returns self)."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(
+                f"Cannot merge a {other.num_classes}-class confusion matrix into a "
+                f"{self.num_classes}-class one."
+            )
+        self.matrix += other.matrix
+        return self
+
+    def update(self, pred: Any, target: Any) -> None:
+        """Count one batch: ``pred`` and ``target`` are label maps of the same shape.
+
+        Torch tensors are counted on their device with one ``bincount``; numpy arrays on the CPU.
+
+        Raises:
+            ValueError: shapes differ, or labels fall outside ``0..num_classes-1``.
+            TypeError: floating-point input (pass ``logits.argmax(1)``, not scores).
+        """
+        pred, target = _as_labels(pred, "prediction"), _as_labels(target, "target")
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"Prediction shape {tuple(pred.shape)} and target shape {tuple(target.shape)} "
+                "differ; pass label maps of the same size (argmax over classes first)."
+            )
+        pred = pred.to(target.device).reshape(-1).long()
+        target = target.reshape(-1).long()
+        c = self.num_classes
+        keep = None if self.ignore_index is None else target != self.ignore_index
+        counted = target if keep is None else torch.where(keep, target, 0)
+        for name, x in (("prediction", pred), ("target", counted)):
+            lo, hi = torch.aminmax(x) if x.numel() else (0, 0)
+            if int(lo) < 0 or int(hi) >= c:
+                values = torch.unique(x[(x < 0) | (x >= c)])[:10].tolist()
+                raise ValueError(
+                    f"The {name} holds label values {values} outside 0..{c - 1} "
+                    f"(num_classes={c}, ignore_index={self.ignore_index}). Check the class "
+                    "count, or pass ignore_index for a 'don't care' label."
+                )
+        index = counted * c + pred
+        if keep is not None:
+            index = torch.where(keep, index, c * c)  # ignored pixels go to a dropped bin
+        counts = torch.bincount(index, minlength=c * c + 1)[: c * c]
+        self.matrix += counts.reshape(c, c).cpu()
+
+    def compute(
+        self,
+        groups: Mapping[str, Sequence[int]] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> dict[str, float]:
+        """Scores as a flat dict.
+
+        Keys: ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` per class,
+        ``f1_<group>`` per group, ``mean_f1`` and ``miou`` (means over classes whose score is
+        defined, background included), ``accuracy``. Undefined scores are NaN.
+
+        Args:
+            groups: group name -> class indices, e.g. :data:`HELEN_GROUPS`.
+            class_names: names for the keys (default: the constructor's, else indices).
+        """
+        names = _check_names(class_names, self.num_classes) if class_names else self.class_names
+        m = self.matrix.numpy()
+        total = m.sum()
+        if total == 0:
+            raise ValueError("The confusion matrix is empty: call update() with some pixels first.")
+        scores = scores_from_matrix(m)
+        result: dict[str, float] = {}
+        for metric in ("f1", "iou", "precision", "recall"):
+            for name, value in zip(names, scores[metric]):
+                result[f"{metric}_{name}"] = float(value)
+        for group, classes in _check_groups(groups, self.num_classes, names).items():
+            result[f"f1_{group}"] = group_f1(m, classes)
+        result["mean_f1"] = _nanmean(scores["f1"])
+        result["miou"] = _nanmean(scores["iou"])
+        result["accuracy"] = float(np.trace(m) / total)
+        return result
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _check_names(names: Sequence[str] | None, num_classes: int) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(num_classes)]
+    names = [str(n) for n in names]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names {names} given for {num_classes} classes.")
+    return names
+
+
+def _check_groups(
+    groups: Mapping[str, Sequence[int]] | None, num_classes: int, names: Sequence[str]
+) -> dict[str, list[int]]:
+    out = {}
+    for group, classes in (groups or {}).items():
+        idx = [int(c) for c in classes]
+        bad = [c for c in idx if not 0 <= c < num_classes]
+        if bad or not idx:
+            raise ValueError(
+                f"Group {group!r} lists classes {list(classes)}; each must be in 0..{num_classes - 1}."
+            )
+        if group in names:
+            raise ValueError(f"Group name {group!r} is also a class name; rename the group.")
+        out[str(group)] = idx
+    return out
+
+
+def results_table(
+    result: Mapping[str, float],
+    class_names: Sequence[str],
+    groups: Mapping[str, Sequence[int]] | None = None,
+) -> Any:
+    """A pandas DataFrame: one row per class then per group; columns f1, iou, precision, recall."""
+    import pandas as pd
+
+    rows = []
+    for name in list(class_names) + list(groups or {}):
+        row = {"name": name, "kind": "class" if name in class_names else "group"}
+        for metric in ("f1", "iou", "precision", "recall"):
+            row[metric] = result.get(f"{metric}_{name}", math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("name")
+
+
+def format_f1_lines(result: Mapping[str, float], digits: int = 4) -> str:
+    """The tutorial's report: ``f1_<class>=0.9123`` lines, each class then each group."""
+    return "\n".join(f"{k}={v:.{digits}f}" for k, v in result.items() if k.startswith("f1_"))
+
+
+# ---------------------------------------------------------------------- folder scoring
+
+
+def _read_label(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except Exception as exc:
+        raise DataError(f"Cannot read label map {str(path)!r}: {exc}") from None
+    if arr.ndim == 3:
+        if not all(
+            np.array_equal(arr[..., 0], arr[..., i]) for i in range(1, min(3, arr.shape[2]))
+        ):
+            raise DataError(
+                f"Label map {str(path)!r} is a colour image; labels must be one channel of "
+                "class indices (or grey with equal channels)."
+            )
+        arr = arr[..., 0]
+    return arr.astype(np.int64)
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"Label folder {str(folder)!r} does not exist or is not a folder.")
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in LABEL_SUFFIXES}
+    if not files:
+        raise DataError(f"Label folder {str(folder)!r} holds no label images ({LABEL_SUFFIXES}).")
+    return files
+
+
+def score_folders(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    classes: int | Sequence[str],
+    groups: Mapping[str, Sequence[int]] | None = None,
+    ignore_index: int | None = None,
+) -> dict[str, float]:
+    """Score a folder of predicted label images against ground truth, paired by file name.
+
+    Args:
+        gt_dir: folder of ground-truth label images (PNG etc., one channel of class indices).
+        pred_dir: folder of predictions with the same file names (stems).
+        classes: the number of classes or their names.
+        groups: class groups, e.g. :data:`HELEN_GROUPS`.
+        ignore_index: ground-truth value left out.
+
+    Returns:
+        :meth:`ConfusionMatrix.compute`'s dict plus ``num_images``.
+
+    Raises:
+        DataError: a folder is missing or empty, files lack a partner (up to 5 named),
+            sizes differ, or labels are out of range (the file is named).
+    """
+    gt_files, pred_files = _label_files(Path(gt_dir)), _label_files(Path(pred_dir))
+    no_pred = sorted(set(gt_files) - set(pred_files))
+    no_gt = sorted(set(pred_files) - set(gt_files))
+    if no_pred or no_gt:
+        parts = []
+        if no_pred:
+            parts.append(f"{len(no_pred)} in {str(gt_dir)!r} have no prediction {no_pred[:5]}")
+        if no_gt:
+            parts.append(f"{len(no_gt)} in {str(pred_dir)!r} have no ground truth {no_gt[:5]}")
+        raise DataError(f"Label files do not pair up by name: {'; '.join(parts)}.")
+    names = None if isinstance(classes, int) else [str(c) for c in classes]
+    cm = ConfusionMatrix(classes if isinstance(classes, int) else len(names), ignore_index, names)
+    for stem, gt_path in gt_files.items():
+        gt, pred = _read_label(gt_path), _read_label(pred_files[stem])
+        if gt.shape != pred.shape:
+            raise DataError(
+                f"Prediction {str(pred_files[stem])!r} is {pred.shape[1]}x{pred.shape[0]} but "
+                f"ground truth {str(gt_path)!r} is {gt.shape[1]}x{gt.shape[0]}."
+            )
+        try:
+            cm.update(pred, gt)
+        except ValueError as exc:
+            raise DataError(f"{str(pred_files[stem])!r} vs {str(gt_path)!r}: {exc}") from None
+    result = cm.compute(groups)
+    result["num_images"] = len(gt_files)
+    return result
+
+
+# ------------------------------------------------------------------- binary soft Dice
+
+
+def soft_dice(probs: Any, target: Any, smooth: float = 1.0, squared: bool = True) -> torch.Tensor:
+    """Per-image binary soft Dice ``(2·Σ(p·t) + s) / (Σp² + Σt² + s)``.
+
+    Args:
+        probs: foreground probabilities ``N x H x W`` or ``N x 1 x H x W``.
+        target: 0/1 masks of the same shape.
+        smooth: smoothing term (an empty mask predicted empty scores 1).
+        squared: ``False`` uses the ``Σp + Σt`` denominator.
+
+    Returns:
+        ``N`` float32 scores.
+    """
+    p = torch.as_tensor(probs).float()
+    t = torch.as_tensor(target).float().to(p.device)
+    if p.shape != t.shape:
+        raise ValueError(f"probs shape {tuple(p.shape)} and target shape {tuple(t.shape)} differ.")
+    if p.ndim < 2:
+        raise ValueError(f"Expected a batch N x H x W, got shape {tuple(p.shape)}.")
+    p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
+    inter = (p * t).sum(1)
+    den = (p * p).sum(1) + (t * t).sum(1) if squared else p.sum(1) + t.sum(1)
+    return (2 * inter + smooth) / (den + smooth)
+
+
+class SoftDiceAccumulator:
+    """Binary soft Dice over an evaluation set.
+
+    ``compute()`` gives ``soft_dice`` (mean of per-image scores, as the Carvana tutorial and
+    the Kaggle leaderboard report it) and ``soft_dice_global`` (pooled sums over all pixels).
+    """
+
+    def __init__(self, smooth: float = 1.0, squared: bool = True):
+        self.smooth = smooth
+        self.squared = squared
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self.score_sum = 0.0
+        self.count = 0
+        self.intersection = 0.0
+        self.denominator = 0.0
+
+    def update(self, probs: Any, target: Any) -> torch.Tensor:
+        """Add a batch; returns its per-image scores."""
+        scores = soft_dice(probs, target, self.smooth, self.squared)
+        p = torch.as_tensor(probs).float()
+        t = torch.as_tensor(target).float().to(p.device)
+        self.score_sum += float(scores.sum())
+        self.count += scores.numel()
+        self.intersection += float((p * t).sum())
+        den = (p * p).sum() + (t * t).sum() if self.squared else p.sum() + t.sum()
+        self.denominator += float(den)
+        return scores
+
+    def compute(self) -> dict[str, float]:
+        """``{"soft_dice": mean per image, "soft_dice_global": pooled}``."""
+        if self.count == 0:
+            raise ValueError("SoftDiceAccumulator is empty: call update() with a batch first.")
+        pooled = (2 * self.intersection + self.smooth) / (self.denominator + self.smooth)
+        return {"soft_dice": self.score_sum / self.count, "soft_dice_global": pooled}
