@@ -1,0 +1,294 @@
+"""Checkpoints: atomic writes, safe (``weights_only``) loading, rebuilding a model.
+
+A segkit checkpoint is a ``dict`` of tensors and plain Python values only, so that
+``torch.load(path, weights_only=True)`` can open it without running any code. Keys:
+
+``format`` (``"segkit-checkpoint"``), ``version``, ``model`` (state dict), ``model_spec``
+(``model.spec.to_dict()`` or ``None``), ``optimizer``, ``scheduler``, ``scheduler_name``,
+``scaler``, ``epoch`` (completed epochs), ``batch_in_epoch`` (> 0 only when interrupted inside
+an epoch), ``step`` (optimizer steps), ``iteration`` (batches), ``train_sums`` and
+``epoch_lr`` (the unfinished epoch's), ``best``, ``best_epoch``, ``monitor``, ``mode``,
+``metrics`` (last validation), ``class_names``, ``config``, ``rng``, ``hooks``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from segkit.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from segkit.engine.trainer import Trainer
+
+FORMAT = "segkit-checkpoint"
+VERSION = 1
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype)
+
+
+def to_plain(value: Any) -> Any:
+    """Convert config-like data to types ``weights_only`` loading accepts.
+
+    Paths become strings, tuples and sets lists, dataclasses dicts; anything else that is not
+    a plain value becomes its ``str``.
+    """
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _PLAIN):
+        return value
+    return str(value)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the key of the first value ``weights_only`` would refuse."""
+    if isinstance(value, (dict, OrderedDict)):
+        for key, item in value.items():
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(
+            f"Checkpoint value {where} is a {type(value).__name__}; checkpoints may hold only "
+            "tensors and plain Python values (convert it, e.g. with segkit.engine.checkpoint"
+            ".to_plain) so that they load with torch.load(weights_only=True)."
+        )
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A crash during the write leaves the previous file at ``path`` untouched.
+
+    Args:
+        path: destination, e.g. ``runs/exp/best.pt``.
+        state: tensors and plain Python values only (checked before writing).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    state = dict(state)
+    state.setdefault("format", FORMAT)
+    state.setdefault("version", VERSION)
+    _check_plain(state, "state")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a segkit checkpoint safely (``torch.load(weights_only=True)``).
+
+    Args:
+        path: a ``best.pt`` / ``last.pt`` written by segkit.
+        map_location: device the tensors are loaded onto.
+
+    Raises:
+        CheckpointError: the file is missing, a folder, corrupt, unsafe to load, or not a
+            segkit checkpoint; the message names the file and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = [p.name for p in (path / "best.pt", path / "last.pt") if p.is_file()]
+        hint = f" It holds {' and '.join(found)}; pass one of those." if found else ""
+        raise CheckpointError(
+            f"Checkpoint path {str(path)!r} is a folder, not a file.{hint} "
+            "Pass the path of a best.pt or last.pt written by segkit train."
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint file {str(path)!r} does not exist. Pass the path of a best.pt or last.pt "
+            "from a run folder (train.out_dir, e.g. runs/exp/best.pt)."
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        message = str(exc)
+        if "Unsupported global" in message:
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} holds Python objects that cannot be loaded safely "
+                "(segkit opens checkpoints with torch.load(weights_only=True), which runs no code). "
+                "Use a checkpoint written by segkit, or re-save only tensors and plain values."
+            ) from None
+        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "Unsupported operand" in ln), None)
+        reason = reason or (lines[0] if lines else type(exc).__name__)
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} could not be read ({reason}); the file is corrupt or "
+            "truncated. Use another checkpoint of the run (best.pt or last.pt) or train again."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        kind = "a state dict without segkit metadata" if isinstance(state, dict) else type(state)
+        raise CheckpointError(
+            f"{str(path)!r} is not a segkit checkpoint (it holds {kind}). Pass a best.pt or "
+            "last.pt written by segkit train; for bare weights build the model yourself and call "
+            "model.load_state_dict(torch.load(path, weights_only=True))."
+        )
+    if int(state.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} has format version {state['version']}, newer than this "
+            f"segkit understands ({VERSION}). Upgrade segkit to load it."
+        )
+    return state
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model a checkpoint was trained with and load its weights (in eval mode).
+
+    Pretrained encoder weights are not fetched: the checkpoint holds the trained weights.
+
+    Args:
+        path: a segkit ``best.pt`` / ``last.pt``.
+        device: where the model goes ("auto" picks CUDA when available).
+
+    Raises:
+        CheckpointError: unreadable file, no model description, or weights that do not fit.
+    """
+    from segkit.errors import ConfigError
+    from segkit.models import load_state, rebuild_model
+
+    state = load_checkpoint(path)
+    spec = state.get("model_spec")
+    if not spec:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} holds no model description (model_spec): it was trained "
+            "with a model that has no .spec. Build that model yourself and load "
+            "load_checkpoint(path)['model'] into it with model.load_state_dict."
+        )
+    try:
+        model = rebuild_model(dict(spec))
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} describes a model this segkit cannot build ({exc}). "
+            "Use the segkit version (and plugins) that trained it."
+        ) from None
+    load_state(model, state["model"], source=str(path))
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval()
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy, torch (and CUDA) RNG states as checkpoint-safe values."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = [s.cpu() for s in state["cuda"]]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def trainer_state(trainer: Trainer, complete: bool = True) -> dict[str, Any]:
+    """A trainer's checkpoint contents; ``complete=False`` marks a stop inside an epoch."""
+    spec = getattr(trainer.model, "spec", None)
+    sched = trainer.schedule.scheduler
+    config = trainer.full_config or {
+        "train": to_plain(trainer.cfg),
+        "scheduler": to_plain(trainer.scheduler_cfg),
+    }
+    return {
+        "model": trainer.model.state_dict(),
+        "model_spec": to_plain(spec.to_dict()) if hasattr(spec, "to_dict") else None,
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "scheduler_name": trainer.scheduler_cfg.name,
+        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+        "epoch": trainer.epoch + 1 if complete else trainer.epoch,
+        "batch_in_epoch": 0 if complete else trainer.batch_in_epoch,
+        "step": trainer.step,
+        "iteration": trainer.iteration,
+        "train_sums": [0.0, 0] if complete else list(trainer.train_sums),
+        "epoch_lr": trainer.epoch_lr,
+        "best": trainer.best,
+        "best_epoch": trainer.best_epoch,
+        "monitor": trainer.monitor,
+        "mode": trainer.mode,
+        "metrics": dict(trainer.metrics),
+        "class_names": trainer.class_names,
+        "config": config,
+        "rng": rng_state(),
+        "hooks": {type(h).__name__: h.state_dict() for h in trainer.hooks},
+    }
+
+
+def restore_trainer(trainer: Trainer, path: str | Path) -> None:
+    """Load a checkpoint into a trainer: weights, optimizer, schedule, counters, RNG, hooks.
+
+    Raises:
+        CheckpointError: the file cannot be read or does not fit the model/optimizer.
+    """
+    state = load_checkpoint(path, map_location=trainer.device)
+    try:
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} does not fit this model/optimizer ({exc}). Resume with "
+            "the model and optimizer settings the run was started with."
+        ) from None
+    sched = trainer.schedule.scheduler
+    if sched is not None and state.get("scheduler") is not None:
+        if state.get("scheduler_name") == trainer.scheduler_cfg.name:
+            sched.load_state_dict(state["scheduler"])
+        else:
+            warnings.warn(
+                f"{path}: the schedule changed from {state.get('scheduler_name')!r} to "
+                f"{trainer.scheduler_cfg.name!r}; it starts afresh.",
+                stacklevel=2,
+            )
+    if trainer.scaler is not None and state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.epoch, trainer.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+    trainer.step, trainer.iteration = int(state["step"]), int(state["iteration"])
+    trainer.train_sums = list(state["train_sums"])
+    trainer.epoch_lr = float(state.get("epoch_lr", trainer.lr))
+    trainer.metrics = dict(state.get("metrics") or {})
+    if state.get("monitor") == trainer.monitor and state.get("mode") == trainer.mode:
+        trainer.best, trainer.best_epoch = state["best"], state["best_epoch"]
+    for hook in trainer.hooks:
+        hook.load_state_dict(dict(state.get("hooks", {}).get(type(hook).__name__, {})))
+    trainer.pending_rng = state["rng"]

@@ -1,0 +1,214 @@
+"""Validation: loss and confusion matrix (plus soft Dice for binary models) over a loader.
+
+A model with one output channel is binary: ``sigmoid > 0.5`` (logit > 0) gives the label and
+the confusion matrix has 2 classes; otherwise the label is the arg-max over channels.
+Under ``torchrun`` the sums are added over ranks before any metric is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from segkit.engine.distributed import DistInfo, all_reduce_sum, resolve_device
+from segkit.errors import ConfigError, DataError
+
+
+def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(image, mask)`` from a ``{"image", "mask", ...}`` dict or an ``(image, mask)`` pair."""
+    if isinstance(batch, Mapping):
+        return batch["image"], batch["mask"]
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        f"A batch must be a dict with 'image' and 'mask' (or an (image, mask) pair), "
+        f"got {type(batch).__name__}."
+    )
+
+
+def predict_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Label map ``N x H x W`` from logits: logit > 0 for one channel, else arg-max."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(1)
+
+
+class Evaluator:
+    """Accumulates loss sums, a confusion matrix and (binary) soft Dice over batches.
+
+    Args:
+        class_names: names of the label values (2 for a binary model); generated when None.
+        groups: class groups whose F1 is reported (e.g. Helen's eyes/brows/mouth/overall).
+        ignore_index: label value left out of the metrics.
+        preview: how many samples (images, masks, predictions) to keep for a prediction grid.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str] | None = None,
+        groups: Mapping[str, Sequence[int]] | None = None,
+        ignore_index: int | None = None,
+        preview: int = 0,
+    ) -> None:
+        self.class_names = list(class_names) if class_names is not None else None
+        self.groups = dict(groups) if groups else None
+        self.ignore_index = ignore_index
+        self.preview = preview
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self.cm: Any = None
+        self.dice: Any = None
+        self.binary: bool | None = None
+        self.sums = torch.zeros(2, dtype=torch.float64)  # loss * images, images
+        self.has_loss = False
+        self.kept: dict[str, list] = {"image": [], "mask": [], "pred": []}
+
+    def _start(self, channels: int) -> None:
+        from segkit.metrics import ConfusionMatrix, SoftDiceAccumulator
+
+        self.binary = channels == 1
+        num_classes = 2 if self.binary else channels
+        if self.class_names is None:
+            self.class_names = (
+                ["background", "foreground"]
+                if self.binary
+                else [f"class_{i}" for i in range(num_classes)]
+            )
+        if len(self.class_names) != num_classes:
+            raise ConfigError(
+                f"The model predicts {num_classes} classes ({channels} output channels) but "
+                f"{len(self.class_names)} class names were given: {self.class_names}. Build the "
+                "model for these classes or pass matching class_names."
+            )
+        self.cm = ConfusionMatrix(num_classes, self.ignore_index, self.class_names)
+        self.dice = SoftDiceAccumulator() if self.binary else None
+
+    def update(
+        self, logits: torch.Tensor, masks: torch.Tensor, loss: torch.Tensor | None = None
+    ) -> None:
+        """Add one batch: logits ``N x C x H x W``, masks ``N x H x W``, the batch's mean loss."""
+        if self.cm is None:
+            self._start(logits.shape[1])
+        n = logits.shape[0]
+        if loss is not None:
+            self.has_loss = True
+            self.sums[0] += float(loss) * n
+        self.sums[1] += n
+        preds = predict_labels(logits)
+        self.cm.update(preds, masks)  # counted on the device; only the C x C counts move
+        if self.dice is not None:
+            probs, target = torch.sigmoid(logits[:, 0].float()), masks
+            if self.ignore_index is not None:
+                keep = masks != self.ignore_index
+                probs, target = probs * keep, target * keep
+            self.dice.update(probs, target)
+        self._keep(masks, preds)
+
+    def _keep(self, masks: torch.Tensor, preds: torch.Tensor) -> None:
+        have = sum(len(x) for x in self.kept["pred"])
+        if have < self.preview:
+            k = self.preview - have
+            self.kept["mask"].append(masks[:k].cpu())
+            self.kept["pred"].append(preds[:k].cpu())
+
+    def keep_images(self, images: torch.Tensor) -> None:
+        """Keep the images that go with the predictions kept by the last :meth:`update`."""
+        have = sum(len(x) for x in self.kept["image"])
+        want = sum(len(x) for x in self.kept["pred"])
+        if have < want:
+            self.kept["image"].append(images[: want - have].float().cpu())
+
+    def preview_batch(self) -> dict[str, torch.Tensor] | None:
+        """The kept ``{"image", "mask", "pred"}`` samples, or None when nothing was kept."""
+        if not self.kept["pred"]:
+            return None
+        return {k: torch.cat(v) for k, v in self.kept.items() if v}
+
+    def compute(self, info: DistInfo | None = None) -> dict[str, float]:
+        """Metrics over everything seen (summed over ranks first): ``loss`` and the scores."""
+        info = info or DistInfo()
+        if self.cm is None:
+            raise DataError(
+                "The evaluation loader yielded no batches (empty data set or split); "
+                "check the validation data or data.val_fraction."
+            )
+        all_reduce_sum(self.sums, info)
+        all_reduce_sum(self.cm.matrix, info)
+        result: dict[str, float] = {}
+        if self.has_loss and self.sums[1] > 0:
+            result["loss"] = float(self.sums[0] / self.sums[1])
+        result.update(self.cm.compute(self.groups))
+        if self.dice is not None:
+            d = self.dice
+            fields = ("score_sum", "count", "intersection", "denominator")
+            sums = torch.tensor([float(getattr(d, f)) for f in fields], dtype=torch.float64)
+            all_reduce_sum(sums, info)
+            for f, value in zip(fields, sums.tolist()):
+                setattr(d, f, value)
+            result.update(d.compute())
+        return {k: float(v) for k, v in result.items()}
+
+
+@torch.no_grad()
+def run_evaluation(
+    model: torch.nn.Module,
+    loader: Any,
+    evaluator: Evaluator,
+    device: torch.device,
+    loss_fn: Callable | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    info: DistInfo | None = None,
+) -> dict[str, float]:
+    """Run ``model`` over ``loader`` and return the evaluator's metrics."""
+    was_training = model.training
+    model.eval()
+    evaluator.reset()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    )
+    try:
+        for batch in loader:
+            images, masks = unpack_batch(batch)
+            images = images.to(device, non_blocking=True, memory_format=fmt)
+            masks = masks.to(device, non_blocking=True).long()
+            with autocast:
+                logits = model(images)
+                loss = loss_fn(logits, masks) if loss_fn is not None else None
+            evaluator.update(logits.float(), masks, loss)
+            evaluator.keep_images(images)
+        return evaluator.compute(info)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    loader: Any,
+    class_names: Sequence[str] | None = None,
+    groups: Mapping[str, Sequence[int]] | None = None,
+    device: str = "auto",
+    loss_fn: Callable | None = None,
+    ignore_index: int | None = None,
+) -> dict[str, float]:
+    """Score a model on a loader: per-class and grouped F1 / IoU, mIoU, accuracy, soft Dice.
+
+    Args:
+        model: a segmentation network returning logits ``N x C x H x W``.
+        loader: yields ``{"image", "mask"}`` batches.
+        class_names: label names (2 for a binary model).
+        groups: class groups whose F1 is reported.
+        device: "auto", "cpu", "cuda", ...
+        loss_fn: also report ``loss`` when given.
+        ignore_index: label value left out of the metrics.
+    """
+    dev = resolve_device(device)
+    model = model.to(dev)
+    evaluator = Evaluator(class_names, groups, ignore_index)
+    return run_evaluation(model, loader, evaluator, dev, loss_fn)

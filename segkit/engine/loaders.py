@@ -1,0 +1,129 @@
+"""Seeding and data loaders: one ``seed`` for Python, NumPy, torch and the loader workers."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from segkit.errors import ConfigError
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); optionally make torch deterministic.
+
+    Args:
+        seed: the seed.
+        deterministic: use deterministic algorithms (warn where none exists) and switch off
+            cuDNN autotuning; otherwise cuDNN may autotune (faster on fixed-size inputs).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def _transform_of(dataset: Any) -> Any:
+    """The albumentations pipeline of a data set (looking through ``Subset``-like wrappers)."""
+    for _ in range(4):
+        transform = getattr(dataset, "transform", None)
+        if transform is not None:
+            return transform
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
+
+
+def seed_transform(dataset: Any, seed: int) -> None:
+    """Reseed a data set's albumentations pipeline, which ignores the global RNGs."""
+    transform = _transform_of(dataset)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed % 2**32)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed a DataLoader worker from its torch seed (different per worker and per epoch).
+
+    torch gives each worker ``base_seed + worker_id``, with ``base_seed`` drawn from the loader's
+    generator; this passes it on to Python, NumPy and the data set's albumentations pipeline.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        seed_transform(info.dataset, seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    distributed: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader seeded for reproducible shuffling (the Trainer reseeds it every epoch).
+
+    Args:
+        dataset: a map-style data set yielding ``{"image", "mask", ...}`` dicts.
+        batch_size: samples per batch.
+        shuffle: shuffle every epoch (training) or keep the order (validation).
+        num_workers: worker processes (persistent between epochs when > 0).
+        seed: seed of the shuffling generator and of the workers.
+        distributed: shard the data over the ``torchrun`` ranks, padded for training
+            (``shuffle``) and without repeats for evaluation (the Trainer shards by itself too).
+        drop_last: drop the last incomplete batch.
+
+    Raises:
+        ConfigError: a non-positive batch size or a negative worker count.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be 0 or more, got {num_workers}.")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        worker_init_fn=worker_init_fn,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+    if distributed:
+        from segkit.engine.distributed import setup, shard_loader
+
+        loader = shard_loader(loader, setup(), seed, train=shuffle)
+    return loader
+
+
+def set_loader_epoch(loader: Any, epoch: int, seed: int) -> None:
+    """Make epoch ``epoch``'s shuffling depend only on ``seed`` and ``epoch``.
+
+    Calls ``sampler.set_epoch`` where the sampler has one, reseeds the loader's generator, and
+    reseeds the data set's augmentation pipeline when there are no workers (workers reseed
+    themselves through :func:`worker_init_fn`).
+    """
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed + epoch)
+    if getattr(loader, "num_workers", 0) == 0:
+        seed_transform(getattr(loader, "dataset", None), seed + epoch)

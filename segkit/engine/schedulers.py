@@ -1,0 +1,98 @@
+"""Learning-rate schedules from :class:`~segkit.config.SchedulerConfig`.
+
+Each schedule says when it is stepped: ``"batch"`` (after every optimizer step), ``"epoch"``
+(after every epoch) or ``"validation"`` (ReduceLROnPlateau, with the monitored value).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
+
+from segkit.config import SchedulerConfig
+from segkit.errors import ConfigError, unknown_name
+
+SCHEDULERS = ("none", "plateau", "cosine", "onecycle", "step")
+
+
+@dataclass
+class WarmupCosine:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio``.
+
+    A callable object rather than a closure so that ``LambdaLR.state_dict()`` saves it.
+    """
+
+    warmup: int
+    total: int
+    min_ratio: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Schedule:
+    """A scheduler (or ``None``) and when to step it."""
+
+    scheduler: LRScheduler | ReduceLROnPlateau | None
+    interval: str  #: "batch", "epoch", "validation" or "never"
+
+
+def build_scheduler(
+    optimizer: Optimizer,
+    cfg: SchedulerConfig,
+    epochs: int,
+    steps_per_epoch: int,
+    mode: str = "min",
+) -> Schedule:
+    """The schedule ``cfg.name`` names, sized for ``epochs`` x ``steps_per_epoch`` steps.
+
+    Args:
+        optimizer: the optimizer whose learning rates are scheduled (its current LR is the peak).
+        cfg: scheduler settings.
+        epochs: planned epochs.
+        steps_per_epoch: optimizer steps per epoch (batches / accumulation, rounded up).
+        mode: "min" or "max", the direction of the monitored value (plateau only).
+
+    Raises:
+        ConfigError: an unknown name or a setting out of range, naming the key.
+    """
+    name = cfg.name.lower()
+    total = max(1, epochs * steps_per_epoch)
+    if name == "none":
+        return Schedule(None, "never")
+    if name == "plateau":
+        if not 0.0 < cfg.factor < 1.0:
+            raise ConfigError(f"scheduler.factor must be between 0 and 1, got {cfg.factor}.")
+        sched = ReduceLROnPlateau(
+            optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
+        )
+        return Schedule(sched, "validation")
+    if name == "cosine":
+        if cfg.warmup_epochs < 0:
+            raise ConfigError(f"scheduler.warmup_epochs must be >= 0, got {cfg.warmup_epochs}.")
+        warmup = cfg.warmup_epochs * steps_per_epoch
+        lambdas = [
+            WarmupCosine(warmup, total, cfg.min_lr / g["lr"] if g["lr"] > 0 else 0.0)
+            for g in optimizer.param_groups
+        ]
+        return Schedule(LambdaLR(optimizer, lambdas), "batch")
+    if name == "onecycle":
+        peaks = [g["lr"] for g in optimizer.param_groups]
+        return Schedule(OneCycleLR(optimizer, max_lr=peaks, total_steps=total), "batch")
+    if name == "step":
+        if cfg.step_size < 1:
+            raise ConfigError(f"scheduler.step_size must be >= 1, got {cfg.step_size}.")
+        return Schedule(StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch")
+    raise ConfigError(unknown_name("scheduler", cfg.name, SCHEDULERS))
+
+
+def current_lr(optimizer: Optimizer) -> float:
+    """The learning rate of the first parameter group."""
+    return float(optimizer.param_groups[0]["lr"])

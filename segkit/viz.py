@@ -1,0 +1,214 @@
+"""Pictures: colour label maps, overlays, prediction grids and training curves.
+
+The array functions are pure NumPy. The figure functions import matplotlib when called and
+draw with its object API (``matplotlib.figure.Figure``, rendered by Agg), so they never
+change the pyplot backend of the calling program.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# background black, then matplotlib's tab20 order (distinct, colour-blind friendlier first)
+_COLORS = [
+    (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+]  # fmt: skip
+
+
+def palette(n: int) -> np.ndarray:
+    """``n x 3`` uint8 colours: black for label 0, then distinct colours (cycled past 21)."""
+    idx = [0] + [1 + (i - 1) % (len(_COLORS) - 1) for i in range(1, n)]
+    return np.array([_COLORS[i] for i in idx[:n]], dtype=np.uint8).reshape(n, 3)
+
+
+def colorize(mask: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
+    """A label map ``H x W`` as an RGB image ``H x W x 3`` uint8.
+
+    Raises:
+        ValueError: a label has no colour (only when ``colors`` is given).
+    """
+    mask = np.asarray(mask).astype(np.int64)
+    if colors is None:
+        colors = palette(int(mask.max(initial=0)) + 1)
+    if mask.size and (mask.min() < 0 or mask.max() >= len(colors)):
+        raise ValueError(
+            f"Label values {mask.min()}..{mask.max()} do not fit a palette of {len(colors)} colours."
+        )
+    return np.asarray(colors, dtype=np.uint8)[mask]
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    alpha: float = 0.5,
+    colors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Blend the colours of ``mask`` over ``image`` (``H x W x 3`` uint8); label 0 stays clear."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    mask = np.asarray(mask)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"Image size {image.shape[:2]} and mask size {mask.shape} differ.")
+    color = colorize(mask, colors).astype(np.float32)
+    out = image.astype(np.float32)
+    fg = mask > 0
+    out[fg] = (1.0 - alpha) * out[fg] + alpha * color[fg]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_image(
+    tensor: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> np.ndarray:
+    """A normalised ``C x H x W`` image tensor/array back to ``H x W x 3`` uint8.
+
+    With ``mean``/``std`` (0-1 scale, as the model's spec gives them) the normalisation is
+    undone; without them each image is stretched to its own min..max.
+    """
+    arr = tensor.detach().float().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+    arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if mean is not None and std is not None and len(mean) == arr.shape[2]:
+        arr = arr * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    else:
+        low, high = float(arr.min()), float(arr.max())
+        arr = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+    arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
+
+
+def prediction_grid(
+    images: Any,
+    masks: Any,
+    preds: Any,
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    ids: Sequence[str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.5,
+) -> Path:
+    """Write a PNG grid: a row per sample with image / ground truth / prediction overlays.
+
+    Args:
+        images: ``N x C x H x W`` normalised images (tensor or array).
+        masks: ``N x H x W`` ground-truth labels.
+        preds: ``N x H x W`` predicted labels.
+        path: where the PNG goes.
+        class_names: names for the colour legend.
+        mean: normalisation mean to undo (see :func:`to_image`).
+        std: normalisation std to undo.
+        ids: sample names shown beside each row.
+        title: figure title.
+        alpha: overlay opacity.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    masks, preds = _numpy(masks), _numpy(preds)
+    n = len(preds)
+    if n == 0:
+        raise ValueError("prediction_grid needs at least one sample.")
+    classes = max(int(masks.max()), int(preds.max())) + 1
+    if class_names is not None:
+        classes = max(classes, len(class_names))
+    colors = palette(classes)
+    height, width = masks.shape[-2:]
+    fig = Figure(figsize=(9, n * 3 * height / width + 1.2), layout="constrained")
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        image = to_image(images[i], mean, std)
+        panels = (
+            image,
+            overlay(image, masks[i], alpha, colors),
+            overlay(image, preds[i], alpha, colors),
+        )
+        for j, (ax, panel) in enumerate(zip(axes[i], panels)):
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(("image", "ground truth", "prediction")[j])
+        if ids is not None:
+            axes[i][0].set_ylabel(str(ids[i]))
+    if class_names is not None:
+        handles = [
+            Patch(color=colors[k] / 255.0, label=str(name))
+            for k, name in enumerate(class_names)
+            if k > 0
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(6, max(1, len(handles))))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_curves(
+    history: Sequence[Mapping[str, Any]], path: str | Path, monitor: str | None = None
+) -> Path:
+    """Write a PNG with the train/validation loss and the monitored metric per epoch.
+
+    Args:
+        history: rows as in ``history.csv`` (``epoch``, ``train_loss``, ``val_loss``, ...).
+        path: where the PNG goes.
+        monitor: the metric to plot beside the losses; when it is a loss (or None) the first
+            of ``val_f1_overall``, ``val_soft_dice``, ``val_miou``, ``val_mean_f1`` present.
+    """
+    from matplotlib.figure import Figure
+
+    if not history:
+        raise ValueError("plot_curves needs at least one history row.")
+    metric = monitor if monitor and "loss" not in monitor else None
+    if metric is None:
+        candidates = ("val_f1_overall", "val_soft_dice", "val_miou", "val_mean_f1")
+        metric = next((m for m in candidates if any(_ok(r.get(m)) for r in history)), None)
+    fig = Figure(figsize=(10 if metric else 5, 4), layout="constrained")
+    axes = fig.subplots(1, 2 if metric else 1, squeeze=False)[0]
+    for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
+        _plot(axes[0], history, key, style)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("loss")
+    if metric:
+        _plot(axes[1], history, metric, "-o")
+        axes[1].set_xlabel("epoch")
+        axes[1].set_title(metric)
+    return _save(fig, path)
+
+
+def _ok(value: Any) -> bool:
+    return value is not None and value != "" and not math.isnan(float(value))
+
+
+def _plot(ax: Any, history: Sequence[Mapping[str, Any]], key: str, style: str) -> None:
+    points = [(float(r["epoch"]), float(r[key])) for r in history if _ok(r.get(key))]
+    if points:
+        x, y = zip(*points)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.plot(x, y, style, label=key, markersize=3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend()
+        ax.grid(alpha=0.3)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path

@@ -1,0 +1,163 @@
+"""Checkpoints: contents, atomic writes, safe loading, clear errors, rebuilding a model."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_engine_utils import (
+    make_trainer,
+    single_thread,  # noqa: F401  (autouse fixture)
+    tiny_net,
+)
+
+from segkit.engine import load_checkpoint, model_from_checkpoint, save_checkpoint
+from segkit.engine.checkpoint import rng_state, set_rng_state, to_plain
+from segkit.errors import CheckpointError
+
+
+class WithSpec(torch.nn.Sequential):
+    """A tiny net carrying a ``spec`` as segkit models do."""
+
+    class Spec:
+        def to_dict(self):
+            return {"arch": "tiny", "classes": 3, "mean": (0.5, 0.5, 0.5), "path": Path("/x")}
+
+    spec = Spec()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = WithSpec(*tiny_net(3))
+    trainer = make_trainer(
+        out, model=model, epochs=2, monitor="val_miou", full_config={"train": {"epochs": 2}}
+    )
+    trainer.fit()
+    torch.set_num_threads(threads)
+    return out
+
+
+def test_checkpoint_contents(run_dir):
+    ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["format"] == "segkit-checkpoint" and ckpt["version"] == 1
+    assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"], ckpt["iteration"]) == (2, 0, 8, 8)
+    assert ckpt["model_spec"] == {
+        "arch": "tiny",
+        "classes": 3,
+        "mean": [0.5, 0.5, 0.5],
+        "path": "/x",
+    }
+    assert ckpt["config"] == {"train": {"epochs": 2}}
+    assert ckpt["class_names"] == ["class_0", "class_1", "class_2"]
+    assert ckpt["monitor"] == "val_miou" and ckpt["mode"] == "max"
+    assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
+    assert ckpt["optimizer"]["state"] and ckpt["optimizer"]["param_groups"][0]["lr"] == 0.01
+    assert ckpt["hooks"]["EarlyStopHook"] == {"bad": 0 if ckpt["best_epoch"] == 2 else 1}
+    assert set(ckpt["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert "val_miou" in ckpt["metrics"]
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["epoch"] == best["best_epoch"] == ckpt["best_epoch"]
+    assert best["best"] == ckpt["best"] == max(best["best"], ckpt["metrics"]["val_miou"])
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"x": torch.ones(2)})
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"x": torch.zeros(2)})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_save_refuses_values_weights_only_cannot_load(tmp_path):
+    with pytest.raises(TypeError, match=r"state\['extra'\]\['p'\] is a PosixPath"):
+        save_checkpoint(tmp_path / "x.pt", {"extra": {"p": Path("/a")}})
+    assert not (tmp_path / "x.pt").exists()
+
+
+@dataclass
+class _Cfg:
+    root: Path
+    sizes: tuple = (1, 2)
+
+
+def test_to_plain():
+    assert to_plain({"cfg": _Cfg(Path("/d")), "v": np.float32(0.5), 3: {1, 2}}) == {
+        "cfg": {"root": "/d", "sizes": [1, 2]},
+        "v": 0.5,
+        "3": [1, 2],
+    }
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1))
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == first
+
+
+class Custom:
+    """Any class: weights_only loading refuses to import it."""
+
+
+def test_load_errors_name_the_file_and_what_to_do(tmp_path, run_dir):
+    with pytest.raises(CheckpointError, match=r"missing\.pt' does not exist.*best\.pt or last"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="is a folder.*holds best.pt and last.pt"):
+        load_checkpoint(run_dir)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pt' could not be read.*corrupt"):
+        load_checkpoint(garbage)
+    cut = tmp_path / "cut.pt"
+    data = (run_dir / "last.pt").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt' could not be read"):
+        load_checkpoint(cut)
+    bare = tmp_path / "bare.pt"
+    torch.save(tiny_net().state_dict(), bare)
+    with pytest.raises(CheckpointError, match="bare.pt' is not a segkit checkpoint"):
+        load_checkpoint(bare)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "segkit-checkpoint", "x": Custom()}, evil)
+    with pytest.raises(CheckpointError, match="evil.pt' holds Python objects"):
+        load_checkpoint(evil)
+    future = tmp_path / "future.pt"
+    torch.save({"format": "segkit-checkpoint", "version": 99}, future)
+    with pytest.raises(CheckpointError, match="version 99.*Upgrade segkit"):
+        load_checkpoint(future)
+
+
+def test_model_from_checkpoint_without_spec(tmp_path):
+    make_trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(CheckpointError, match="holds no model description"):
+        model_from_checkpoint(tmp_path / "last.pt")
+
+
+def test_model_from_checkpoint_rebuilds_a_segkit_model(tmp_path):
+    models = pytest.importorskip("segkit.models")
+    model = models.build_model(arch="unet", classes=3, base_channels=4, class_names=list("abc"))
+    trainer = make_trainer(tmp_path, model=model, epochs=1, monitor="val_miou")
+    trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    assert ckpt["model_spec"]["arch"] == "unet" and ckpt["class_names"] == ["a", "b", "c"]
+    rebuilt = model_from_checkpoint(tmp_path / "best.pt")
+    assert not rebuilt.training
+    x = torch.rand(1, 3, 32, 64)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))

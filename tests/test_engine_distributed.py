@@ -1,0 +1,158 @@
+"""Distributed training: samplers without padding, and a real 2-process gloo run via torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_engine_utils import (
+    TinySet,
+    single_thread,  # noqa: F401  (autouse fixture)
+    tiny_net,
+)
+from torch.utils.data import DistributedSampler
+
+from segkit.engine import (
+    DistInfo,
+    ShardSampler,
+    evaluate_model,
+    load_checkpoint,
+    make_loader,
+    shard_loader,
+)
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_shard_sampler_covers_every_index_once():
+    shards = [list(ShardSampler(7, rank, 3)) for rank in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(7))
+    assert [len(ShardSampler(7, r, 3)) for r in range(3)] == [3, 2, 2]
+
+
+def test_shard_loader_picks_the_sampler():
+    info = DistInfo(rank=1, world_size=2)
+    shuffled = make_loader(TinySet(6), 2, shuffle=True, seed=3)
+    train = shard_loader(shuffled, info, seed=3, train=True)
+    assert isinstance(train.sampler, DistributedSampler) and train.sampler.rank == 1
+    assert train.sampler.shuffle and train.batch_size == 2 and len(train) == 2
+    # an ordered training loader is padded too, so every rank runs the same steps
+    ordered = shard_loader(make_loader(TinySet(5), 2, shuffle=False), info, train=True)
+    assert not ordered.sampler.shuffle and len(ordered.sampler) == 3
+    val = shard_loader(make_loader(TinySet(5), 2, shuffle=False), info)
+    assert isinstance(val.sampler, ShardSampler)
+    assert [i for b in val for i in b["id"]] == ["s1", "s3"]
+    single = make_loader(TinySet(5), 2, shuffle=False)
+    assert shard_loader(single, DistInfo()) is single
+    assert shard_loader([1, 2], info) == [1, 2]
+
+
+SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+import segkit.engine.hooks as H
+import segkit.engine.trainer as T
+import segkit.viz as V
+from test_engine_utils import make_trainer
+
+out = sys.argv[1]
+calls = []
+save, write, curves, grid = T.save_checkpoint, H._write_atomic, V.plot_curves, V.prediction_grid
+
+
+def spy_save(path, state):
+    calls.append(os.path.basename(str(path)))
+    return save(path, state)
+
+
+def spy_write(path, text):
+    calls.append(os.path.basename(str(path)))
+    return write(path, text)
+
+
+def spy_curves(rows, path, **kwargs):
+    calls.append(os.path.basename(str(path)))
+    return curves(rows, path, **kwargs)
+
+
+def spy_grid(images, masks, preds, path, **kwargs):
+    calls.append(os.path.basename(str(path)))
+    return grid(images, masks, preds, path, **kwargs)
+
+
+T.save_checkpoint, H._write_atomic, V.plot_curves, V.prediction_grid = (
+    spy_save, spy_write, spy_curves, spy_grid
+)
+trainer = make_trainer(out, epochs=2, n_train=8, n_val=5, monitor="val_miou", preview=2,
+                       full_config={{"name": "ddp"}})
+result = trainer.fit()
+report = {{
+    "calls": sorted(set(calls)),
+    "metrics": result["metrics"],
+    "weights": [p.detach().double().sum().item() for p in trainer.model.parameters()],
+    "batches": trainer.n_batches,
+    "world": trainer.dist.world_size,
+    "ddp": type(trainer.net).__name__,
+}}
+with open(os.path.join(out, "rank" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump(report, f)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["ddp"] == "DistributedDataParallel"
+    assert ranks[0]["batches"] == 2  # 8 samples / 2 ranks / batch 2
+    # only rank 0 writes files
+    assert ranks[1]["calls"] == []
+    expected = {"best.pt", "last.pt", "history.csv", "config.yaml", "curves.png"}
+    assert expected | {"predictions.png"} == set(ranks[0]["calls"])
+    assert len((out / "history.csv").read_text().splitlines()) == 3
+    # the ranks agree on weights and metrics
+    assert ranks[0]["weights"] == pytest.approx(ranks[1]["weights"], rel=1e-12)
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+    # and the metrics equal one process evaluating all 5 validation images
+    model = tiny_net(3)
+    model.load_state_dict(load_checkpoint(out / "last.pt")["model"])
+    single = evaluate_model(
+        model,
+        make_loader(TinySet(5, 3, seed=1), 2, shuffle=False),
+        device="cpu",
+        loss_fn=torch.nn.CrossEntropyLoss(),
+    )
+    ddp = {k.removeprefix("val_"): v for k, v in ranks[0]["metrics"].items()}
+    assert set(ddp) == set(single)
+    for key, value in single.items():
+        assert ddp[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key

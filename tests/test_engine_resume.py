@@ -1,0 +1,185 @@
+"""Resuming: 2 + 2 epochs equals 4 straight, mid-epoch interrupts, SIGINT to a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_engine_utils import (
+    make_trainer,
+    single_thread,  # noqa: F401  (autouse fixture)
+    tiny_net,
+)
+
+from segkit.config import SchedulerConfig
+from segkit.engine import HookBase, load_checkpoint
+from segkit.errors import CheckpointError
+
+TESTS = Path(__file__).resolve().parent
+
+
+class StopAfter(HookBase):
+    """End training after epoch ``epoch`` (1-based), as if the job had been cut there."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def after_epoch(self) -> None:
+        if self.trainer.epoch + 1 == self.epoch:
+            self.trainer.request_stop("stopped")
+
+
+def run(out: Path, epochs: int = 4, resume=None, hooks=None, **kw):
+    """Train a dropout model (so RNG state matters) with Adam and a per-batch cosine schedule."""
+    trainer = make_trainer(
+        out,
+        model=tiny_net(3, dropout=0.2),
+        epochs=epochs,
+        deterministic=True,
+        scheduler=SchedulerConfig(name="cosine", warmup_epochs=1),
+        hooks=hooks,
+        monitor="val_miou",
+        **kw,
+    )
+    return trainer, trainer.fit(resume=resume)
+
+
+def weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.state_dict().values()]
+
+
+def history_without_timing(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    return [",".join(line.split(",")[:-2]) for line in lines]
+
+
+def test_two_plus_two_epochs_equals_four(tmp_path):
+    straight, r4 = run(tmp_path / "straight")
+    _, r2 = run(tmp_path / "resumed", hooks=[StopAfter(2)])
+    assert r2["status"] == "stopped" and load_checkpoint(r2["last"])["epoch"] == 2
+    second, r22 = run(tmp_path / "resumed", resume=True)
+    assert second.epoch == 4 and second.step == straight.step == 16
+    for a, b in zip(weights(straight.model), weights(second.model)):
+        assert torch.equal(a, b)
+    assert second.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+    assert r22["best_value"] == r4["best_value"] and r22["best_epoch"] == r4["best_epoch"]
+    assert history_without_timing(tmp_path / "resumed" / "history.csv") == history_without_timing(
+        tmp_path / "straight" / "history.csv"
+    )
+
+
+class InterruptAt(HookBase):
+    """Send this process SIGINT after batch ``batch`` of epoch ``epoch`` (both 1-based)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.at = (epoch, batch)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if (t.epoch + 1, t.batch_in_epoch) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupt_inside_an_epoch_then_resume_matches(tmp_path, capsys):
+    straight, _ = run(tmp_path / "straight", 3)
+    _, r = run(tmp_path / "cut", 3, hooks=[InterruptAt(2, 1)])
+    assert r["status"] == "interrupted"
+    out = capsys.readouterr()
+    assert "SIGINT" in out.err
+    assert "Resume with: Trainer(...).fit(resume=" in out.out and str(r["last"]) in out.out
+    ckpt = load_checkpoint(r["last"])
+    assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]) == (1, 1, 5)
+    assert len((tmp_path / "cut" / "history.csv").read_text().splitlines()) == 2  # 1 row
+    resumed, r2 = run(tmp_path / "cut", 3, resume=r["last"])
+    assert r2["status"] == "completed"
+    for a, b in zip(weights(straight.model), weights(resumed.model)):
+        assert torch.equal(a, b)
+    assert history_without_timing(tmp_path / "cut" / "history.csv") == history_without_timing(
+        tmp_path / "straight" / "history.csv"
+    )
+    # the signal handlers are back to what they were
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="Cannot resume.*last.pt.*does not exist"):
+        make_trainer(tmp_path).fit(resume=True)
+    make_trainer(tmp_path / "a", epochs=1).fit()
+    other = make_trainer(tmp_path / "b", model=tiny_net(5), classes=5)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        other.fit(resume=tmp_path / "a" / "last.pt")
+
+
+SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from test_engine_utils import TinySet, make_trainer, tiny_net
+
+
+class Slow(TinySet):
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return super().__getitem__(i)
+
+
+import test_engine_utils
+test_engine_utils.TinySet = Slow
+epochs, resume = int(sys.argv[2]), sys.argv[3] == "resume"
+trainer = make_trainer(sys.argv[1], epochs=epochs, monitor="val_miou")
+trainer.resume_hint = "segkit train CONFIG --resume {{path}}"
+result = trainer.fit(resume=resume or None)
+print("STATUS", result["status"], result["epochs"])
+"""
+
+
+@pytest.mark.slow
+def test_sigint_to_a_training_process_then_resume(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), "50", "new"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no last.pt after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "STATUS interrupted" in stdout
+    assert f"Resume with: segkit train CONFIG --resume {out / 'last.pt'}" in stdout
+    ckpt = load_checkpoint(out / "last.pt")
+    done = ckpt["epoch"] + (ckpt["batch_in_epoch"] > 0)
+    assert 1 <= done < 50
+    resumed = make_trainer(out, epochs=done + 1, monitor="val_miou").fit(resume=True)
+    assert (resumed["status"], resumed["epochs"]) == ("completed", done + 1)
+    assert load_checkpoint(out / "last.pt")["epoch"] == done + 1
+
+
+def test_sigterm_is_caught_once_then_aborts(capsys):
+    from segkit.engine.runtime import StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "SIGTERM: finishing the current step" in capsys.readouterr().err
