@@ -1,0 +1,547 @@
+"""Prediction: stream images through a model and write label maps at their own resolution.
+
+The pipeline per image: read (a reduced-size JPEG decode when the model input is much
+smaller), resize to the training size, normalise, pad to the model's divisor, model
+(optionally flip TTA), crop, resize the *probabilities* back to the original size with
+bilinear interpolation, argmax / threshold, write ``<stem>.png`` (class ids), optionally
+``<stem>_overlay.jpg`` and a Kaggle ``img,rle_mask`` row.
+
+Images stream through a ``DataLoader`` one file per item and the post-processing runs in a
+small thread pool with a bounded queue, so memory stays flat however many images there are.
+
+Resizing back: bilinear on the probabilities is the accurate choice and cheap for a binary
+model (about 0.5 ms for 128 -> 1918x1280 plus threshold, with OpenCV, on 2 CPU cores); for
+many classes at a large size it costs more (11 classes, 256 -> 2000x1500: about 50 ms
+against about 3 ms for nearest on the label map), so ``resize_back="nearest"`` is offered.
+Measured on 2 CPU cores (smp U-Net ResNet18, 1918x1280 JPEGs, size 128, batch 8): read +
+resize + model + resize back + threshold + RLE ran at 0.82-0.86x the model alone on
+preloaded tensors; writing the 1918x1280 PNGs as well brought it to about 0.74x.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segkit import viz
+from segkit.data.io import (
+    IMAGE_EXTENSIONS,
+    image_size,
+    list_files,
+    read_image,
+    write_image,
+    write_mask,
+)
+from segkit.errors import DataError
+from segkit.models.factory import crop, pad_to_divisor
+
+logger = logging.getLogger(__name__)
+
+#: JPEG decode scale factors, largest first
+_REDUCED = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+}
+
+
+def find_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """The image files named by ``inputs`` (files, or folders searched non-recursively), sorted.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        DataError: a folder holds no image files.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = [p for p in list_files(path, IMAGE_EXTENSIONS) if p.is_file()]
+            if not images:
+                raise DataError(
+                    f"No images found in folder {str(path)!r} (looked for "
+                    f"{', '.join(IMAGE_EXTENSIONS)}). Pass image files or a folder that holds them."
+                )
+            found.extend(images)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(
+                f"Input {str(path)!r} does not exist. Pass image files or folders of images."
+            )
+    return found
+
+
+def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
+    """Class index pairs that swap under a horizontal flip, found from left/right names.
+
+    ``lb``/``rb`` and ``le``/``re`` (Helen), ``left_eye``/``right_eye`` and the like pair up.
+    """
+    if not class_names:
+        return []
+    index = {name.lower(): i for i, name in enumerate(class_names)}
+    pairs = []
+    for name, i in index.items():
+        for left, right in (("left", "right"), ("l", "r")):
+            partner = right + name[len(left) :]
+            if name.startswith(left) and len(name) > len(left) and partner in index:
+                pairs.append((i, index[partner]))
+                break
+    return pairs
+
+
+def read_for_model(path: str | Path, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original size.
+
+    When the image is at least twice as large as ``size`` the JPEG is decoded at 1/2, 1/4
+    or 1/8 scale (much faster) before an area resize. EXIF orientation is ignored, so the
+    label map lines up with the stored pixel grid.
+
+    Raises:
+        DataError: the file is missing, not an image, corrupt or truncated (names the file).
+    """
+    width, height = image_size(path)
+    flag = cv2.IMREAD_COLOR
+    if size is not None:
+        flag = next((f for k, f in _REDUCED.items() if min(height, width) >= k * size), flag)
+    image = read_image(path, flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if size is not None and image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image, (height, width)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """One image file per item, read and resized for a model (only the paths are held).
+
+    Items are ``{"image": HxWx3 uint8 tensor, "index": i, "size": (h, w)}`` with the original
+    size, or ``{"index": i, "error": message}`` for an unreadable file so that the caller
+    decides whether to fail or skip. Images travel as uint8 (4x less to copy to a GPU) and
+    are normalised on the model's device by :func:`normalize`.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], size: int | None) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            image, size = read_for_model(self.paths[index], self.size)
+        except DataError as exc:
+            return {"index": index, "error": str(exc)}
+        return {"image": torch.from_numpy(image), "index": index, "size": size}
+
+
+def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack readable images (zero-padded to a common size) and list the unreadable ones."""
+    good = [it for it in items if "error" not in it]
+    shapes = [tuple(it["image"].shape[:2]) for it in good]
+    batch: dict[str, Any] = {"index": [it["index"] for it in good], "shape": shapes, "image": None}
+    batch["size"] = [it["size"] for it in good]
+    batch["errors"] = [(it["index"], it["error"]) for it in items if "error" in it]
+    if good:
+        h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
+        pads = [(0, 0, 0, w - s[1], 0, h - s[0]) for s in shapes]
+        images = [F.pad(it["image"], p) if any(p) else it["image"] for it, p in zip(good, pads)]
+        batch["image"] = torch.stack(images)
+    return batch
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``N x H x W x 3`` uint8 -> ``N x 3 x H x W`` float32 ``(x / 255 - mean) / std``."""
+    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
+    scale = 1.0 / (255.0 * torch.tensor(std, device=images.device).view(1, -1, 1, 1))
+    x = images.permute(0, 3, 1, 2).float().contiguous()
+    return x.sub_(shift).mul_(scale)
+
+
+def _forward_probs(model: torch.nn.Module, x: torch.Tensor, binary: bool) -> torch.Tensor:
+    padded, (h, w) = pad_to_divisor(x, model.spec.divisor or 1)
+    logits = crop(model(padded), (h, w)).float()
+    return torch.sigmoid(logits) if binary else torch.softmax(logits, dim=1)
+
+
+def predict_proba(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    tta: str | None = None,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+) -> torch.Tensor:
+    """Class probabilities ``N x C x H x W`` for a normalised batch of any size.
+
+    Binary models (one output channel) give the foreground probability (sigmoid), others a
+    softmax. ``tta="flip"`` averages with the prediction on the mirrored batch, swapping the
+    channels in ``flip_pairs`` back (left/right classes).
+    """
+    binary = model.spec.classes == 1
+    probs = _forward_probs(model, x, binary)
+    if tta is None:
+        return probs
+    if tta != "flip":
+        raise ValueError(f"Unknown tta {tta!r}; use None or 'flip'.")
+    flipped = _forward_probs(model, torch.flip(x, dims=[3]), binary).flip(dims=[3])
+    if flip_pairs and not binary:
+        perm = list(range(flipped.shape[1]))
+        for a, b in flip_pairs:
+            perm[a], perm[b] = b, a
+        flipped = flipped[:, perm]
+    return (probs + flipped) / 2
+
+
+def _windows(length: int, tile: int, stride: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def predict_tiled(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    tile: int,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    tta: str | None = None,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+) -> torch.Tensor:
+    """Sliding-window probabilities ``C x H x W`` for one normalised ``3 x H x W`` image.
+
+    Windows of ``tile`` x ``tile`` pixels (smaller where the image is) overlap by ``overlap``
+    of a tile; where they overlap the probabilities are averaged.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"Tile overlap must be in [0, 1), got {overlap}.")
+    _, height, width = image.shape
+    stride = max(1, int(round(tile * (1.0 - overlap))))
+    boxes = [
+        (y, x, min(tile, height), min(tile, width))
+        for y in _windows(height, tile, stride)
+        for x in _windows(width, tile, stride)
+    ]
+    out: torch.Tensor | None = None
+    counts = torch.zeros((1, height, width), device=image.device)
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start : start + batch_size]
+        batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk])
+        probs = predict_proba(model, batch, tta, flip_pairs)
+        if out is None:
+            out = torch.zeros((probs.shape[1], height, width), device=image.device)
+        for (y, x, h, w), p in zip(chunk, probs):
+            out[:, y : y + h, x : x + w] += p
+            counts[:, y : y + h, x : x + w] += 1
+    return out / counts
+
+
+def probs_to_labels(
+    probs: np.ndarray, size: tuple[int, int], threshold: float = 0.5, resize_back: str = "bilinear"
+) -> np.ndarray:
+    """An ``H x W`` uint8 label map at ``size`` from ``C x h x w`` probabilities.
+
+    One channel is thresholded (foreground probability), several take the argmax.
+    ``resize_back="bilinear"`` resizes the probabilities first (accurate); ``"nearest"``
+    resizes the label map (pixel-centre nearest neighbour; faster for many classes). The
+    argmax runs one class plane at a time, so no full-size ``C x H x W`` array is made.
+    """
+    height, width = size
+    labels = best = None
+    for c, plane in enumerate(probs):
+        if resize_back == "bilinear" and plane.shape != (height, width):
+            plane = cv2.resize(np.ascontiguousarray(plane), (width, height))
+        if len(probs) == 1:
+            labels = (plane > threshold).view(np.uint8)
+        elif best is None:
+            best, labels = plane.copy(), np.zeros(plane.shape, np.uint8)
+        else:
+            labels[plane > best] = c  # strict: ties keep the lower class, as argmax does
+            np.maximum(best, plane, out=best)
+    if labels.shape != (height, width):
+        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    return labels
+
+
+@dataclass(frozen=True)
+class _Job:
+    """The settings one prediction run applies to every batch and image."""
+
+    out_dir: Path
+    classes: int
+    threshold: float = 0.5
+    resize_back: str = "bilinear"
+    tta: str | None = None
+    flip_pairs: Sequence[tuple[int, int]] = ()
+    tile: int | None = None
+    overlap: float = 0.25
+    batch_size: int = 8
+    overlay: bool = False
+    save_masks: bool = True
+    rle_encode: Callable[[np.ndarray], str] | None = None
+
+    def probs(self, model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+        """``N x C x H x W`` probabilities of a normalised batch (one image when tiling)."""
+        if self.tile:
+            args = (self.tile, self.overlap, self.batch_size, self.tta, self.flip_pairs)
+            return predict_tiled(model, x[0], *args)[None].cpu().numpy()
+        return predict_proba(model, x, self.tta, self.flip_pairs).cpu().numpy()
+
+    def finish(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
+        """Post-process one image (in a writer thread); returns its RLE when one is wanted."""
+        labels = probs_to_labels(probs, size, self.threshold, self.resize_back)
+        if self.save_masks:
+            write_mask(self.out_dir / f"{path.stem}.png", labels)
+        if self.overlay:
+            image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            colors = viz.palette(max(self.classes, int(labels.max()) + 1))
+            blended = viz.overlay(image, labels, colors=colors)
+            write_image(self.out_dir / f"{path.stem}_overlay.jpg", blended, quality=90)
+        return self.rle_encode(labels) if self.rle_encode else None
+
+
+def load_model(
+    checkpoint_or_model: str | Path | torch.nn.Module, device: str = "auto"
+) -> tuple[torch.nn.Module, int | None]:
+    """The model to predict with (on ``device``) and the square image size it was trained at.
+
+    The size comes from ``spec.options["image_size"]``, else the checkpoint's
+    ``config.data.image_size``; ``None`` when neither says.
+
+    Raises:
+        CheckpointError: the checkpoint is missing or unreadable (names the file).
+        TypeError: a module without a ``.spec``.
+    """
+    if isinstance(checkpoint_or_model, torch.nn.Module):
+        model = checkpoint_or_model
+        if getattr(model, "spec", None) is None:
+            raise TypeError(
+                f"{type(model).__name__} has no .spec describing its input; build a segkit model "
+                "with segkit.models.build_model or pass a checkpoint path."
+            )
+        if device != "auto":
+            model.to(device)
+        return model, model.spec.options.get("image_size")
+    from segkit.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(checkpoint_or_model, device=device)
+    size = model.spec.options.get("image_size")
+    if size is None:
+        config = load_checkpoint(checkpoint_or_model).get("config") or {}
+        size = (config.get("data") or {}).get("image_size")
+    return model, size
+
+
+def _check_outputs(paths: list[Path], out_dir: Path, overlay: bool) -> None:
+    """Refuse duplicate stems (outputs would collide) and outputs that would overwrite inputs."""
+    inputs = {p.resolve() for p in paths}
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise DataError(
+                f"Inputs {str(seen[path.stem])!r} and {str(path)!r} share the name {path.stem!r}, "
+                f"so both would be written to {path.stem}.png. Predict them into separate folders."
+            )
+        seen[path.stem] = path
+        for name in [f"{path.stem}.png"] + [f"{path.stem}_overlay.jpg"] * overlay:
+            if (out_dir / name).resolve() in inputs:
+                raise DataError(
+                    f"Writing {str(out_dir / name)!r} would overwrite an input image. "
+                    "Choose another output folder."
+                )
+
+
+class _Outputs:
+    """Finished images in input order (a bounded queue of futures) and the RLE CSV rows.
+
+    The CSV goes to a temporary name and is renamed into place once every row is in.
+    """
+
+    def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
+        self.pending: deque[tuple[Path, Future]] = deque()
+        self.outputs: list[str] = []
+        self.out_dir, self.save_masks, self.csv_path = out_dir, save_masks, rle_csv
+        self._file = self._writer = None
+        if rle_csv is not None:
+            self._tmp = Path(rle_csv).with_name(f".{Path(rle_csv).name}.tmp")
+            self._tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._tmp, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["img", "rle_mask"])
+
+    def drain(self, keep: int = 0) -> None:
+        """Wait for the oldest images until at most ``keep`` are in flight."""
+        while len(self.pending) > keep:
+            path, future = self.pending.popleft()
+            rle = future.result()
+            if self.save_masks:
+                self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
+            if self._writer is not None:
+                self._writer.writerow([path.name, rle])
+
+    def close(self, complete: bool) -> None:
+        """Close the CSV; move it into place only when every image got its row."""
+        if self._file is not None:
+            self._file.close()
+            if complete:
+                os.replace(self._tmp, self.csv_path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+
+
+def predict(
+    checkpoint_or_model: str | Path | torch.nn.Module,
+    inputs: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: str = "auto",
+    overlay: bool = False,
+    rle_csv: str | Path | None = None,
+    tta: str | None = None,
+    tile: int | None = None,
+    threshold: float = 0.5,
+    size: int | None = None,
+    progress: bool = False,
+    flip_pairs: Sequence[tuple[int, int]] | None = None,
+    overlap: float = 0.25,
+    resize_back: str = "bilinear",
+    save_masks: bool = True,
+    skip_bad: bool = False,
+    writers: int = 2,
+) -> dict[str, Any]:
+    """Predict label maps for image files or folders and write them at each input's resolution.
+
+    Args:
+        checkpoint_or_model: a segkit ``best.pt`` / ``last.pt``, or a model with a ``.spec``.
+        inputs: image files and/or folders of images (not searched recursively).
+        out_dir: where ``<stem>.png`` (class ids) and ``<stem>_overlay.jpg`` go.
+        batch_size: images per model call (tiles per call when tiling).
+        num_workers: DataLoader worker processes reading images (0: in this process).
+        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        overlay: also write a colour overlay per image.
+        rle_csv: write a Kaggle ``img,rle_mask`` CSV here (two-class models only).
+        tta: "flip" averages with the mirrored prediction (left/right classes swapped back).
+        tile: predict at the original resolution in sliding windows of this size.
+        threshold: foreground probability threshold of a one-channel (binary) model.
+        size: square model input size; default the training size (``data.image_size``),
+            else the original size padded to the model's divisor. Ignored when tiling.
+        progress: show a progress bar.
+        flip_pairs: class pairs swapped by ``tta="flip"``; default from left/right class names.
+        overlap: fraction of a tile that neighbouring windows share.
+        resize_back: "bilinear" (probabilities, accurate) or "nearest" (labels, faster).
+        save_masks: write the label PNGs (False: only the RLE CSV / overlays).
+        skip_bad: skip unreadable images with a warning instead of failing.
+        writers: threads that resize back, encode and write outputs.
+
+    Returns:
+        ``count`` (images predicted), ``outputs`` (label PNG paths), ``skipped``, ``rle_csv``,
+        ``out_dir``, ``seconds`` and ``images_per_s``.
+    """
+    if batch_size < 1 or writers < 1:
+        raise ValueError(f"batch_size and writers must be >= 1, got {batch_size} and {writers}.")
+    if tta not in (None, "flip"):
+        raise ValueError(f"Unknown tta {tta!r}; use 'flip' or leave it out.")
+    if resize_back not in ("bilinear", "nearest"):
+        raise ValueError(f"Unknown resize_back {resize_back!r}; use 'bilinear' or 'nearest'.")
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not inputs:
+        raise ValueError("No inputs given; pass image files or folders of images.")
+    paths = find_images(inputs)
+    model, train_size = load_model(checkpoint_or_model, device)
+    spec, dev = model.spec, next(model.parameters()).device
+    if rle_csv is not None and spec.classes > 2:
+        raise ValueError(
+            f"An RLE CSV (rle_csv / --rle) holds binary masks, but this model predicts "
+            f"{spec.classes} classes. Leave it out and use the label PNGs."
+        )
+    if tile is not None and tile < (spec.divisor or 1):
+        raise ValueError(f"Tile size {tile} is smaller than the model's divisor {spec.divisor}.")
+    if size is None and tile is None:
+        size = train_size
+    if flip_pairs is None:
+        flip_pairs = flip_pairs_from_names(spec.class_names)
+    out_dir = Path(out_dir)
+    _check_outputs(paths, out_dir, overlay)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encode = None
+    if rle_csv is not None:
+        from segkit.data.rle import rle_encode as encode
+    job = _Job(
+        out_dir=out_dir,
+        classes=max(2, spec.classes),
+        threshold=threshold,
+        resize_back=resize_back,
+        tta=tta,
+        flip_pairs=flip_pairs,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        overlay=overlay,
+        save_masks=save_masks,
+        rle_encode=encode,
+    )
+    mean, std = spec.mean or (0.0, 0.0, 0.0), spec.std or (1.0, 1.0, 1.0)
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(paths, None if tile else size),
+        batch_size=1 if tile else batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+        pin_memory=dev.type == "cuda",
+    )
+    from tqdm.auto import tqdm
+
+    was_training, done = model.training, False
+    model.eval()
+    skipped: list[str] = []
+    results = _Outputs(rle_csv, out_dir, save_masks)
+    start = time.perf_counter()
+    bar = tqdm(total=len(paths), disable=not progress, unit="img")
+    try:
+        with ThreadPoolExecutor(writers) as pool, torch.inference_mode():
+            for batch in loader:
+                for index, message in batch["errors"]:
+                    if not skip_bad:
+                        raise DataError(f"{message} (Or pass skip_bad=True to skip such images.)")
+                    logger.warning("skipped %s", message)
+                    skipped.append(str(paths[index]))
+                if batch["image"] is not None:
+                    x = normalize(batch["image"].to(dev, non_blocking=True), mean, std)
+                    probs = job.probs(model, x)
+                    for j, i in enumerate(batch["index"]):
+                        h, w = batch["shape"][j]
+                        args = (probs[j, :, :h, :w], paths[i], batch["size"][j])
+                        results.pending.append((paths[i], pool.submit(job.finish, *args)))
+                    results.drain(keep=2 * batch_size + writers)
+                bar.update(len(batch["index"]) + len(batch["errors"]))
+            results.drain()
+        done = True
+    finally:
+        bar.close()
+        results.close(complete=done)
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    if skipped:
+        logger.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped))
+    count = len(paths) - len(skipped)
+    return {
+        "count": count,
+        "outputs": results.outputs,
+        "skipped": skipped,
+        "rle_csv": str(rle_csv) if rle_csv is not None else None,
+        "out_dir": str(out_dir),
+        "seconds": seconds,
+        "images_per_s": count / seconds if seconds > 0 else 0.0,
+    }
