@@ -1,0 +1,245 @@
+"""Every `segkit` command end to end on tiny synthetic data, plus the bad-input paths."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def carvana_raw(tmp_path_factory) -> Path:
+    from segkit.data import synth_carvana
+
+    root = tmp_path_factory.mktemp("carvana") / "raw"
+    synth_carvana(root, cars=2, views=4, seed=0, size=(192, 128))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, carvana_raw) -> Path:
+    """A run folder trained for one epoch through `segkit train`."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = out / "config.yaml"
+    cfg.write_text(
+        "data:\n  dataset: carvana\n  root: " + str(carvana_raw) + "\n  prepare_size: 64\n"
+        "  prepared_root: prepared\n  image_size: 64\n  batch_size: 2\n  num_workers: 0\n"
+        "  val_fraction: 0.5\nmodel:\n  arch: smp.Unet\n  encoder: resnet18\n"
+        "loss:\n  name: soft_dice\ntrain:\n  epochs: 1\n  out_dir: run\n  progress: false\n"
+        "  monitor: val_soft_dice\n"
+    )
+    assert run("train", cfg, "train.accumulate=2") == 0
+    return out
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "segkit" in capsys.readouterr().out
+
+
+def test_python_dash_m_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "segkit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    for cmd in (
+        "demo",
+        "train",
+        "evaluate",
+        "score",
+        "predict",
+        "prepare",
+        "synth",
+        "export",
+        "models",
+        "encoders",
+    ):
+        assert cmd in proc.stdout
+
+
+def test_models_and_encoders_with_pattern(capsys):
+    assert run("models", "smp.Unet*") == 0
+    out = capsys.readouterr().out.split()
+    assert "smp.Unet" in out and "smp.UnetPlusPlus" in out and "smp.FPN" not in out
+    assert run("encoders", "resnet1*") == 0
+    out = capsys.readouterr().out.split()
+    assert "resnet18" in out and "resnet34" not in out
+
+
+def test_synth_and_prepare_carvana(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    assert run("synth", "carvana", raw, "--n", "1") == 0
+    jpgs = sorted((raw / "train").glob("*.jpg"))
+    assert len(jpgs) == 16
+    assert cv2.imread(str(jpgs[0])).shape == (1280, 1918, 3)
+    assert run("prepare", "carvana", raw, tmp_path / "prep", "--size", "32", "--workers", "2") == 0
+    masks = sorted((tmp_path / "prep" / "masks").glob("*.png"))
+    assert len(masks) == 16
+    m = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
+    assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 1}
+
+
+def test_synth_and_prepare_helen(tmp_path):
+    assert run("synth", "helen", tmp_path / "official", "--n", "3", "--layout", "official") == 0
+    assert run("prepare", "helen", tmp_path / "official", tmp_path / "split") == 0
+    assert len(list((tmp_path / "split" / "train" / "images").iterdir())) == 3
+    assert len(list((tmp_path / "split" / "train" / "labels").iterdir())) == 3
+
+
+def test_train_writes_run_folder(trained):
+    run_dir = trained / "run"
+    for name in ("best.pt", "last.pt", "history.csv", "config.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert (trained / "prepared" / "index.csv").is_file()
+
+
+def test_train_unknown_override_is_one_clear_line(tmp_path, capsys):
+    code = run("train", ROOT / "examples/carvana_single_class/config.yaml", "train.epocs=1")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "train.epocs" in err and "Did you mean 'train.epochs'" in err
+    assert "Traceback" not in err
+
+
+def test_train_missing_data_root_says_how_to_get_data(tmp_path, capsys):
+    code = run(
+        "train",
+        ROOT / "examples/carvana_single_class/config.yaml",
+        f"data.root={tmp_path / 'nothing'}",
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nothing" in err and "segkit synth" in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert run("train", tmp_path / "missing.yaml") == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_evaluate_val_split_json(trained, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert (
+        run(
+            "evaluate", "--checkpoint", trained / "run" / "best.pt", "--split", "val", "--json", out
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert 0.0 <= result["soft_dice"] <= 1.0
+    assert "f1_car" in result and "miou" in result
+    assert "f1_car=" in capsys.readouterr().out
+
+
+def test_evaluate_bad_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert run("evaluate", "--checkpoint", bad) == 2
+    assert "bad.pt" in capsys.readouterr().err
+
+
+def test_predict_full_resolution_overlay_and_rle(trained, carvana_raw, tmp_path):
+    from segkit.data import rle_decode
+
+    images = sorted((carvana_raw / "train").glob("*.jpg"))[:2]
+    out = tmp_path / "pred"
+    csv = tmp_path / "sub.csv"
+    assert (
+        run(
+            "predict",
+            "--checkpoint",
+            trained / "run" / "best.pt",
+            *images,
+            "--out",
+            out,
+            "--overlay",
+            "--rle",
+            csv,
+            "--workers",
+            "0",
+        )
+        == 0
+    )
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["img", "rle_mask"]
+    assert sorted(table["img"]) == sorted(p.name for p in images)
+    for img in images:
+        label = cv2.imread(str(out / f"{img.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert label.shape == (128, 192)
+        assert (out / f"{img.stem}_overlay.jpg").is_file()
+        rle = table.set_index("img").loc[img.name, "rle_mask"]
+        rle = "" if isinstance(rle, float) else rle
+        np.testing.assert_array_equal(rle_decode(rle, label.shape), (label > 0).astype(np.uint8))
+
+
+def test_predict_missing_input(trained, tmp_path, capsys):
+    assert (
+        run(
+            "predict",
+            "--checkpoint",
+            trained / "run" / "best.pt",
+            tmp_path / "nope.jpg",
+            "--out",
+            tmp_path / "o",
+        )
+        == 2
+    )
+    assert "nope.jpg" in capsys.readouterr().err
+
+
+def test_export_onnx_check(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert run("export", "--checkpoint", trained / "run" / "best.pt", "--onnx", out, "--check") == 0
+    assert out.is_file()
+    line = [s for s in capsys.readouterr().out.splitlines() if "difference" in s][0]
+    assert float(line.rsplit(" ", 1)[1]) < 1e-3
+
+
+def test_score_hand_built_case(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    # 3 classes; one image of 4 pixels: truth 0 1 1 2, prediction 0 1 2 2
+    cv2.imwrite(str(gt / "a.png"), np.array([[0, 1], [1, 2]], np.uint8))
+    cv2.imwrite(str(pred / "a.png"), np.array([[0, 1], [2, 2]], np.uint8))
+    out = tmp_path / "s.json"
+    assert run("score", gt, pred, "--classes", "3", "--json", out) == 0
+    result = json.loads(out.read_text())
+    assert result["f1_0"] == pytest.approx(1.0)
+    assert result["f1_1"] == pytest.approx(2 * 1 / (2 + 1))  # tp=1, |G|=2, |P|=1
+    assert result["f1_2"] == pytest.approx(2 * 1 / (1 + 2))
+    assert "f1_1=" in capsys.readouterr().out
+
+
+def test_score_missing_folder(tmp_path, capsys):
+    assert run("score", tmp_path / "a", tmp_path / "b") == 2
+    assert str(tmp_path / "a") in capsys.readouterr().err
+
+
+def test_no_traceback_without_debug_but_with_it(tmp_path):
+    cmd = [sys.executable, "-m", "segkit", "train", str(tmp_path / "missing.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "segkit", "--debug", *cmd[3:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
