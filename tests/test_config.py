@@ -47,8 +47,16 @@ def test_override_paths_are_relative_to_cwd(tmp_path, monkeypatch):
 
 def test_dotted_overrides_parse_yaml_values(tmp_path):
     path = write(tmp_path, {"train": {"epochs": 3}})
-    cfg = load_config(path, ["train.epochs=5", "train.grad_clip=none", "data.classes=[a, b]",
-                             "model.options.decoder_attention_type=scse", "train.channels_last=true"])
+    cfg = load_config(
+        path,
+        [
+            "train.epochs=5",
+            "train.grad_clip=none",
+            "data.classes=[a, b]",
+            "model.options.decoder_attention_type=scse",
+            "train.channels_last=true",
+        ],
+    )
     assert cfg.train.epochs == 5
     assert cfg.train.grad_clip is None
     assert cfg.data.classes == ["a", "b"]
