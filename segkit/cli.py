@@ -125,8 +125,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
         rle_csv=args.rle,
         tta=args.tta,
         tile=args.tile,
+        skip_bad=args.skip_bad,
         progress=True,
     )
+    if result.get("skipped"):
+        print(f"skipped {len(result['skipped'])} unreadable images", file=sys.stderr)
     print(
         f"predicted {result['count']} images into {args.out} ({result.get('images_per_s', 0):.1f} images/s)"
     )
@@ -203,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="training epochs (default: the demo's own)"
     )
     s.add_argument(
-        "--cars", type=int, default=3, help="synthetic cars (16 views each) for --task carvana"
+        "--cars", type=int, default=4, help="synthetic cars (16 views each) for --task carvana"
     )
     s.add_argument("--faces", type=int, default=60, help="synthetic faces for --task helen")
 
@@ -255,8 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile", type=int, default=None, help="sliding-window tile size for large images"
     )
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--workers", type=int, default=2)
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="loader worker processes (0: read in the main process; fastest on 2 cores)",
+    )
     s.add_argument("--device", default="auto")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
 
     s = sub.add_parser("prepare", help="convert a data set's release into segkit's training layout")
     s.add_argument("dataset", choices=["carvana", "helen"])

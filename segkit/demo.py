@@ -26,7 +26,7 @@ def demo_config(task: str, data_root: Path, run_dir: Path, epochs: int | None = 
             val_fraction=0.34,
         )
         loss = LossConfig(name="soft_dice")
-        train = TrainConfig(epochs=epochs or 8, accumulate=2, monitor="val_soft_dice")
+        train = TrainConfig(epochs=epochs or 15, accumulate=2, monitor="val_soft_dice")
     elif task == "helen":
         data = DataConfig(
             dataset="helen",
@@ -49,7 +49,7 @@ def demo_config(task: str, data_root: Path, run_dir: Path, epochs: int | None = 
         loss=loss,
         train=train,
     )
-    cfg.optim.lr = 3e-3
+    cfg.optim.lr = 1e-3
     return cfg
 
 
@@ -71,7 +71,7 @@ def run_demo(
     out: str | Path = "segkit-demo",
     task: str = "carvana",
     epochs: int | None = None,
-    cars: int = 3,
+    cars: int = 4,
     faces: int = 60,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary."""

@@ -243,3 +243,15 @@ def test_no_traceback_without_debug_but_with_it(tmp_path):
         timeout=120,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_predict_bad_image_fails_naming_it_unless_skip_bad(trained, carvana_raw, tmp_path, capsys):
+    good = sorted((carvana_raw / "train").glob("*.jpg"))[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(good.read_bytes()[:200])
+    ckpt = trained / "run" / "best.pt"
+    assert run("predict", "--checkpoint", ckpt, good, bad, "--out", tmp_path / "o1") == 2
+    assert "broken.jpg" in capsys.readouterr().err
+    assert run("predict", "--checkpoint", ckpt, good, bad, "--out", tmp_path / "o2", "--skip-bad") == 0
+    assert "skipped 1" in capsys.readouterr().err
+    assert (tmp_path / "o2" / f"{good.stem}.png").is_file()
