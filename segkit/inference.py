@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,140 +34,25 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segkit import viz
 from segkit.data.io import (
-    IMAGE_EXTENSIONS,
-    image_size,
-    list_files,
     read_image,
     write_image,
     write_mask,
 )
 from segkit.errors import DataError
+from segkit.inference_io import (
+    ImageFiles,
+    collate_images,
+    find_images,
+    flip_pairs_from_names,
+    normalize,
+    read_for_model,  # noqa: F401  (re-exported: part of segkit.inference's API)
+)
 from segkit.models.factory import crop, pad_to_divisor
 
 logger = logging.getLogger(__name__)
-
-#: JPEG decode scale factors, largest first
-_REDUCED = {
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-}
-
-
-def find_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """The image files named by ``inputs`` (files, or folders searched non-recursively), sorted.
-
-    Raises:
-        FileNotFoundError: an input does not exist.
-        DataError: a folder holds no image files.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images = [p for p in list_files(path, IMAGE_EXTENSIONS) if p.is_file()]
-            if not images:
-                raise DataError(
-                    f"No images found in folder {str(path)!r} (looked for "
-                    f"{', '.join(IMAGE_EXTENSIONS)}). Pass image files or a folder that holds them."
-                )
-            found.extend(images)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(
-                f"Input {str(path)!r} does not exist. Pass image files or folders of images."
-            )
-    return found
-
-
-def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
-    """Class index pairs that swap under a horizontal flip, found from left/right names.
-
-    ``lb``/``rb`` and ``le``/``re`` (Helen), ``left_eye``/``right_eye`` and the like pair up.
-    """
-    if not class_names:
-        return []
-    index = {name.lower(): i for i, name in enumerate(class_names)}
-    pairs = []
-    for name, i in index.items():
-        for left, right in (("left", "right"), ("l", "r")):
-            partner = right + name[len(left) :]
-            if name.startswith(left) and len(name) > len(left) and partner in index:
-                pairs.append((i, index[partner]))
-                break
-    return pairs
-
-
-def read_for_model(path: str | Path, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original size.
-
-    When the image is at least twice as large as ``size`` the JPEG is decoded at 1/2, 1/4
-    or 1/8 scale (much faster) before an area resize. EXIF orientation is ignored, so the
-    label map lines up with the stored pixel grid.
-
-    Raises:
-        DataError: the file is missing, not an image, corrupt or truncated (names the file).
-    """
-    width, height = image_size(path)
-    flag = cv2.IMREAD_COLOR
-    if size is not None:
-        flag = next((f for k, f in _REDUCED.items() if min(height, width) >= k * size), flag)
-    image = read_image(path, flag | cv2.IMREAD_IGNORE_ORIENTATION)
-    if size is not None and image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image, (height, width)
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """One image file per item, read and resized for a model (only the paths are held).
-
-    Items are ``{"image": HxWx3 uint8 tensor, "index": i, "size": (h, w)}`` with the original
-    size, or ``{"index": i, "error": message}`` for an unreadable file so that the caller
-    decides whether to fail or skip. Images travel as uint8 (4x less to copy to a GPU) and
-    are normalised on the model's device by :func:`normalize`.
-    """
-
-    def __init__(self, paths: Sequence[str | Path], size: int | None) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            image, size = read_for_model(self.paths[index], self.size)
-        except DataError as exc:
-            return {"index": index, "error": str(exc)}
-        return {"image": torch.from_numpy(image), "index": index, "size": size}
-
-
-def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack readable images (zero-padded to a common size) and list the unreadable ones."""
-    good = [it for it in items if "error" not in it]
-    shapes = [tuple(it["image"].shape[:2]) for it in good]
-    batch: dict[str, Any] = {"index": [it["index"] for it in good], "shape": shapes, "image": None}
-    batch["size"] = [it["size"] for it in good]
-    batch["errors"] = [(it["index"], it["error"]) for it in items if "error" in it]
-    if good:
-        h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
-        pads = [(0, 0, 0, w - s[1], 0, h - s[0]) for s in shapes]
-        images = [F.pad(it["image"], p) if any(p) else it["image"] for it, p in zip(good, pads)]
-        batch["image"] = torch.stack(images)
-    return batch
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``N x H x W x 3`` uint8 -> ``N x 3 x H x W`` float32 ``(x / 255 - mean) / std``."""
-    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
-    scale = 1.0 / (255.0 * torch.tensor(std, device=images.device).view(1, -1, 1, 1))
-    x = images.permute(0, 3, 1, 2).float().contiguous()
-    return x.sub_(shift).mul_(scale)
 
 
 def _forward_probs(model: torch.nn.Module, x: torch.Tensor, binary: bool) -> torch.Tensor:
