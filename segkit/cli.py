@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 @command("train")
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     from segkit.api import train
     from segkit.config import load_config
 
@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(
         json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.items()}, indent=2)
     )
+    return 130 if result.get("status") == "interrupted" else 0
 
 
 @command("evaluate")
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segkit`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
     except (SegkitError, FileNotFoundError, ValueError, ImportError) as exc:
         if args.debug:
             raise
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"segkit {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -252,6 +252,46 @@ def test_predict_bad_image_fails_naming_it_unless_skip_bad(trained, carvana_raw,
     ckpt = trained / "run" / "best.pt"
     assert run("predict", "--checkpoint", ckpt, good, bad, "--out", tmp_path / "o1") == 2
     assert "broken.jpg" in capsys.readouterr().err
-    assert run("predict", "--checkpoint", ckpt, good, bad, "--out", tmp_path / "o2", "--skip-bad") == 0
+    assert (
+        run("predict", "--checkpoint", ckpt, good, bad, "--out", tmp_path / "o2", "--skip-bad") == 0
+    )
     assert "skipped 1" in capsys.readouterr().err
     assert (tmp_path / "o2" / f"{good.stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_train_ctrl_c_exits_130_with_resume_hint_then_resumes(carvana_raw, tmp_path):
+    import os
+    import signal
+    import time
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data:\n  dataset: carvana\n  root: " + str(carvana_raw) + "\n  prepare_size: 64\n"
+        "  prepared_root: prep\n  image_size: 64\n  batch_size: 2\n  num_workers: 0\n"
+        "  val_fraction: 0.5\nmodel:\n  arch: unet\n  base_channels: 4\n"
+        "train:\n  epochs: 500\n  out_dir: run\n  progress: false\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segkit", "train", str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    last = tmp_path / "run" / "last.pt"
+    deadline = time.time() + 90
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.communicate()[0] if proc.poll() is not None else "no last.pt in 90 s"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    epochs_done = len((tmp_path / "run" / "history.csv").read_text().strip().splitlines()) - 1
+    assert epochs_done >= 1
+    code = main(["train", str(cfg), f"train.epochs={epochs_done + 1}", "--resume"])
+    assert code == 0
+    rows = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
+    assert len(rows) - 1 == epochs_done + 1
