@@ -16,7 +16,7 @@ from test_engine_utils import (
 )
 
 from segkit.engine import load_checkpoint, model_from_checkpoint, save_checkpoint
-from segkit.engine.checkpoint import rng_state, set_rng_state, to_plain
+from segkit.engine.checkpoint import copy_checkpoint, rng_state, set_rng_state, to_plain
 from segkit.errors import CheckpointError
 
 
@@ -81,6 +81,30 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
         save_checkpoint(path, {"x": torch.zeros(2)})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_copy_checkpoint_links_and_survives_a_later_write(tmp_path):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_checkpoint(last, {"epoch": 1})
+    copy_checkpoint(last, best)
+    assert best.stat().st_ino == last.stat().st_ino  # a hard link: nothing serialised twice
+    save_checkpoint(last, {"epoch": 2})  # a later epoch that did not improve
+    assert load_checkpoint(best)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_copy_checkpoint_copies_where_links_fail(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError("links not supported")
+
+    monkeypatch.setattr("os.link", no_links)
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_checkpoint(last, {"epoch": 3})
+    save_checkpoint(best, {"epoch": 1})
+    copy_checkpoint(last, best)
+    assert best.stat().st_ino != last.stat().st_ino
+    assert load_checkpoint(best)["epoch"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_save_refuses_values_weights_only_cannot_load(tmp_path):

@@ -403,3 +403,18 @@ def test_fp16_grad_scaler_path(tmp_path, monkeypatch):
     resumed = make_trainer(tmp_path, model=tiny_net(3), epochs=3, accumulate=2)
     resumed.load(tmp_path / "last.pt")
     assert resumed.scaler.get_scale() == scaler["scale"]
+
+
+def test_fit_stops_persistent_loader_workers(tmp_path):
+    train = make_loader(TinySet(4, 3, seed=0), 2, shuffle=True, num_workers=1)
+    val = make_loader(TinySet(2, 3, seed=1), 2, shuffle=False, num_workers=1)
+    model = tiny_net(3)
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, progress=False, preview=0)
+    opt = torch.optim.Adam(model.parameters())
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, train, val, cfg, SchedulerConfig("none"))
+    trainer.fit()
+    # left to the garbage collector, each worker's shutdown would stall a later collection
+    assert train._iterator is None and val._iterator is None
+    trainer.cfg.epochs = 2
+    result = trainer.fit()  # a later fit() starts new workers
+    assert result["status"] == "completed" and result["epochs"] == 2

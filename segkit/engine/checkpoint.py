@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -101,6 +102,35 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` an atomic copy of the finished checkpoint ``src`` (a hard link where possible).
+
+    Every checkpoint write makes a new file and renames it into place, so the file that ``dst``
+    shares with ``src`` is never written again: linking is as safe as copying, and free.
+
+    Args:
+        src: a checkpoint written by :func:`save_checkpoint`, e.g. ``runs/exp/last.pt``.
+        dst: the destination, e.g. ``runs/exp/best.pt``; replaced atomically.
+
+    Returns:
+        The path written.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links on this file system
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dst
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

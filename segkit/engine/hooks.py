@@ -330,14 +330,18 @@ class ProgressHook(HookBase):
 
 
 class CheckpointHook(HookBase):
-    """``best.pt`` when the monitored value improves, ``last.pt`` after every epoch (rank 0)."""
+    """``last.pt`` after every epoch and ``best.pt`` when the monitored value improves (rank 0).
+
+    The state is serialised once: on improvement ``best.pt`` becomes a link to (or copy of) the
+    new ``last.pt``, which halves the time spent writing checkpoints.
+    """
 
     def after_epoch(self) -> None:
         t = self.trainer
-        state = t.state_dict(complete=True)
+        last = t.out_dir / "last.pt"
+        t.save(last, t.state_dict(complete=True))
         if t.improved:
-            t.save(t.out_dir / "best.pt", state)
-        t.save(t.out_dir / "last.pt", state)
+            t.copy(last, t.out_dir / "best.pt")
 
 
 def default_hooks(trainer: Trainer) -> list[HookBase]:

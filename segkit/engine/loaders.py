@@ -127,3 +127,15 @@ def set_loader_epoch(loader: Any, epoch: int, seed: int) -> None:
         generator.manual_seed(seed + epoch)
     if getattr(loader, "num_workers", 0) == 0:
         seed_transform(getattr(loader, "dataset", None), seed + epoch)
+
+
+def release_workers(loader: Any) -> None:
+    """Stop a loader's persistent worker processes now (a later epoch simply starts new ones).
+
+    Left to the garbage collector, torch's worker shutdown waits several seconds per worker,
+    at whatever moment the collection happens to run.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None

@@ -21,6 +21,7 @@ from torch import nn
 from segkit.config import SchedulerConfig, TrainConfig
 from segkit.engine import distributed as D
 from segkit.engine.checkpoint import (
+    copy_checkpoint,
     restore_trainer,
     save_checkpoint,
     set_rng_state,
@@ -29,7 +30,7 @@ from segkit.engine.checkpoint import (
 )
 from segkit.engine.evaluation import Evaluator, run_evaluation, unpack_batch
 from segkit.engine.hooks import CheckpointHook, HookBase, default_hooks
-from segkit.engine.loaders import seed_everything, set_loader_epoch
+from segkit.engine.loaders import release_workers, seed_everything, set_loader_epoch
 from segkit.engine.runtime import StopOnSignal, check_train_config, resolve_amp
 from segkit.engine.schedulers import build_scheduler, current_lr
 from segkit.errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -180,6 +181,8 @@ class Trainer:
         finally:
             for hook in self.hooks:
                 hook.close()
+            release_workers(self.train_loader)
+            release_workers(self.val_loader)
         D.barrier(self.dist)
         D.mark_finished(True)
         return self.summary()
@@ -335,6 +338,12 @@ class Trainer:
         D.barrier(self.dist)
         if self.dist.is_main:
             save_checkpoint(path, state)
+        D.barrier(self.dist)
+
+    def copy(self, src: Path, dst: Path) -> None:
+        """Copy a finished checkpoint from rank 0 (a hard link where the file system has them)."""
+        if self.dist.is_main:
+            copy_checkpoint(src, dst)
         D.barrier(self.dist)
 
     def _resume_path(self, resume: str | Path | bool) -> Path:
