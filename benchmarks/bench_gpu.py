@@ -1,0 +1,219 @@
+"""GPU: the Carvana training step in fp32 against bf16 autocast + channels_last (+ torch.compile).
+
+segkit's ``Trainer`` on the Carvana example (smp U-Net ResNet18, 128x128, batch 16, prepared
+PNGs through ``CarvanaDataset`` + transforms + ``make_loader``), once per variant and round,
+variants alternating: ``fp32`` (``amp=off``), ``bf16_cl`` (``amp=bf16``, ``channels_last``) and
+``bf16_cl_compile`` (the same plus ``compile``). Reported per variant: training images/s
+(``history.csv``, median over the epochs after the first, which holds compilation, cuDNN
+autotuning and worker start-up) and the data-loader wait per step (time the loop spent
+waiting for the next batch), plus the rate at which the loader alone delivers batches. When
+the loader alone is much faster than training and the wait per step is small against the
+step time, the loader keeps the GPU busy.
+
+Without a CUDA device it prints ``{"benchmark": "gpu", "skipped": "no CUDA device", ...}``
+and exits 0. ``--device cpu`` runs the same code on the CPU (a smoke test of the script only:
+bf16 on a CPU without a bf16 matrix unit is very slow).
+
+Run: ``python benchmarks/bench_gpu.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import (
+    alternate,
+    carvana_images,
+    carvana_model,
+    emit,
+    median,
+    option,
+    paired_ratio,
+    parse_args,
+    quiet,
+    workdir,
+)
+
+from segkit.engine.loaders import release_workers
+
+BATCH = 16
+VARIANTS = {
+    "fp32": {"amp": "off", "channels_last": False, "compile": False},
+    "bf16_cl": {"amp": "bf16", "channels_last": True, "compile": False},
+    "bf16_cl_compile": {"amp": "bf16", "channels_last": True, "compile": True},
+}
+
+
+class TimedLoader:
+    """A DataLoader that records how long each ``next()`` waited (everything else passes through)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.waits: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.waits.append(time.perf_counter() - start)
+            yield batch
+
+
+def train_variant(
+    model: torch.nn.Module, dataset: Any, variant: dict[str, Any], epochs: int, workers: int,
+    device: str, out_dir: Path,
+) -> dict[str, float]:  # fmt: skip
+    """One fit of the Trainer; steady-state images/s and loader wait per step (epochs 2..)."""
+    from segkit.config import SchedulerConfig, TrainConfig
+    from segkit.engine import Trainer, make_loader
+    from segkit.losses import build_loss
+
+    loader = TimedLoader(make_loader(dataset, BATCH, shuffle=True, num_workers=workers))
+    cfg = TrainConfig(epochs=epochs, device=device, monitor="train_loss", out_dir=str(out_dir),
+                      progress=False, **variant)  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 on CPU (--device cpu) warns that it is slow
+        trainer = Trainer(model, build_loss("soft_dice"), optimizer, loader, None, cfg,
+                          SchedulerConfig("none"))  # fmt: skip
+        trainer.fit()
+    release_workers(loader.loader)
+    with open(out_dir / "history.csv", newline="") as fh:
+        rates = [float(r["images_per_s"]) for r in csv.DictReader(fh)]
+    steps = len(loader)
+    steady_waits = loader.waits[steps:] if epochs > 1 else loader.waits
+    return {
+        "images_per_s": statistics.median(rates[1:] if epochs > 1 else rates),
+        "loader_wait_ms_per_step": 1000 * statistics.median(steady_waits),
+        "loader_wait_ms_mean": 1000 * statistics.mean(steady_waits),
+    }
+
+
+def loader_only(dataset: Any, workers: int, epochs: int) -> float:
+    """Images per second the loader delivers with nothing else running (after one epoch)."""
+    from segkit.engine import make_loader
+
+    loader = make_loader(dataset, BATCH, shuffle=True, num_workers=workers)
+    for _ in loader:
+        pass
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for _ in loader:
+            pass
+    rate = len(dataset) * epochs / (time.perf_counter() - start)
+    release_workers(loader)
+    return rate
+
+
+def main() -> None:
+    args = parse_args(
+        __doc__.splitlines()[0],
+        device=(str, "cuda", "cuda (default) or cpu (smoke test of the script only)"),
+        cars=(int, 16, "synthetic cars, 16 views each (16 = 256 images per epoch)"),
+        epochs=(int, 5, "epochs per fit (the first is left out of the rates)"),
+        rounds=(int, 2, "rounds of the variants"),
+        workers=(int, min(8, os.cpu_count() or 1), "DataLoader workers"),
+        size=(int, 128, "square training size"),
+        compile=(int, 1, "1: include the torch.compile variant, 0: leave it out"),
+    )
+    device = option(args, "device", "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        emit("gpu", {"skipped": "no CUDA device"})
+        return
+    from segkit.config import AugmentConfig
+    from segkit.data import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        CarvanaDataset,
+        build_transforms,
+        prepare_carvana,
+    )
+
+    cars, epochs = option(args, "cars", 1), option(args, "epochs", 2)
+    rounds, workers = option(args, "rounds", 1), option(args, "workers", 0)
+    size, with_compile = option(args, "size", 32), bool(option(args, "compile", 0))
+    views = 4 if args.quick else 16
+    variants = {k: v for k, v in VARIANTS.items() if with_compile or not v["compile"]}
+    with workdir() as tmp:
+        carvana_images(tmp / "raw", cars, (3 * size, 2 * size), views=views)
+        prepare_carvana(tmp / "raw", tmp / "prepared", size=size)
+        transform = build_transforms(
+            AugmentConfig(hflip=0.5), size, True, IMAGENET_MEAN, IMAGENET_STD
+        )
+        dataset = CarvanaDataset(tmp / "prepared", transform=transform)
+        initial = carvana_model()
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+        errors: dict[str, str] = {}
+        runs = {"n": 0}
+
+        def side(name: str) -> float:
+            runs["n"] += 1
+            if name in errors:
+                return float("nan")
+            try:
+                result = train_variant(copy.deepcopy(initial), dataset, variants[name], epochs,
+                                       workers, device, tmp / f"run{runs['n']}")  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 (compile may be unavailable; report why)
+                errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                return float("nan")
+            results[name].append(result)
+            return result["images_per_s"]
+
+        rates = alternate({name: (lambda n=name: side(n)) for name in variants}, rounds)
+        delivered = loader_only(dataset, workers, max(1, epochs - 1))
+
+    figures: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        "images_per_epoch": len(dataset),
+        "image_size": size,
+        "batch": BATCH,
+        "num_workers": workers,
+        "epochs_per_fit": epochs,
+        "rounds": rounds,
+        "loader_only_images_per_s": round(delivered, 1),
+    }
+    if device.startswith("cuda"):  # PyTorch's defaults: TF32 for convolutions, not for matmuls
+        figures["fp32_conv_tf32"] = torch.backends.cudnn.allow_tf32
+        figures["fp32_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    steps = -(-len(dataset) // BATCH)
+    for name, runs_of in results.items():
+        if not runs_of:
+            figures[name] = {"error": errors.get(name, "no run")}
+            continue
+        rate = median([r["images_per_s"] for r in runs_of])
+        figures[name] = {
+            "images_per_s": rate,
+            "ms_per_step": round(1000 * len(dataset) / rate / steps, 2),
+            "loader_wait_ms_per_step": median([r["loader_wait_ms_per_step"] for r in runs_of]),
+            "loader_wait_ms_mean": median([r["loader_wait_ms_mean"] for r in runs_of]),
+        }
+    for name in variants:
+        if results[name] and results["fp32"]:  # per round, each variant against that round's fp32
+            figures[name]["speedup_vs_fp32"] = paired_ratio(rates, name, "fp32")
+    if "bf16_cl_compile" in variants:
+        plain, compiled = (figures[k].get("images_per_s") for k in ("bf16_cl", "bf16_cl_compile"))
+        figures["compile_helps"] = bool(plain and compiled and compiled > plain * 1.02)
+    emit("gpu", figures)
+
+
+if __name__ == "__main__":
+    main()
