@@ -48,6 +48,7 @@ from segkit.inference_io import (
     find_images,
     flip_pairs_from_names,
     normalize,
+    prefetch,
     read_for_model,  # noqa: F401  (re-exported: part of segkit.inference's API)
 )
 from segkit.models.factory import crop, pad_to_divisor
@@ -314,7 +315,8 @@ def predict(
         inputs: image files and/or folders of images (not searched recursively).
         out_dir: where ``<stem>.png`` (class ids) and ``<stem>_overlay.jpg`` go.
         batch_size: images per model call (tiles per call when tiling).
-        num_workers: DataLoader worker processes reading images (0: in this process).
+        num_workers: DataLoader worker processes reading images (0: a thread of this process
+            reads the next batch while the model runs).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         overlay: also write a colour overlay per image.
         rle_csv: write a Kaggle ``img,rle_mask`` CSV here (two-class models only).
@@ -396,7 +398,7 @@ def predict(
     bar = tqdm(total=len(paths), disable=not progress, unit="img")
     try:
         with ThreadPoolExecutor(writers) as pool, torch.inference_mode():
-            for batch in loader:
+            for batch in loader if num_workers else prefetch(loader):
                 for index, message in batch["errors"]:
                     if not skip_bad:
                         raise DataError(f"{message} (Or pass skip_bad=True to skip such images.)")

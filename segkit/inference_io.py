@@ -5,7 +5,9 @@ Kept apart from :mod:`segkit.inference` so the streaming pipeline there stays sh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,46 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     scale = 1.0 / (255.0 * torch.tensor(std, device=images.device).view(1, -1, 1, 1))
     x = images.permute(0, 3, 1, 2).float().contiguous()
     return x.sub_(shift).mul_(scale)
+
+
+def prefetch(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
+    """Yield ``items`` while a background thread reads up to ``depth`` of them ahead.
+
+    Decoding (OpenCV releases the GIL) then overlaps the model. An exception raised while
+    reading is raised here, at the item where it happened; stopping early stops the thread.
+    """
+    done = object()
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((done, exc))
+
+    reader = threading.Thread(target=read, name="segkit-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item, error = ahead.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        reader.join()

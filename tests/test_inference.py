@@ -397,3 +397,44 @@ def test_real_carvana_jpegs_predict_at_full_resolution(tmp_path):
         assert mask.shape == (1280, 1918)
         np.testing.assert_array_equal(rle_decode(rles[p.name], mask.shape), mask)
     assert [p.stat().st_mtime_ns for p in images] == before  # inputs untouched
+
+
+def test_prefetch_yields_everything_in_order():
+    from segkit.inference_io import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+    assert list(prefetch([])) == []
+
+
+def test_prefetch_raises_the_readers_error_at_its_item():
+    from segkit.inference_io import prefetch
+
+    def items():
+        yield 1
+        yield 2
+        raise DataError("bad.jpg is truncated")
+
+    got = []
+    with pytest.raises(DataError, match="bad.jpg"):
+        for item in prefetch(items()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops():
+    import threading
+
+    from segkit.inference_io import prefetch
+
+    read = []
+
+    def items():
+        for i in range(1000):
+            read.append(i)
+            yield i
+
+    stream = prefetch(items(), depth=1)
+    assert next(stream) == 0
+    stream.close()
+    assert not any(t.name == "segkit-prefetch" for t in threading.enumerate())
+    assert len(read) <= 3  # read ahead by depth, not to the end
