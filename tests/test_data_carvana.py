@@ -165,6 +165,15 @@ def test_prepare_is_idempotent_resumable_and_overwritable(kaggle, tmp_path):
     assert prepare_carvana(kaggle, dst, size=32, overwrite=True).attrs["written"] == 6
 
 
+def test_prepare_at_another_size_redoes_the_pairs(kaggle, tmp_path):
+    dst = tmp_path / "p"
+    prepare_carvana(kaggle, dst, size=32, workers=2)
+    assert prepare_carvana(kaggle, dst, size=48, workers=2).attrs == {"written": 6, "skipped": 0}
+    for name in ("images", "masks"):
+        assert {cv2.imread(str(p)).shape[:2] for p in (dst / name).iterdir()} == {(48, 48)}
+    assert CarvanaDataset(dst)[0]["image"].shape == (48, 48, 3)
+
+
 def test_reduced_and_full_decoding_agree(tmp_path):
     src = synth_carvana(tmp_path / "big", cars=1, views=2, size=(576, 384))
     reduced = prepare_carvana(src, tmp_path / "r", size=32, decode="reduced")
@@ -201,14 +210,17 @@ def test_prepare_bad_arguments(kaggle, tmp_path):
 
 
 def test_missing_empty_and_unrecognised_roots(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist") as exc:
         CarvanaDataset(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(exc.value)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="is empty"):
+    with pytest.raises(DataError, match="is empty") as exc:
         CarvanaDataset(tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(exc.value)
     (tmp_path / "odd" / "pictures").mkdir(parents=True)
-    with pytest.raises(DataError, match=r"No Carvana layout.*kaggle.*prepared"):
+    with pytest.raises(DataError, match=r"No Carvana layout.*kaggle.*prepared") as exc:
         CarvanaDataset(tmp_path / "odd")
+    assert str(tmp_path / "odd") in str(exc.value) and "pictures" in str(exc.value)
 
 
 def test_no_masks_at_all(tmp_path, kaggle):

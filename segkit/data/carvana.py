@@ -262,6 +262,16 @@ def load_resized(path: str | Path, size: int, decode: str = "reduced") -> np.nda
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def _is_prepared(path: Path, size: int) -> bool:
+    """Whether ``path`` exists at ``size x size`` (header only): a run at another size redoes it."""
+    if not path.is_file():
+        return False
+    try:
+        return image_size(path) == (size, size)
+    except DataError:  # unreadable: prepare it again
+        return False
+
+
 @dataclass
 class _Preparer:
     """Prepares one sample: the callable that ``ThreadPoolExecutor.map`` runs per image."""
@@ -279,7 +289,9 @@ class _Preparer:
         width, height = image_size(sample.image_path)
         row = {"id": sample.id, "car_id": car_id, "view": view, "image": image_rel,
                "mask": mask_rel, "width": width, "height": height, "split": self.split}  # fmt: skip
-        done = (self.dst / image_rel).is_file() and (self.dst / mask_rel).is_file()
+        done = _is_prepared(self.dst / image_rel, self.size) and _is_prepared(
+            self.dst / mask_rel, self.size
+        )
         if done and not self.overwrite:
             return row, False
         if self.rle is not None:
