@@ -82,11 +82,13 @@ def test_folder_errors(tmp_path):
     (root / "masks" / "img2.png").unlink()
     with pytest.raises(DataError, match=r"1 image\(s\).*img2.png"):
         FolderDataset(root, classes=4)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="does not exist") as exc:
         FolderDataset(tmp_path / "none")
+    assert str(tmp_path / "none") in str(exc.value)
     (tmp_path / "e").mkdir()
-    with pytest.raises(DataError, match="is empty"):
+    with pytest.raises(DataError, match="is empty") as exc:
         FolderDataset(tmp_path / "e")
+    assert str(tmp_path / "e") in str(exc.value)
 
 
 def test_two_files_with_one_stem_is_an_error(tmp_path):

@@ -164,8 +164,9 @@ def test_prepare_helen_bad_input(helen_official, tmp_path):
 
 
 def test_missing_root_and_split(tmp_path, helen_split):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist") as exc:
         HelenDataset(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(exc.value) and "Check the path" in str(exc.value)
     with pytest.raises(DataNotFoundError, match=r"no split folder 'val'.*train"):
         HelenDataset(helen_split, "val")
     with pytest.raises(DataNotFoundError, match="looks like a split folder itself"):
@@ -173,8 +174,9 @@ def test_missing_root_and_split(tmp_path, helen_split):
 
 
 def test_empty_root(tmp_path):
-    with pytest.raises(DataError, match="is empty"):
+    with pytest.raises(DataError, match="is empty") as exc:
         HelenDataset(tmp_path)
+    assert str(tmp_path) in str(exc.value) and "docs/data.md" in str(exc.value)
 
 
 def test_unrecognised_layout_names_both_layouts(tmp_path):
@@ -182,7 +184,7 @@ def test_unrecognised_layout_names_both_layouts(tmp_path):
     (tmp_path / "train" / "photo.jpg").write_bytes(b"x")
     with pytest.raises(DataError, match=r"No Helen layout.*official.*split") as exc:
         HelenDataset(tmp_path)
-    assert "photo.jpg" in str(exc.value)
+    assert "photo.jpg" in str(exc.value) and str(tmp_path / "train") in str(exc.value)
 
 
 def _copy_split(src: Path, dst: Path) -> Path:
