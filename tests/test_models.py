@@ -218,8 +218,12 @@ def test_register_model_with_one_decorator(monkeypatch):
 # ------------------------------------------------------------------------ weights
 
 
-def test_imagenet_offline_fails_fast_with_advice(monkeypatch):
+def test_imagenet_offline_fails_fast_with_advice(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # an empty weights cache, so the result does not depend on what this machine downloaded
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     start = time.monotonic()
     with pytest.raises(WeightsError, match=r"(?s)Could not fetch.*resnet18.*path.*None"):
         build_model(encoder="resnet18", encoder_weights="imagenet")
