@@ -43,14 +43,29 @@ def _prepared_root(data: DataConfig) -> Path:
     return root.parent / f"{root.name}_prepared{data.prepare_size}"
 
 
+#: where the real data of each data set comes from (for the missing-data message)
+DATA_SOURCES = {
+    "carvana": "unpack train.zip and train_masks.zip of Kaggle's Carvana Image Masking Challenge "
+    "there (train/*.jpg, train_masks/*_mask.gif)",
+    "helen": "unpack helenstar_release (Lin et al., CVPR 2019: train/ and test/ with "
+    "<name>_image.jpg + <name>_label.png) there",
+}
+
+
 def resolve_data_root(data: DataConfig) -> Path:
     """The folder the adapter reads: ``data.root``, or its prepared copy when ``prepare_size`` is set."""
     root = Path(data.root)
     if not root.exists():
+        source = DATA_SOURCES.get(data.dataset, "put your images and masks there")
+        synth = (
+            f"; or make a synthetic set there with `segkit synth {data.dataset} {root}`"
+            if data.dataset in DATA_SOURCES
+            else "; `segkit synth carvana|helen DST` makes a synthetic set to try segkit on"
+        )
         raise DataError(
-            f"Data root {str(root)!r} does not exist. Point data.root at your data "
-            f"(e.g. segkit train CONFIG data.root=/path/to/data), see docs/data.md for where to get "
-            f"the real data, or make a synthetic set with `segkit synth {data.dataset} {root}`."
+            f"No {data.dataset!r} data: looked for data.root {str(root)!r}, which does not exist. "
+            f"To use the real data, {source} (see docs/data.md), or point data.root elsewhere "
+            f"(segkit train CONFIG data.root=/path; segkit evaluate --data /path){synth}."
         )
     if data.prepare_size is None:
         return root

@@ -61,9 +61,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
-    print(
-        json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.items()}, indent=2)
-    )
+    best = result.get("best_value")
+    if best is not None:
+        print(
+            f"training {result['status'].replace('_', ' ')} after {result['epochs']} epoch(s): best "
+            f"{result['monitor']}={best:.4f} at epoch {result['best_epoch']}"
+        )
+    print(f"run folder: {result['out_dir']}  (best.pt, last.pt, history.csv, config.yaml)")
     return 130 if result.get("status") == "interrupted" else 0
 
 
@@ -163,7 +167,12 @@ def cmd_synth(args: argparse.Namespace) -> None:
         print(f"wrote {args.n} synthetic cars x 16 views in the Kaggle layout to {args.dst}")
     else:
         synth_helen(args.dst, n=args.n, seed=args.seed, layout=args.layout)
-        print(f"wrote {args.n} synthetic faces ({args.layout} layout) to {args.dst}")
+        test = max(1, args.n // 5) if args.test is None else args.test
+        if test > 0:  # like the release: a test split for `segkit evaluate` (its default split)
+            synth_helen(args.dst, n=test, seed=args.seed + 1, layout=args.layout, split="test")
+        print(
+            f"wrote {args.n} train + {test} test synthetic faces ({args.layout} layout) to {args.dst}"
+        )
 
 
 @command("export")
@@ -202,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes"
     )
     s.add_argument("--out", default="segkit-demo", help="folder for everything the demo writes")
-    s.add_argument("--task", choices=["carvana", "helen"], default="carvana")
+    s.add_argument(
+        "--task", choices=["carvana", "helen"], default="carvana", help="which example task to run"
+    )
     s.add_argument(
         "--epochs", type=int, default=None, help="training epochs (default: the demo's own)"
     )
@@ -234,22 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="split to score (default: data.test_split; 'val' = held-out part)",
     )
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--batch-size", type=int, default=None, help="images per batch (default: data.batch_size)"
+    )
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 
     s = sub.add_parser(
         "score", help="score two folders of label PNGs against each other by file name"
     )
-    s.add_argument("gt_dir")
-    s.add_argument("pred_dir")
+    s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
+    s.add_argument("pred_dir", help="folder of predicted label PNGs (matched by file name)")
     s.add_argument("--classes", default="helen", help="'helen', a class count, or a file of names")
-    s.add_argument("--json", default=None)
+    s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 
     s = sub.add_parser(
         "predict", help="label PNGs (and overlays, RLE) at each input's own resolution"
     )
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--overlay", action="store_true", help="also write colour overlays")
@@ -258,18 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tile", type=int, default=None, help="sliding-window tile size for large images"
     )
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     s.add_argument(
         "--workers",
         type=int,
         default=0,
-        help="loader worker processes (0: read in the main process; fastest on 2 cores)",
+        help="loader worker processes (0: a thread reads ahead in this process; fastest on 2 cores)",
     )
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
 
     s = sub.add_parser("prepare", help="convert a data set's release into segkit's training layout")
-    s.add_argument("dataset", choices=["carvana", "helen"])
+    s.add_argument("dataset", choices=["carvana", "helen"], help="which release SRC holds")
     s.add_argument("src", help="the release as downloaded (never modified)")
     s.add_argument("dst", help="where the prepared copy goes")
     s.add_argument("--size", type=int, default=128, help="carvana: square size")
@@ -279,24 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 
     s = sub.add_parser("synth", help="write a synthetic data set in the real layout")
-    s.add_argument("dataset", choices=["carvana", "helen"])
-    s.add_argument("dst")
+    s.add_argument("dataset", choices=["carvana", "helen"], help="which layout to write")
+    s.add_argument("dst", help="folder to write the data set into")
     s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the synthetic images")
     s.add_argument("--layout", choices=["split", "official"], default="split", help="helen layout")
+    s.add_argument(
+        "--test",
+        type=int,
+        default=None,
+        help="helen: faces in the test split (default: a fifth of --n, at least 1)",
+    )
 
     s = sub.add_parser("export", help="export a checkpoint to ONNX")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument("--onnx", required=True, help="output .onnx path")
     s.add_argument(
         "--check", action="store_true", help="compare onnxruntime with PyTorch on a sample"
     )
-    s.add_argument("--opset", type=int, default=17)
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
     s = sub.add_parser("models", help="list architectures (fnmatch pattern)")
-    s.add_argument("pattern", nargs="?", default="*")
+    s.add_argument("pattern", nargs="?", default="*", help="e.g. 'smp.Unet*' (default: all)")
     s = sub.add_parser("encoders", help="list encoders (fnmatch pattern)")
-    s.add_argument("pattern", nargs="?", default="*")
+    s.add_argument("pattern", nargs="?", default="*", help="e.g. 'resnet*' (default: all)")
     return p
 
 
@@ -305,11 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = _COMMANDS[args.command](args)
-    except (SegkitError, FileNotFoundError, ValueError, ImportError) as exc:
+    except (SegkitError, OSError, ValueError, ImportError) as exc:
         if args.debug:
             raise
-        print(f"segkit {args.command}: error: {exc}", file=sys.stderr)
-        print("(run with --debug for the traceback)", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the exception held
+        print(
+            f"segkit {args.command}: error: {message} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"segkit {args.command}: interrupted", file=sys.stderr)

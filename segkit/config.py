@@ -246,6 +246,11 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _suggest_key(dotted: str) -> str:
+    if "." not in dotted:  # a top-level key: compare with the section names first
+        sections = [f.name for f in dataclasses.fields(Config)]
+        hint = suggest(dotted, sections)
+        if hint:
+            return hint
     return suggest(dotted, all_keys()) or suggest(dotted.rsplit(".", 1)[-1], all_keys())
 
 
@@ -313,7 +318,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(
+                f"Config file {str(path)!r} is not valid YAML{where}: {problem}. "
+                "Fix the file (indentation, brackets, quotes) and run again."
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(
                 f"Config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}."

@@ -70,6 +70,21 @@ def test_python_dash_m_help():
         assert cmd in proc.stdout
 
 
+def test_every_command_and_option_has_help():
+    import argparse
+
+    from segkit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helped = {a.dest for a in sub._choices_actions if a.help}
+    assert helped == set(sub.choices)
+    for name, cmd in sub.choices.items():
+        for action in cmd._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"segkit {name} {action.dest} has no help text"
+
+
 def test_models_and_encoders_with_pattern(capsys):
     assert run("models", "smp.Unet*") == 0
     out = capsys.readouterr().out.split()
@@ -97,6 +112,8 @@ def test_synth_and_prepare_helen(tmp_path):
     assert run("prepare", "helen", tmp_path / "official", tmp_path / "split") == 0
     assert len(list((tmp_path / "split" / "train" / "images").iterdir())) == 3
     assert len(list((tmp_path / "split" / "train" / "labels").iterdir())) == 3
+    # a test split too, so that `segkit evaluate` (default split: test) works on synthetic data
+    assert len(list((tmp_path / "split" / "test" / "labels").iterdir())) == 1
 
 
 def test_train_writes_run_folder(trained):
@@ -112,6 +129,7 @@ def test_train_unknown_override_is_one_clear_line(tmp_path, capsys):
     assert code == 2
     assert "train.epocs" in err and "Did you mean 'train.epochs'" in err
     assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "--debug" in err
 
 
 def test_train_missing_data_root_says_how_to_get_data(tmp_path, capsys):
@@ -123,6 +141,8 @@ def test_train_missing_data_root_says_how_to_get_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "nothing" in err and "segkit synth" in err
+    assert "looked for" in err and "Kaggle" in err  # where it looked, where the real data is
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -74,6 +74,8 @@ def test_unknown_section_suggests_closest(tmp_path):
     path = write(tmp_path, {"trian": {"epochs": 3}})
     with pytest.raises(ConfigError, match="Did you mean 'train"):
         load_config(path)
+    with pytest.raises(ConfigError, match=r"'trian'\. Did you mean 'train'\?"):
+        load_config(path)
 
 
 def test_unknown_override_key_suggests_closest():
@@ -99,8 +101,9 @@ def test_missing_file_names_path(tmp_path):
 def test_invalid_yaml_names_path(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train: [epochs: 3\n")
-    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML") as exc:
         load_config(path)
+    assert "\n" not in str(exc.value) and "line " in str(exc.value)
 
 
 def test_non_mapping_file(tmp_path):

@@ -26,3 +26,14 @@ def test_readme_opens_with_the_two_commands():
     commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
     assert commands == ["make demo", "make test"]
     assert "make test" in (DOCS.parent / ".ci" / "run").read_text()
+
+
+def test_docs_cover_what_a_user_needs():
+    pages = {p.name: p.read_text() for p in DOCS.glob("*.md")}
+    for page in ("getting_started.md", "data.md", "configs.md", "adding_a_dataset.md", "api.md"):
+        assert page in pages, page
+    assert "Adding an architecture" in pages["models.md"]
+    examples = pages["examples.md"]
+    assert "examples/helen_faces/" in examples and "examples/carvana_single_class/" in examples
+    for page in ("data.md", "configs.md", "examples.md", "api.md", "adding_a_dataset.md"):
+        assert f"]({page})" in pages["getting_started.md"], page
