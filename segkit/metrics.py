@@ -273,12 +273,38 @@ def _read_label(path: Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+#: file-name parts that say which side of a pair a file is (Helen: image_N / label_N, and
+#: <name>_image / <name>_label); pairing ignores them
+ROLE_PREFIXES = ("image_", "label_", "mask_")
+ROLE_SUFFIXES = ("_image", "_label", "_mask")
+
+
+def pair_key(stem: str) -> str:
+    """The name two files of one sample share: ``label_7`` and ``image_7`` both give ``7``."""
+    for prefix in ROLE_PREFIXES:
+        if stem.startswith(prefix) and len(stem) > len(prefix):
+            return stem[len(prefix) :]
+    for suffix in ROLE_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
 def _label_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"Label folder {str(folder)!r} does not exist or is not a folder.")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in LABEL_SUFFIXES}
-    if not files:
+    paths = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in LABEL_SUFFIXES]
+    if not paths:
         raise DataError(f"Label folder {str(folder)!r} holds no label images ({LABEL_SUFFIXES}).")
+    files: dict[str, Path] = {}
+    for path in paths:
+        key = pair_key(path.stem)
+        if key in files:
+            raise DataError(
+                f"Label folder {str(folder)!r} holds two files for sample {key!r}: "
+                f"{files[key].name} and {path.name}. Keep one label map per sample there."
+            )
+        files[key] = path
     return files
 
 
@@ -291,9 +317,13 @@ def score_folders(
 ) -> dict[str, float]:
     """Score a folder of predicted label images against ground truth, paired by file name.
 
+    Names pair when they are equal once a role prefix or suffix is dropped (``image_``,
+    ``label_``, ``mask_``, ``_image``, ``_label``, ``_mask``), so ``segkit predict``'s
+    ``image_7.png`` scores against Helen's ``label_7.png``.
+
     Args:
         gt_dir: folder of ground-truth label images (PNG etc., one channel of class indices).
-        pred_dir: folder of predictions with the same file names (stems).
+        pred_dir: folder of predictions with the same file names (stems, roles aside).
         classes: the number of classes or their names.
         groups: class groups, e.g. :data:`HELEN_GROUPS`.
         ignore_index: ground-truth value left out.
@@ -311,9 +341,11 @@ def score_folders(
     if no_pred or no_gt:
         parts = []
         if no_pred:
-            parts.append(f"{len(no_pred)} in {str(gt_dir)!r} have no prediction {no_pred[:5]}")
+            named = [gt_files[k].name for k in no_pred[:5]]
+            parts.append(f"{len(no_pred)} in {str(gt_dir)!r} have no prediction {named}")
         if no_gt:
-            parts.append(f"{len(no_gt)} in {str(pred_dir)!r} have no ground truth {no_gt[:5]}")
+            named = [pred_files[k].name for k in no_gt[:5]]
+            parts.append(f"{len(no_gt)} in {str(pred_dir)!r} have no ground truth {named}")
         raise DataError(f"Label files do not pair up by name: {'; '.join(parts)}.")
     names = None if isinstance(classes, int) else [str(c) for c in classes]
     cm = ConfusionMatrix(classes if isinstance(classes, int) else len(names), ignore_index, names)

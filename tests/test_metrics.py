@@ -182,7 +182,9 @@ def test_score_folders_matches_sklearn(tmp_path):
 def test_score_folders_errors(tmp_path):
     write_labels(tmp_path / "gt", {"a": np.zeros((4, 4)), "b": np.zeros((4, 4))})
     write_labels(tmp_path / "pred", {"a": np.zeros((4, 4)), "c": np.zeros((4, 4))})
-    with pytest.raises(DataError, match=r"have no prediction \['b'\].*no ground truth \['c'\]"):
+    with pytest.raises(
+        DataError, match=r"have no prediction \['b\.png'\].*no ground truth \['c\.png'\]"
+    ):
         score_folders(tmp_path / "gt", tmp_path / "pred", 2)
     (tmp_path / "pred" / "c.png").unlink()
     write_labels(tmp_path / "pred", {"b": np.zeros((5, 4))})
@@ -198,6 +200,21 @@ def test_score_folders_errors(tmp_path):
         score_folders(tmp_path / "gt", tmp_path / "pred", 2)
     with pytest.raises(DataError, match="does not exist"):
         score_folders(tmp_path / "missing", tmp_path / "pred", 2)
+
+
+def test_score_folders_pairs_predictions_named_after_the_images(tmp_path):
+    gt = {"label_1": np.array([[0, 1], [1, 1]]), "label_2": np.array([[1, 0], [0, 0]])}
+    write_labels(tmp_path / "gt", gt)  # Helen's split layout: labels/label_N.png
+    write_labels(tmp_path / "pred", {"image_1": gt["label_1"], "image_2": 1 - gt["label_2"]})
+    result = score_folders(tmp_path / "gt", tmp_path / "pred", 2)
+    assert result["num_images"] == 2
+    assert result["f1_1"] == pytest.approx(2 * 3 / (4 + 6))  # 3 hits, |G| = 4, |P| = 6
+    write_labels(tmp_path / "off", {"x_label": gt["label_1"], "y_label": gt["label_2"]})
+    write_labels(tmp_path / "offpred", {"x_image": gt["label_1"], "y_image": gt["label_2"]})
+    assert score_folders(tmp_path / "off", tmp_path / "offpred", 2)["f1_0"] == 1.0
+    write_labels(tmp_path / "pred", {"label_1": gt["label_1"]})  # image_1 and label_1 both there
+    with pytest.raises(DataError, match=r"two files for sample '1'.*image_1\.png and label_1\.png"):
+        score_folders(tmp_path / "gt", tmp_path / "pred", 2)
 
 
 def test_score_folders_reads_palette_pngs(tmp_path):
