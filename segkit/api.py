@@ -81,7 +81,9 @@ def resolve_data_root(data: DataConfig) -> Path:
 def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
     """Validation ids: read from ``data.split_file`` if it exists, else a seeded split (written there)."""
     ids = [s.id for s in ds.samples]
-    split_file = Path(data.split_file) if data.split_file else None
+    split_file = None
+    if data.split_file:  # "{root_name}": one split file per data set a config is pointed at
+        split_file = Path(data.split_file.replace("{root_name}", Path(data.root).name))
     if split_file is not None and split_file.is_file():
         val = pd.read_csv(split_file, dtype=str)["id"].tolist()
         unknown = sorted(set(val) - set(ids))

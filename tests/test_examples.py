@@ -55,7 +55,22 @@ def test_example_trains_one_tiny_epoch(config, helen_official, carvana_kaggle, t
     overrides = [*TINY, f"data.root={root}", f"train.out_dir={tmp_path / 'run'}"]
     if cfg.data.prepare_size:
         overrides += ["data.prepare_size=64", f"data.prepared_root={tmp_path / 'prepared'}"]
+    if cfg.data.split_file:  # the example's split file for these synthetic ids goes to tmp_path
+        name = Path(cfg.data.split_file).name
+        overrides.append(f"data.split_file={tmp_path / name}")
     result = train(load_config(config, overrides))
     assert result["status"] == "completed"
     assert (tmp_path / "run" / "best.pt").is_file()
     assert (tmp_path / "run" / "history.csv").is_file()
+
+
+def test_helen_split_file_for_the_real_sample_matches_the_seeded_split():
+    """val_ids_helen256.csv is the seeded 10% hold-out of ../shared/data/helen256's 1999 pairs."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    cfg = load_config(EXAMPLES / "helen_faces" / "config_smp.yaml")
+    ids = [f"image_{n}" for n in range(1, 2000)]  # the real sample's ids, in the adapter's order
+    _, val = train_test_split(ids, test_size=cfg.data.val_fraction, random_state=cfg.train.seed)
+    written = pd.read_csv(EXAMPLES / "helen_faces" / "val_ids_helen256.csv", dtype=str)["id"]
+    assert written.tolist() == sorted(val)
