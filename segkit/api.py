@@ -248,11 +248,16 @@ def evaluate(
     device: str = "auto",
     json_out: str | Path | None = None,
     num_workers: int | None = None,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint on a split; ``split="val"`` re-draws the held-out part of training.
 
-    Returns the metric dict (per-class and grouped F1, IoU, ...) and writes it as JSON on request.
+    ``tta="flip"`` scores the average of the prediction and the mirrored prediction on the
+    mirrored image (left/right classes swapped back). Returns the metric dict (per-class and
+    grouped F1, IoU, ...) and writes it as JSON on request.
     """
+    if tta not in (None, "flip"):
+        raise ConfigError(f"tta must be None or 'flip', got {tta!r}.")
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -279,6 +284,11 @@ def evaluate(
         seed=cfg.train.seed,
     )
     names = list(model.spec.class_names or ds.class_names)
+    if tta == "flip":
+        from segkit.inference_io import flip_pairs_from_names
+        from segkit.models import FlipTTA
+
+        model = FlipTTA(model, flip_pairs_from_names(names))
     result = evaluate_model(
         model, loader, class_names=names, groups=class_groups(names), device=device
     )

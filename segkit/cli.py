@@ -82,6 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         json_out=args.json,
+        tta=args.tta,
     )
     print_metrics(result)
     if args.json:
@@ -250,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    s.add_argument(
+        "--tta",
+        choices=["flip"],
+        default=None,
+        help="test-time augmentation: average with the mirrored prediction",
+    )
 
     s = sub.add_parser(
         "score", help="score two folders of label PNGs against each other by file name"

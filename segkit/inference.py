@@ -52,6 +52,7 @@ from segkit.inference_io import (
     read_for_model,  # noqa: F401  (re-exported: part of segkit.inference's API)
 )
 from segkit.models.factory import crop, pad_to_divisor
+from segkit.models.tta import flip_average
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +76,11 @@ def predict_proba(
     channels in ``flip_pairs`` back (left/right classes).
     """
     binary = model.spec.classes == 1
-    probs = _forward_probs(model, x, binary)
     if tta is None:
-        return probs
+        return _forward_probs(model, x, binary)
     if tta != "flip":
         raise ValueError(f"Unknown tta {tta!r}; use None or 'flip'.")
-    flipped = _forward_probs(model, torch.flip(x, dims=[3]), binary).flip(dims=[3])
-    if flip_pairs and not binary:
-        perm = list(range(flipped.shape[1]))
-        for a, b in flip_pairs:
-            perm[a], perm[b] = b, a
-        flipped = flipped[:, perm]
-    return (probs + flipped) / 2
+    return flip_average(lambda batch: _forward_probs(model, batch, binary), x, flip_pairs)
 
 
 def _windows(length: int, tile: int, stride: int) -> list[int]:

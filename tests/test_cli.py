@@ -164,6 +164,20 @@ def test_evaluate_val_split_json(trained, tmp_path, capsys):
     assert "f1_car=" in capsys.readouterr().out
 
 
+def test_evaluate_with_flip_tta(trained, tmp_path, capsys):
+    ckpt = trained / "run" / "best.pt"
+    plain, flipped = tmp_path / "plain.json", tmp_path / "tta.json"
+    assert run("evaluate", "--checkpoint", ckpt, "--split", "val", "--json", plain) == 0
+    assert (
+        run("evaluate", "--checkpoint", ckpt, "--split", "val", "--json", flipped, "--tta", "flip")
+        == 0
+    )
+    a, b = json.loads(plain.read_text()), json.loads(flipped.read_text())
+    assert set(a) == set(b)
+    assert a["soft_dice"] != b["soft_dice"]  # the mirrored pass changed the probabilities
+    assert "f1_car=" in capsys.readouterr().out
+
+
 def test_evaluate_bad_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

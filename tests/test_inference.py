@@ -179,6 +179,22 @@ def test_flip_tta_averages_the_mirrored_prediction_with_classes_swapped_back():
     torch.testing.assert_close(got.sum(1), torch.ones(2, 32, 48))
 
 
+def test_flip_tta_wrapper_returns_logits_of_the_averaged_probabilities():
+    from segkit.models import FlipTTA
+
+    x = torch.randn(2, 3, 32, 48)
+    helen = _helen_model().eval()
+    with torch.inference_mode():
+        expected = predict_proba(helen, x, tta="flip", flip_pairs=HELEN_FLIP_PAIRS)
+        got = torch.softmax(FlipTTA(helen, HELEN_FLIP_PAIRS)(x), 1)
+    torch.testing.assert_close(got, expected)
+    binary = _pointwise_model(1)
+    with torch.inference_mode():
+        expected = predict_proba(binary, x, tta="flip")
+        got = torch.sigmoid(FlipTTA(binary)(x))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_predict_with_flip_tta_writes_full_size_maps(tmp_path):
     _write_images(tmp_path / "in", 2, (80, 96))
     result = predict(_helen_model(), [tmp_path / "in"], tmp_path / "out", size=32, tta="flip")

@@ -34,6 +34,7 @@ from segkit.models.spec import (
     UNIT_STD,
     ModelSpec,
 )
+from segkit.models.tta import FlipTTA, flip_average, swap_channels
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -41,12 +42,14 @@ __all__ = [
     "METADATA_OPTIONS",
     "UNIT_MEAN",
     "UNIT_STD",
+    "FlipTTA",
     "ModelEntry",
     "ModelSpec",
     "SegmentationModel",
     "build_model",
     "check_spec_matches",
     "crop",
+    "flip_average",
     "get_model_entry",
     "list_encoders",
     "list_models",
@@ -56,4 +59,5 @@ __all__ = [
     "padded_size",
     "rebuild_model",
     "register_model",
+    "swap_channels",
 ]
