@@ -75,7 +75,7 @@ def run_demo(
     faces: int = 60,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary."""
-    from segkit.api import evaluate, train
+    from segkit.api import build_datasets, evaluate, train
     from segkit.inference import predict
 
     start = time.perf_counter()
@@ -91,11 +91,13 @@ def run_demo(
     result = train(cfg)
     best = Path(result["best"])
     metrics = evaluate(best, split="val", json_out=out / "metrics.json", num_workers=0)
-    if task == "carvana":
-        inputs = sorted((data_root / "train").glob("*.jpg"))[:4]
+    _, val_set = build_datasets(cfg)  # predict on held-out images, never on training ones
+    held_out = [s.id for s in val_set.samples][:4]
+    if task == "carvana":  # the full-size originals of the prepared validation images
+        inputs = [data_root / "train" / f"{i}.jpg" for i in held_out]
         rle = out / "predictions" / "submission.csv"
     else:
-        inputs = sorted((data_root / "train" / "images").glob("*"))[:4]
+        inputs = [s.image_path for s in val_set.samples][:4]
         rle = None
     pred = predict(best, inputs, out / "predictions", overlay=True, rle_csv=rle, batch_size=4)
     seconds = time.perf_counter() - start
