@@ -58,6 +58,7 @@ def test_checkpoint_contents(run_dir):
     assert ckpt["class_names"] == ["class_0", "class_1", "class_2"]
     assert ckpt["monitor"] == "val_miou" and ckpt["mode"] == "max"
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
+    assert {"scheduler", "scheduler_name", "scaler", "model_spec", "epoch_lr"} <= set(ckpt)
     assert ckpt["optimizer"]["state"] and ckpt["optimizer"]["param_groups"][0]["lr"] == 0.01
     assert ckpt["hooks"]["EarlyStopHook"] == {"bad": 0 if ckpt["best_epoch"] == 2 else 1}
     assert set(ckpt["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}

@@ -66,12 +66,18 @@ from test_engine_utils import make_trainer
 
 out = sys.argv[1]
 calls = []
-save, write, curves, grid = T.save_checkpoint, H._write_atomic, V.plot_curves, V.prediction_grid
+save, copy, write = T.save_checkpoint, T.copy_checkpoint, H._write_atomic
+curves, grid = V.plot_curves, V.prediction_grid
 
 
 def spy_save(path, state):
     calls.append(os.path.basename(str(path)))
     return save(path, state)
+
+
+def spy_copy(src, dst):  # best.pt: a link to (or copy of) the fresh last.pt
+    calls.append(os.path.basename(str(dst)))
+    return copy(src, dst)
 
 
 def spy_write(path, text):
@@ -89,9 +95,8 @@ def spy_grid(images, masks, preds, path, **kwargs):
     return grid(images, masks, preds, path, **kwargs)
 
 
-T.save_checkpoint, H._write_atomic, V.plot_curves, V.prediction_grid = (
-    spy_save, spy_write, spy_curves, spy_grid
-)
+T.save_checkpoint, T.copy_checkpoint, H._write_atomic = spy_save, spy_copy, spy_write
+V.plot_curves, V.prediction_grid = spy_curves, spy_grid
 trainer = make_trainer(out, epochs=2, n_train=8, n_val=5, monitor="val_miou", preview=2,
                        full_config={{"name": "ddp"}})
 result = trainer.fit()
@@ -156,3 +161,38 @@ def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
     assert set(ddp) == set(single)
     for key, value in single.items():
         assert ddp[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+
+
+EMPTY_VAL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from segkit.errors import DataError
+from test_engine_utils import make_trainer
+
+try:
+    make_trainer(sys.argv[1], n_val=1)  # rank 1 gets no validation sample
+except DataError as exc:
+    print("REFUSED", exc)
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_without_validation_data_stops_every_rank(tmp_path):
+    script = tmp_path / "empty_val.py"
+    script.write_text(textwrap.dedent(EMPTY_VAL_SCRIPT.format(tests=str(TESTS))))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(tmp_path / "run"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("REFUSED The validation loader yields no batches") == 2

@@ -64,12 +64,21 @@ def test_two_plus_two_epochs_equals_four(tmp_path):
     straight, r4 = run(tmp_path / "straight")
     _, r2 = run(tmp_path / "resumed", hooks=[StopAfter(2)])
     assert r2["status"] == "stopped" and load_checkpoint(r2["last"])["epoch"] == 2
+    epoch2 = tmp_path / "epoch2.pt"
+    epoch2.write_bytes(r2["last"].read_bytes())
     second, r22 = run(tmp_path / "resumed", resume=True)
     assert second.epoch == 4 and second.step == straight.step == 16
     for a, b in zip(weights(straight.model), weights(second.model)):
         assert torch.equal(a, b)
     assert second.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
     assert r22["best_value"] == r4["best_value"] and r22["best_epoch"] == r4["best_epoch"]
+    assert history_without_timing(tmp_path / "resumed" / "history.csv") == history_without_timing(
+        tmp_path / "straight" / "history.csv"
+    )
+    # resuming again from epoch 2, history.csv already holds epochs 3 and 4: they are replaced
+    third, _ = run(tmp_path / "resumed", resume=epoch2)
+    for a, b in zip(weights(straight.model), weights(third.model)):
+        assert torch.equal(a, b)
     assert history_without_timing(tmp_path / "resumed" / "history.csv") == history_without_timing(
         tmp_path / "straight" / "history.csv"
     )

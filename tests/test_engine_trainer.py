@@ -113,6 +113,40 @@ def test_accumulating_two_batches_equals_one_double_batch(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _sgd_weights(out, n_train: int, batch_size: int, accumulate: int, steps: int) -> list:
+    model = tiny_net(3)
+    trainer = make_trainer(
+        out,
+        model=model,
+        n_train=n_train,
+        batch_size=batch_size,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+        shuffle=False,
+        epochs=1,
+        accumulate=accumulate,
+    )
+    trainer.fit()
+    assert trainer.step == steps
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("n_train", "accumulate", "steps"),
+    [
+        (4, 4, 1),  # accumulate > batches in the epoch: one step over the 2 batches there are
+        (6, 2, 2),  # 3 batches: groups [1, 2] and [3]; the last group averages its 1 batch
+    ],
+)
+def test_short_accumulation_group_equals_one_batch_of_its_size(
+    tmp_path, n_train, accumulate, steps
+):
+    accumulated = _sgd_weights(tmp_path / "a", n_train, 2, accumulate, steps)
+    # one batch of 4 per step, the rest (2 samples) in the last batch
+    single = _sgd_weights(tmp_path / "b", n_train, 4, 1, steps)
+    for a, b in zip(accumulated, single):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_partial_accumulation_group_steps_at_epoch_end(tmp_path):
     trainer = make_trainer(tmp_path, n_train=6, batch_size=2, epochs=2, accumulate=2)
     trainer.fit()
@@ -219,6 +253,23 @@ def test_unknown_monitor_suggests_the_closest(tmp_path):
     with pytest.raises(ConfigError, match="val_mIoU.*Did you mean 'val_miou'"):
         make_trainer(tmp_path, epochs=1, monitor="val_mIoU").fit()
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_default_mode_is_min_only_for_losses(tmp_path):
+    names = ["bg", "gloss", "c"]
+    assert make_trainer(tmp_path, monitor="val_f1_gloss", class_names=names).mode == "max"
+    assert make_trainer(tmp_path, monitor="val_loss").mode == "min"
+    assert make_trainer(tmp_path, monitor="val_miou", mode="min").mode == "min"
+
+
+def test_empty_validation_loader_is_refused_before_training(tmp_path):
+    model = tiny_net()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    train = make_loader(TinySet(2), 2, shuffle=True)
+    empty = make_loader(TinySet(0), 2, shuffle=False)
+    cfg = TrainConfig(out_dir=str(tmp_path), progress=False)
+    with pytest.raises(DataError, match="validation loader yields no batches"):
+        Trainer(model, nn.CrossEntropyLoss(), opt, train, empty, cfg)
 
 
 def test_monitor_train_loss_without_validation(tmp_path):
@@ -351,6 +402,38 @@ def test_progress_bar_and_summary_lines(tmp_path, capsys):
     assert "epoch 2/2" in captured.err  # the tqdm bar
 
 
+def test_plain_summary_lines_off_a_terminal(tmp_path, capsys):
+    make_trainer(tmp_path, epochs=2, progress=True).fit()  # captured output: not a TTY
+    captured = capsys.readouterr()
+    assert [ln.split("  ")[0] for ln in captured.out.splitlines()] == ["epoch 1/2", "epoch 2/2"]
+    assert "epoch 1/2" not in captured.err and "it/s" not in captured.err
+
+
+class PretendCuda(HookBase):
+    """Make the trainer look as if it ran on CUDA between its epoch hooks and the next epoch.
+
+    The epoch-end housekeeping runs after every hook's ``after_epoch``; the device is put back
+    before the next epoch's batches are moved to it.
+    """
+
+    def before_epoch(self) -> None:
+        self.trainer.device = torch.device("cpu")
+
+    def after_epoch(self) -> None:
+        self.trainer.device = torch.device("cuda")
+
+
+@pytest.mark.parametrize("empty_cache", [True, False])
+def test_cuda_cache_emptied_between_epochs(tmp_path, monkeypatch, empty_cache):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
+    make_trainer(tmp_path, epochs=3, empty_cache=empty_cache, hooks=[PretendCuda()]).fit()
+    assert len(calls) == (3 if empty_cache else 0)
+    calls.clear()
+    make_trainer(tmp_path / "cpu", epochs=2).fit()  # on CPU: never
+    assert calls == []
+
+
 def test_evaluate_model_matches_sklearn_with_ignored_pixels():
     from segkit.engine import evaluate_model
 
@@ -418,3 +501,4 @@ def test_fit_stops_persistent_loader_workers(tmp_path):
     trainer.cfg.epochs = 2
     result = trainer.fit()  # a later fit() starts new workers
     assert result["status"] == "completed" and result["epochs"] == 2
+    assert [int(r["epoch"]) for r in read_history(tmp_path / "history.csv")] == [1, 2]

@@ -165,13 +165,12 @@ class HistoryHook(HookBase):
 
     def before_train(self) -> None:
         t = self.trainer
-        t.history = []
+        rows = t.history  # a later fit() of the same trainer goes on with its rows
         path = t.out_dir / "history.csv"
         if t.resumed and path.is_file():
             with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    if int(row["epoch"]) <= t.epoch:
-                        t.history.append({k: _number(v) for k, v in row.items()})
+                rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        t.history = [row for row in rows if int(row["epoch"]) <= t.epoch]
 
     def after_epoch(self) -> None:
         t = self.trainer

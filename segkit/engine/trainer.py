@@ -98,11 +98,20 @@ class Trainer:
                 "the batch size with drop_last. Add data or lower the batch size."
             )
         self.monitor = cfg.monitor
-        self.mode = cfg.mode or ("min" if "loss" in cfg.monitor else "max")
+        # only val_loss / train_loss are losses: a class named e.g. "gloss" gives a score
+        self.mode = cfg.mode or ("min" if cfg.monitor in ("val_loss", "train_loss") else "max")
         if self.val_loader is None and not self.monitor.startswith("train_"):
             raise ConfigError(
                 f"train.monitor={self.monitor!r} needs a validation loader; pass val_loader or "
                 "monitor train_loss."
+            )
+        if self.val_loader is not None and D.any_rank(_no_batches(self.val_loader), self.dist):
+            # found now, not after a first epoch (and under torchrun no rank waits for another)
+            raise DataError(
+                "The validation loader yields no batches on at least one process: the "
+                "validation set is empty or has fewer samples than processes. Add validation "
+                "data (data.val_fraction), run fewer processes, or monitor train_loss without "
+                "a val_loader."
             )
         steps = math.ceil(self.n_batches / cfg.accumulate)
         self.schedule = build_scheduler(optimizer, self.scheduler_cfg, cfg.epochs, steps, self.mode)
@@ -246,8 +255,9 @@ class Trainer:
                     f"{self.out_dir} are from the last completed epoch. Lower the learning rate, "
                     "set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
                 )
-            if self.cfg.accumulate > 1:
-                loss = loss / self.cfg.accumulate
+            group = self._group_size(n)
+            if group > 1:
+                loss = loss / group
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         if self.stepped:
             self._optimizer_step()
@@ -259,6 +269,12 @@ class Trainer:
         self.batch_in_epoch, self.iteration = n, self.iteration + 1
         for hook in self._step_hooks:
             hook.after_step()
+
+    def _group_size(self, n: int) -> int:
+        """Batches in the accumulation group of batch ``n`` (1-based): ``accumulate``, or fewer
+        for the epoch's last group, so that it too averages its gradients."""
+        start = (n - 1) // self.cfg.accumulate * self.cfg.accumulate
+        return min(self.cfg.accumulate, self.n_batches - start)
 
     def _optimizer_step(self) -> None:
         if self.cfg.grad_clip is not None:
@@ -362,3 +378,11 @@ class Trainer:
         restore_trainer(self, path)
         if self.dist.is_main and self.epoch >= self.cfg.epochs:
             print(f"{path} already completed {self.epoch} epochs; raise train.epochs to go on.")
+
+
+def _no_batches(loader: Any) -> bool:
+    """True for a loader with a length of 0 (loaders without a length are not checked)."""
+    try:
+        return len(loader) == 0
+    except TypeError:
+        return False
