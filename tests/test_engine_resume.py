@@ -192,3 +192,28 @@ def test_sigterm_is_caught_once_then_aborts(capsys):
             os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
     assert "SIGTERM: finishing the current step" in capsys.readouterr().err
+
+
+def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path):
+    from segkit.engine.schedulers import WarmupCosine
+
+    run(tmp_path, epochs=2)  # 4 optimizer steps per epoch (8 images, batch 2)
+    trainer, result = run(tmp_path, epochs=4, resume=True)
+    assert result["epochs"] == 4
+    cosine = WarmupCosine(warmup=4, total=16)
+    base = 1e-2  # make_trainer's learning rate
+    epoch_lrs = [float(r.split(",")[1]) for r in (tmp_path / "history.csv").read_text().split()[1:]]
+    assert epoch_lrs[2] == pytest.approx(base * cosine(8))  # not stuck at the 2-epoch minimum
+    assert trainer.lr == pytest.approx(base * cosine(16), abs=1e-12)
+
+
+def test_resume_with_more_epochs_refuses_to_stretch_one_cycle(tmp_path):
+    def one_cycle(epochs, resume=None):
+        trainer = make_trainer(
+            tmp_path, epochs=epochs, scheduler=SchedulerConfig(name="onecycle"), monitor="val_miou"
+        )
+        return trainer.fit(resume=resume)
+
+    one_cycle(2)
+    with pytest.raises(Exception, match=r"one-cycle schedule of 8 optimizer steps.*needs 16"):
+        one_cycle(4, resume=True)

@@ -314,12 +314,19 @@ class Snapshot(HookBase):
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoints(tmp_path):
     snap = Snapshot()
     trainer = make_trainer(tmp_path, epochs=3, loss=NanAt(bad=6), hooks=[snap])
-    with pytest.raises(TrainingError, match=r"epoch 2, step 2 of 4"):
+    with pytest.raises(TrainingError, match=r"epoch 2, step 2 of 4.*from the last completed"):
         trainer.fit()
     for name, data in snap.files.items():
         assert (tmp_path / name).read_bytes() == data
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=2, loss=NanAt(bad=2))
+    with pytest.raises(TrainingError, match=r"epoch 1, step 2 of 4.*no checkpoint had been"):
+        trainer.fit()
+    assert not (tmp_path / "last.pt").exists()
 
 
 def test_bad_settings_raise_clear_errors(tmp_path):

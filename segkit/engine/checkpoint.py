@@ -304,6 +304,7 @@ def restore_trainer(trainer: Trainer, path: str | Path) -> None:
     if sched is not None and state.get("scheduler") is not None:
         if state.get("scheduler_name") == trainer.scheduler_cfg.name:
             sched.load_state_dict(state["scheduler"])
+            trainer.schedule.match_length(f"Checkpoint {str(path)!r}")
         else:
             warnings.warn(
                 f"{path}: the schedule changed from {state.get('scheduler_name')!r} to "

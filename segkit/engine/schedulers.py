@@ -42,6 +42,28 @@ class Schedule:
 
     scheduler: LRScheduler | ReduceLROnPlateau | None
     interval: str  #: "batch", "epoch", "validation" or "never"
+    total: int = 0  #: optimizer steps the schedule spans (cosine, one-cycle)
+
+    def match_length(self, where: str) -> None:
+        """After loading a saved schedule: stretch it to this run's length, or say why not.
+
+        A resumed run with more ``train.epochs`` continues a cosine decay over the new length;
+        a one-cycle schedule cannot be stretched, so that is a :class:`ConfigError`.
+        """
+        sched = self.scheduler
+        if isinstance(sched, OneCycleLR) and sched.total_steps != self.total:
+            raise ConfigError(
+                f"{where} holds a one-cycle schedule of {sched.total_steps} optimizer steps, but "
+                f"this run needs {self.total} (train.epochs or the data changed). One-cycle "
+                "cannot be stretched: resume with the original train.epochs, or switch to "
+                "scheduler.name=cosine."
+            )
+        if isinstance(sched, LambdaLR):
+            groups = sched.optimizer.param_groups
+            for group, base, fn in zip(groups, sched.base_lrs, sched.lr_lambdas):
+                if isinstance(fn, WarmupCosine) and fn.total != self.total:
+                    fn.total = self.total
+                    group["lr"] = base * fn(sched.last_epoch)  # the stretched curve, from now
 
 
 def build_scheduler(
@@ -82,10 +104,10 @@ def build_scheduler(
             WarmupCosine(warmup, total, cfg.min_lr / g["lr"] if g["lr"] > 0 else 0.0)
             for g in optimizer.param_groups
         ]
-        return Schedule(LambdaLR(optimizer, lambdas), "batch")
+        return Schedule(LambdaLR(optimizer, lambdas), "batch", total)
     if name == "onecycle":
         peaks = [g["lr"] for g in optimizer.param_groups]
-        return Schedule(OneCycleLR(optimizer, max_lr=peaks, total_steps=total), "batch")
+        return Schedule(OneCycleLR(optimizer, max_lr=peaks, total_steps=total), "batch", total)
     if name == "step":
         if cfg.step_size < 1:
             raise ConfigError(f"scheduler.step_size must be >= 1, got {cfg.step_size}.")

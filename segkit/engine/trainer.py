@@ -249,11 +249,15 @@ class Trainer:
                 loss = self.loss_fn(self.net(images), masks)
             value = loss.item()
             if not math.isfinite(value):
+                kept = (
+                    f"best.pt and last.pt in {self.out_dir} are from the last completed epoch"
+                    if (self.out_dir / "last.pt").is_file()
+                    else "no checkpoint had been written yet"
+                )
                 raise TrainingError(
                     f"The loss is {value} at epoch {self.epoch + 1}, step {n} of {self.n_batches} "
-                    f"(optimizer step {self.step}). Training stopped; best.pt and last.pt in "
-                    f"{self.out_dir} are from the last completed epoch. Lower the learning rate, "
-                    "set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
+                    f"(optimizer step {self.step}). Training stopped; {kept}. Lower the learning "
+                    "rate, set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
                 )
             group = self._group_size(n)
             if group > 1:
