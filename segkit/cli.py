@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
-        help="loader worker processes (0: a thread reads ahead in this process; fastest on 2 cores)",
+        help="loader worker processes (0: threads of this process read; fastest on 2 cores)",
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")

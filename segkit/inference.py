@@ -48,6 +48,7 @@ from segkit.inference_io import (
     find_images,
     flip_pairs_from_names,
     normalize,
+    pooled_batches,
     prefetch,
     read_for_model,  # noqa: F401  (re-exported: part of segkit.inference's API)
 )
@@ -309,8 +310,9 @@ def predict(
         inputs: image files and/or folders of images (not searched recursively).
         out_dir: where ``<stem>.png`` (class ids) and ``<stem>_overlay.jpg`` go.
         batch_size: images per model call (tiles per call when tiling).
-        num_workers: DataLoader worker processes reading images (0: a thread of this process
-            reads the next batch while the model runs).
+        num_workers: DataLoader worker processes reading images. 0: on the CPU the
+            ``writers`` threads read each batch before the model runs; on a GPU a thread reads
+            the next batch while the model runs.
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         overlay: also write a colour overlay per image.
         rle_csv: write a Kaggle ``img,rle_mask`` CSV here (two-class models only).
@@ -325,7 +327,7 @@ def predict(
         resize_back: "bilinear" (probabilities, accurate) or "nearest" (labels, faster).
         save_masks: write the label PNGs (False: only the RLE CSV / overlays).
         skip_bad: skip unreadable images with a warning instead of failing.
-        writers: threads that resize back, encode and write outputs.
+        writers: threads that resize back, encode and write outputs (and read, see above).
 
     Returns:
         ``count`` (images predicted), ``outputs`` (label PNG paths), ``skipped``, ``rle_csv``,
@@ -375,9 +377,16 @@ def predict(
         rle_encode=encode,
     )
     mean, std = spec.mean or (0.0, 0.0, 0.0), spec.std or (1.0, 1.0, 1.0)
+    files = ImageFiles(paths, None if tile else size)
+    per_call = 1 if tile else batch_size
+    # On the CPU the model's threads already use every core, and reading or writing in other
+    # threads at the same time stalls them (a parallel region waits for its slowest thread).
+    # So there the phases take turns, each spread over the cores: read a batch with the pool,
+    # run the model, post-process with the pool. Elsewhere reading runs ahead of the model.
+    in_turn = dev.type == "cpu" and num_workers == 0
     loader = torch.utils.data.DataLoader(
-        ImageFiles(paths, None if tile else size),
-        batch_size=1 if tile else batch_size,
+        files,
+        batch_size=per_call,
         num_workers=num_workers,
         collate_fn=collate_images,
         pin_memory=dev.type == "cuda",
@@ -392,7 +401,11 @@ def predict(
     bar = tqdm(total=len(paths), disable=not progress, unit="img")
     try:
         with ThreadPoolExecutor(writers) as pool, torch.inference_mode():
-            for batch in loader if num_workers else prefetch(loader):
+            if in_turn:
+                batches = pooled_batches(files, per_call, pool)
+            else:
+                batches = loader if num_workers else prefetch(loader)
+            for batch in batches:
                 for index, message in batch["errors"]:
                     if not skip_bad:
                         raise DataError(f"{message} (Or pass skip_bad=True to skip such images.)")
@@ -405,7 +418,7 @@ def predict(
                         h, w = batch["shape"][j]
                         args = (probs[j, :, :h, :w], paths[i], batch["size"][j])
                         results.pending.append((paths[i], pool.submit(job.finish, *args)))
-                    results.drain(keep=2 * batch_size + writers)
+                    results.drain(keep=0 if in_turn else 2 * batch_size + writers)
                 bar.update(len(batch["index"]) + len(batch["errors"]))
             results.drain()
         done = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,18 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
         images = [F.pad(it["image"], p) if any(p) else it["image"] for it, p in zip(good, pads)]
         batch["image"] = torch.stack(images)
     return batch
+
+
+def pooled_batches(
+    files: ImageFiles, batch_size: int, pool: ThreadPoolExecutor
+) -> Iterator[dict[str, Any]]:
+    """Collated batches of ``files``, each batch's images read by ``pool``'s threads at once.
+
+    OpenCV decodes without holding the GIL, so the threads spread a batch over the cores.
+    """
+    for start in range(0, len(files), batch_size):
+        indices = range(start, min(start + batch_size, len(files)))
+        yield collate_images(list(pool.map(files.__getitem__, indices)))
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
