@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="training epochs (default: the demo's own)"
     )
     s.add_argument(
-        "--cars", type=int, default=4, help="synthetic cars (16 views each) for --task carvana"
+        "--cars", type=int, default=8, help="synthetic cars (16 views each) for --task carvana"
     )
     s.add_argument("--faces", type=int, default=60, help="synthetic faces for --task helen")
 

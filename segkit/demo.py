@@ -71,7 +71,7 @@ def run_demo(
     out: str | Path = "segkit-demo",
     task: str = "carvana",
     epochs: int | None = None,
-    cars: int = 4,
+    cars: int = 8,
     faces: int = 60,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary."""
