@@ -119,11 +119,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
-    script = tmp_path / "ddp.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
-    out = tmp_path / "run"
+def torchrun_two(script: Path, out: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 script out`` on CPU (gloo), one thread per process."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     cmd = [
         sys.executable,
@@ -135,7 +132,15 @@ def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
         str(script),
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
+    out = tmp_path / "run"
+    proc = torchrun_two(script, out, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["ddp"] == "DistributedDataParallel"
@@ -182,17 +187,6 @@ except DataError as exc:
 def test_a_rank_without_validation_data_stops_every_rank(tmp_path):
     script = tmp_path / "empty_val.py"
     script.write_text(textwrap.dedent(EMPTY_VAL_SCRIPT.format(tests=str(TESTS))))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(script),
-        str(tmp_path / "run"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    proc = torchrun_two(script, tmp_path / "run", timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("REFUSED The validation loader yields no batches") == 2

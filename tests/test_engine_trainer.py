@@ -87,32 +87,6 @@ def test_binary_model_reports_soft_dice_and_f1(tmp_path):
     assert metrics["val_soft_dice"] == pytest.approx(float(dice.mean()), rel=1e-5)
 
 
-def _one_step_weights(tmp_path, accumulate: int, batch_size: int) -> list[torch.Tensor]:
-    model = tiny_net(3)
-    trainer = make_trainer(
-        tmp_path,
-        model=model,
-        n_train=4,
-        batch_size=batch_size,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
-        shuffle=False,
-        epochs=1,
-        accumulate=accumulate,
-    )
-    trainer.fit()
-    assert trainer.step == 1
-    return [p.detach().clone() for p in model.parameters()]
-
-
-def test_accumulating_two_batches_equals_one_double_batch(tmp_path):
-    accumulated = _one_step_weights(tmp_path / "a", accumulate=2, batch_size=2)
-    single = _one_step_weights(tmp_path / "b", accumulate=1, batch_size=4)
-    start = list(tiny_net(3).parameters())
-    assert not torch.allclose(accumulated[0], start[0])
-    for a, b in zip(accumulated, single):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
 def _sgd_weights(out, n_train: int, batch_size: int, accumulate: int, steps: int) -> list:
     model = tiny_net(3)
     trainer = make_trainer(
@@ -128,6 +102,15 @@ def _sgd_weights(out, n_train: int, batch_size: int, accumulate: int, steps: int
     trainer.fit()
     assert trainer.step == steps
     return [p.detach().clone() for p in model.parameters()]
+
+
+def test_accumulating_two_batches_equals_one_double_batch(tmp_path):
+    accumulated = _sgd_weights(tmp_path / "a", n_train=4, batch_size=2, accumulate=2, steps=1)
+    single = _sgd_weights(tmp_path / "b", n_train=4, batch_size=4, accumulate=1, steps=1)
+    start = list(tiny_net(3).parameters())
+    assert not torch.allclose(accumulated[0], start[0])
+    for a, b in zip(accumulated, single):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
