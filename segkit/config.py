@@ -41,9 +41,7 @@ class DataConfig:
     val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
     test_split: str = "test"  #: split that `segkit evaluate` scores by default
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
-    split_file: str | None = (
-        None  #: CSV of held-out ids (written if missing, reused if present; "{root_name}" is replaced by the data root's folder name)
-    )
+    split_file: str | None = None  #: CSV of held-out ids ({root_name}: the root folder name)
     image_size: int = 256  #: square side the images are resized to
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
