@@ -91,16 +91,28 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     state.setdefault("version", VERSION)
     _check_plain(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+
+    return _replace_atomically(path, write)
+
+
+def _replace_atomically(path: Path, fill: Any) -> Path:
+    """Have ``fill(tmp)`` make a temporary file beside ``path``, then rename it to ``path``.
+
+    A failure leaves ``path`` as it was and removes the temporary file.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        fill(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -117,20 +129,15 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
     Returns:
         The path written.
     """
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        if tmp.exists():
-            tmp.unlink()
+    src = Path(src)
+
+    def link(tmp: Path) -> None:
         try:
             os.link(src, tmp)
         except OSError:  # no hard links on this file system
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return dst
+
+    return _replace_atomically(Path(dst), link)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
