@@ -92,12 +92,12 @@ def run_demo(
     best = Path(result["best"])
     metrics = evaluate(best, split="val", json_out=out / "metrics.json", num_workers=0)
     _, val_set = build_datasets(cfg)  # predict on held-out images, never on training ones
-    held_out = [s.id for s in val_set.samples][:4]
+    held_out = val_set.samples[:4]
     if task == "carvana":  # the full-size originals of the prepared validation images
-        inputs = [data_root / "train" / f"{i}.jpg" for i in held_out]
+        inputs = [data_root / "train" / f"{s.id}.jpg" for s in held_out]
         rle = out / "predictions" / "submission.csv"
     else:
-        inputs = [s.image_path for s in val_set.samples][:4]
+        inputs = [s.image_path for s in held_out]
         rle = None
     pred = predict(best, inputs, out / "predictions", overlay=True, rle_csv=rle, batch_size=4)
     seconds = time.perf_counter() - start
