@@ -181,6 +181,8 @@ try:
     make_trainer(sys.argv[1], n_val=1)  # rank 1 gets no validation sample
 except DataError as exc:  # one file per rank: their printed lines would interleave
     Path(sys.argv[1] + f"-refused{{os.environ['RANK']}}.txt").write_text(str(exc))
+    if torch.distributed.is_initialized():  # else gloo may abort the process at exit
+        torch.distributed.destroy_process_group()
 """
 
 
