@@ -113,3 +113,11 @@ def test_csv_errors(tmp_path):
         read_rle_csv(tmp_path / "dup.csv")
     with pytest.raises(ValueError, match="comma"):
         write_rle_csv(tmp_path / "x.csv", {"a,b": "1 1"})
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.int64, np.float32])
+def test_dtypes_and_single_pixels(dtype):
+    for value, code in ((0, ""), (1, "1 1")):
+        assert rle_encode(np.full((1, 1), value, dtype=dtype)) == code
+    mask = np.array([[1, 1, 0], [0, 1, 1]], dtype=dtype)
+    assert rle_encode(mask) == "1 2 5 2"
