@@ -128,17 +128,40 @@ def predict_tiled(
     return out / counts
 
 
+#: one-channel probabilities are resized as 16-bit fixed point: 0..1 -> 0..PROB_SCALE
+PROB_SCALE = 65535
+
+
+def _threshold_resized(plane: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+    """``plane > threshold`` after a bilinear resize to ``size``, computed in 16-bit fixed point.
+
+    A float32 1918x1280 intermediate is 9.8 MB of memory traffic per image; 16 bits halve it
+    and OpenCV's 16-bit resize is faster (1.4 against 1.9 ms per image on 2 CPU cores, right
+    after a model call). Rounding to 1/65535 can only flip pixels whose resized probability
+    lies within about 2e-5 of the threshold (9 of 19.6 million pixels over 8 Carvana masks).
+    """
+    height, width = size
+    if not 0.0 <= threshold < 1.0:  # all or nothing; no rounding question to ask
+        return np.full(size, threshold < 0.0, dtype=np.uint8)
+    fixed = (np.clip(plane, 0.0, 1.0) * PROB_SCALE + 0.5).astype(np.uint16)
+    resized = cv2.resize(fixed, (width, height), interpolation=cv2.INTER_LINEAR)
+    return (resized > int(threshold * PROB_SCALE)).view(np.uint8)
+
+
 def probs_to_labels(
     probs: np.ndarray, size: tuple[int, int], threshold: float = 0.5, resize_back: str = "bilinear"
 ) -> np.ndarray:
     """An ``H x W`` uint8 label map at ``size`` from ``C x h x w`` probabilities.
 
     One channel is thresholded (foreground probability), several take the argmax.
-    ``resize_back="bilinear"`` resizes the probabilities first (accurate); ``"nearest"``
-    resizes the label map (pixel-centre nearest neighbour; faster for many classes). The
-    argmax runs one class plane at a time, so no full-size ``C x H x W`` array is made.
+    ``resize_back="bilinear"`` resizes the probabilities first (accurate; one channel in
+    16-bit fixed point, see :func:`_threshold_resized`); ``"nearest"`` resizes the label map
+    (pixel-centre nearest neighbour; faster for many classes). The argmax runs one class
+    plane at a time, so no full-size ``C x H x W`` array is made.
     """
     height, width = size
+    if len(probs) == 1 and resize_back == "bilinear" and probs.shape[1:] != (height, width):
+        return _threshold_resized(probs[0], size, threshold)
     labels = best = None
     for c, plane in enumerate(probs):
         if resize_back == "bilinear" and plane.shape != (height, width):

@@ -160,6 +160,21 @@ def test_probs_to_labels_matches_torch_interpolation():
     )
 
 
+def test_one_channel_fixed_point_resize_differs_only_next_to_the_threshold():
+    rng = np.random.default_rng(1)
+    plane = rng.random((1, 16, 24), dtype=np.float32)
+    size = (160, 383)
+    exact = cv2.resize(plane[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    for threshold in (0.5, 0.3, 0.999):
+        got = probs_to_labels(plane, size, threshold=threshold)
+        assert got.dtype == np.uint8 and got.shape == size
+        differ = got != (exact > threshold)
+        assert np.abs(exact[differ] - threshold).max(initial=0.0) < 3e-5
+        assert differ.mean() < 1e-3
+    assert probs_to_labels(plane, size, threshold=1.0).sum() == 0
+    assert probs_to_labels(plane, size, threshold=-0.1).all()
+
+
 def test_flip_pairs_from_helen_names_match_the_data_layer():
     assert sorted(flip_pairs_from_names(HELEN_CLASSES)) == sorted(HELEN_FLIP_PAIRS)
     assert flip_pairs_from_names(["bg", "left_eye", "right_eye", "nose"]) == [(1, 2)]
