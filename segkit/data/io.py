@@ -263,10 +263,10 @@ def write_mask(path: str | Path, mask: np.ndarray) -> None:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"write_mask({str(path)!r}): expected an HxW array, got {mask.shape}.")
-    if mask.size and (mask.min() < 0 or mask.max() > 255):
+    if mask.dtype != np.uint8 and mask.size and (mask.min() < 0 or mask.max() > 255):
         raise ValueError(
             f"write_mask({str(path)!r}): values {mask.min()}..{mask.max()} do not fit 0..255."
         )
     if Path(path).suffix.lower() != ".png":
         raise ValueError(f"write_mask({str(path)!r}): masks are written as .png (lossless).")
-    write_bytes_atomic(path, encode(path, mask.astype(np.uint8)))
+    write_bytes_atomic(path, encode(path, mask.astype(np.uint8, copy=False)))
