@@ -120,10 +120,12 @@ def main() -> None:
         epochs=(int, 2, "epochs per timed run"),
         rounds=(int, 5, "timed rounds after the warm-up (3 proved too few on a noisy machine)"),
         size=(int, 128, "square training size"),
+        workers=(str, "0,2", "segkit sides to run, as loader num_workers values"),
     )
     cars = option(args, "cars", 1)
     epochs, rounds = option(args, "epochs", 1), option(args, "rounds", 1)
     size = option(args, "size", 64)
+    workers = [int(w) for w in option(args, "workers", "0,2").split(",")]
     views = 4 if args.quick else 16
     with workdir() as tmp:
         carvana_images(tmp / "raw", cars, (3 * size, 2 * size), views=views)
@@ -155,11 +157,11 @@ def main() -> None:
             return fit
 
         def sides(n_epochs: int) -> dict[str, Any]:
-            return {
-                "segkit_w0": lambda: segkit_side(0, n_epochs),
-                "segkit_w2": lambda: segkit_side(2, n_epochs),
-                "bare": lambda: bare_loop(copy.deepcopy(initial), images, masks, n_epochs),
+            runs: dict[str, Any] = {
+                f"segkit_w{w}": (lambda w=w: segkit_side(w, n_epochs)) for w in workers
             }
+            runs["bare"] = lambda: bare_loop(copy.deepcopy(initial), images, masks, n_epochs)
+            return runs
 
         if not args.quick:
             alternate(sides(1), 1)  # warm-up: allocator, matplotlib import, first-call costs
@@ -176,7 +178,7 @@ def main() -> None:
         "rounds": rounds,
         "bare_images_per_s": bare,
     }
-    for w in (0, 2):
+    for w in workers:
         phases, outsides = extra[f"train_phase_w{w}"], extra[f"outside_batches_s_w{w}"]
         # checkpoints + history each epoch, curves once: spread over a Kaggle-sized epoch
         projected = [
@@ -193,7 +195,7 @@ def main() -> None:
                 paired, "projected", "bare"
             ),
         }
-    best = max((0, 2), key=lambda w: figures[f"num_workers_{w}"]["fit_ratio"])
+    best = max(workers, key=lambda w: figures[f"num_workers_{w}"]["fit_ratio"])
     figures["num_workers_used"] = best
     figures["fit_ratio"] = figures[f"num_workers_{best}"]["fit_ratio"]
     figures["train_phase_ratio"] = figures[f"num_workers_{best}"]["train_phase_ratio"]

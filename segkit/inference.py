@@ -6,16 +6,17 @@ smaller), resize to the training size, normalise, pad to the model's divisor, mo
 bilinear interpolation, argmax / threshold, write ``<stem>.png`` (class ids), optionally
 ``<stem>_overlay.jpg`` and a Kaggle ``img,rle_mask`` row.
 
-Images stream through a ``DataLoader`` one file per item and the post-processing runs in a
-small thread pool with a bounded queue, so memory stays flat however many images there are.
+Images stream one file per item, so memory stays flat however many images there are. On
+the CPU the phases take turns, each spread over the cores (a thread pool reads a batch, the
+model runs, the pool post-processes it): threads working beside the model would stall its
+OpenMP threads. On a GPU a thread reads the next batch while the model runs, and with
+``num_workers`` a ``DataLoader``'s processes read.
 
-Resizing back: bilinear on the probabilities is the accurate choice and cheap for a binary
-model (about 0.5 ms for 128 -> 1918x1280 plus threshold, with OpenCV, on 2 CPU cores); for
-many classes at a large size it costs more (11 classes, 256 -> 2000x1500: about 50 ms
-against about 3 ms for nearest on the label map), so ``resize_back="nearest"`` is offered.
-Measured on 2 CPU cores (smp U-Net ResNet18, 1918x1280 JPEGs, size 128, batch 8): read +
-resize + model + resize back + threshold + RLE ran at 0.82-0.86x the model alone on
-preloaded tensors; writing the 1918x1280 PNGs as well brought it to about 0.74x.
+Resizing back: bilinear on the probabilities is the accurate choice. A one-channel (binary)
+model's probabilities are resized in 16-bit fixed point, which halves the memory traffic of a
+float32 1918x1280 plane; for many classes at a large size the per-class planes cost more
+(11 classes, 256 -> 2000x1500: about 50 ms against about 3 ms for nearest on the label map),
+so ``resize_back="nearest"`` is offered. Speed against the model alone: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
