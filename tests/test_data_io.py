@@ -72,6 +72,31 @@ def test_truncated_jpeg_is_caught_with_reduced_decoding(tmp_path):
         read_image(path, cv2.IMREAD_REDUCED_COLOR_4)
 
 
+def _with_app_segment(jpeg: bytes, payload: bytes) -> bytes:
+    """``jpeg`` with an APP15 segment holding ``payload`` right after SOI (as EXIF thumbnails)."""
+    segment = b"\xff\xef" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def test_jpeg_with_data_after_the_end_marker_is_read(tmp_path):
+    data = cv2.imencode(".jpg", _rgb(64, 64))[1].tobytes()
+    plain, phone = tmp_path / "plain.jpg", tmp_path / "phone.jpg"
+    plain.write_bytes(data)
+    phone.write_bytes(data + b"TRAILER" * 1000)  # some cameras append 7 KB of metadata
+    np.testing.assert_array_equal(read_image(phone), read_image(plain))
+
+
+def test_truncated_jpeg_with_a_thumbnail_is_still_caught(tmp_path):
+    thumbnail = cv2.imencode(".jpg", _rgb(16, 16))[1].tobytes()  # ends with its own FF D9
+    data = _with_app_segment(cv2.imencode(".jpg", _rgb(256, 256))[1].tobytes(), thumbnail)
+    whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: len(data) - 200])
+    assert read_image(whole).shape == (256, 256, 3)
+    with pytest.raises(DataError, match="truncated"):
+        read_image(cut)
+
+
 def test_missing_file_is_also_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_mask(tmp_path / "nope.png")

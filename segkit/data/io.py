@@ -89,14 +89,43 @@ def _unreadable(path: str | Path, kind: str) -> DataError:
     )
 
 
+def _jpeg_scan_start(data: np.ndarray) -> int:
+    """Offset of the main image's first start-of-scan marker, found by walking the segments.
+
+    Walking (rather than searching for ``FF DA``) skips over APPn segments, which may hold a
+    whole thumbnail JPEG. Returns 2 (just after SOI) when the headers cannot be walked.
+    """
+    pos, size = 2, data.size
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return 2
+        marker = int(data[pos + 1])
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker == 0xDA:
+            return pos
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + (int(data[pos + 2]) << 8 | int(data[pos + 3]))
+    return 2
+
+
 def _check_jpeg_complete(data: np.ndarray, path: str | Path) -> None:
-    """A JPEG must end with the EOI marker (FF D9); libjpeg fills a truncated one with grey."""
-    tail = data[-1024:].tobytes()
-    if data[:2].tobytes() == _JPEG_MAGIC and b"\xff\xd9" not in tail:
-        raise DataError(
-            f"JPEG file {str(path)!r} is truncated (no end-of-image marker). "
-            "Re-copy or re-download it, or remove it from the data set."
-        )
+    """A JPEG's compressed data must end with the EOI marker (FF D9); libjpeg fills a truncated
+    one with grey. Bytes after EOI (phone cameras append metadata there) are allowed, and an EOI
+    inside an embedded thumbnail does not count.
+    """
+    if data[:2].tobytes() != _JPEG_MAGIC:
+        return
+    scan = _jpeg_scan_start(data)
+    tail = max(scan, data.size - 1024)  # the usual case: EOI within the last kilobyte
+    if b"\xff\xd9" in data[tail:].tobytes() or b"\xff\xd9" in data[scan:].tobytes():
+        return
+    raise DataError(
+        f"JPEG file {str(path)!r} is truncated (no end-of-image marker). "
+        "Re-copy or re-download it, or remove it from the data set."
+    )
 
 
 def decode_image(data: np.ndarray, path: str | Path, flag: int = cv2.IMREAD_COLOR) -> np.ndarray:
