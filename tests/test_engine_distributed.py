@@ -195,3 +195,47 @@ def test_a_rank_without_validation_data_stops_every_rank(tmp_path):
     for rank in (0, 1):
         refused = (tmp_path / f"run-refused{rank}.txt").read_text()
         assert refused.startswith("The validation loader yields no batches"), refused
+
+
+NAN_SCRIPT = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import torch
+from torch import nn
+torch.set_num_threads(1)
+from segkit.errors import TrainingError
+from test_engine_utils import make_trainer
+
+RANK = int(os.environ["RANK"])
+
+
+class NanOnRankOne(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, logits, target):
+        loss = nn.functional.cross_entropy(logits, target)
+        self.calls += torch.is_grad_enabled()
+        return loss * float("nan") if RANK == 1 and self.calls == 2 else loss
+
+
+trainer = make_trainer(sys.argv[1], epochs=2, n_train=8, loss=NanOnRankOne())
+try:
+    trainer.fit()
+except TrainingError as exc:
+    Path(sys.argv[1] + f"-stopped{{RANK}}.txt").write_text(str(exc))
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path):
+    script = tmp_path / "nan.py"
+    script.write_text(textwrap.dedent(NAN_SCRIPT.format(tests=str(TESTS))))
+    proc = torchrun_two(script, tmp_path / "run", timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stopped = [(tmp_path / f"run-stopped{rank}.txt").read_text() for rank in (0, 1)]
+    assert stopped[0].startswith("Another rank's loss is not finite at epoch 1, step 2 of 2")
+    assert stopped[1].startswith("The loss is nan at epoch 1, step 2 of 2")

@@ -236,6 +236,23 @@ class Trainer:
             set_rng_state(self.pending_rng)
             self.pending_rng = None
 
+    def _not_finite_message(self, value: float, n: int) -> str:
+        where = f"epoch {self.epoch + 1}, step {n} of {self.n_batches}"
+        what = (
+            f"The loss is {value}"
+            if not math.isfinite(value)
+            else "Another rank's loss is not finite"
+        )
+        kept = (
+            f"best.pt and last.pt in {self.out_dir} are from the last completed epoch"
+            if (self.out_dir / "last.pt").is_file()
+            else "no checkpoint had been written yet"
+        )
+        return (
+            f"{what} at {where} (optimizer step {self.step}). Training stopped; {kept}. Lower the "
+            "learning rate, set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
+        )
+
     def run_step(self, batch: Any) -> None:
         """Forward and backward one batch; step the optimizer every ``accumulate`` batches."""
         images, masks = unpack_batch(batch)
@@ -248,17 +265,10 @@ class Trainer:
             with self._autocast:
                 loss = self.loss_fn(self.net(images), masks)
             value = loss.item()
-            if not math.isfinite(value):
-                kept = (
-                    f"best.pt and last.pt in {self.out_dir} are from the last completed epoch"
-                    if (self.out_dir / "last.pt").is_file()
-                    else "no checkpoint had been written yet"
-                )
-                raise TrainingError(
-                    f"The loss is {value} at epoch {self.epoch + 1}, step {n} of {self.n_batches} "
-                    f"(optimizer step {self.step}). Training stopped; {kept}. Lower the learning "
-                    "rate, set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
-                )
+            # decided together: a rank that stopped alone would leave the others waiting
+            # for it in the next gradient all-reduce
+            if D.any_rank(not math.isfinite(value), self.dist):
+                raise TrainingError(self._not_finite_message(value, n))
             group = self._group_size(n)
             if group > 1:
                 loss = loss / group
