@@ -135,13 +135,18 @@ def torchrun_two(script: Path, out: Path, timeout: int) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def run_two_ranks(tmp_path: Path, template: str, timeout: int) -> Path:
+    """Fill ``template`` in, run it on two gloo ranks, check both exited cleanly; the out path."""
+    script, out = tmp_path / "script.py", tmp_path / "run"
+    script.write_text(textwrap.dedent(template.format(tests=str(TESTS))))
+    proc = torchrun_two(script, out, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
 def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
-    script = tmp_path / "ddp.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
-    out = tmp_path / "run"
-    proc = torchrun_two(script, out, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = run_two_ranks(tmp_path, SCRIPT, timeout=240)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["ddp"] == "DistributedDataParallel"
     assert ranks[0]["batches"] == 2  # 8 samples / 2 ranks / batch 2
@@ -188,10 +193,7 @@ except DataError as exc:  # one file per rank: their printed lines would interle
 
 @pytest.mark.slow
 def test_a_rank_without_validation_data_stops_every_rank(tmp_path):
-    script = tmp_path / "empty_val.py"
-    script.write_text(textwrap.dedent(EMPTY_VAL_SCRIPT.format(tests=str(TESTS))))
-    proc = torchrun_two(script, tmp_path / "run", timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_ranks(tmp_path, EMPTY_VAL_SCRIPT, timeout=120)
     for rank in (0, 1):
         refused = (tmp_path / f"run-refused{rank}.txt").read_text()
         assert refused.startswith("The validation loader yields no batches"), refused
@@ -232,10 +234,7 @@ torch.distributed.destroy_process_group()
 
 @pytest.mark.slow
 def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path):
-    script = tmp_path / "nan.py"
-    script.write_text(textwrap.dedent(NAN_SCRIPT.format(tests=str(TESTS))))
-    proc = torchrun_two(script, tmp_path / "run", timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_ranks(tmp_path, NAN_SCRIPT, timeout=120)
     stopped = [(tmp_path / f"run-stopped{rank}.txt").read_text() for rank in (0, 1)]
     assert stopped[0].startswith("Another rank's loss is not finite at epoch 1, step 2 of 2")
     assert stopped[1].startswith("The loss is nan at epoch 1, step 2 of 2")
