@@ -12,20 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segkit.data.io import IMAGE_EXTENSIONS, image_size, list_files, read_image
+from segkit.data.io import IMAGE_EXTENSIONS, list_files, read_resized
 from segkit.errors import DataError
-
-#: JPEG decode scale factors, largest first
-_REDUCED = {
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-}
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -76,21 +68,14 @@ def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, 
 def read_for_model(path: str | Path, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original size.
 
-    When the image is at least twice as large as ``size`` the JPEG is decoded at 1/2, 1/4
-    or 1/8 scale (much faster) before an area resize. EXIF orientation is ignored, so the
-    label map lines up with the stored pixel grid.
+    A JPEG at least twice as large as ``size`` is decoded at 1/2, 1/4 or 1/8 scale (much
+    faster) before an area resize (:func:`segkit.data.io.read_resized`). EXIF orientation is
+    ignored, so the label map lines up with the stored pixel grid.
 
     Raises:
         DataError: the file is missing, not an image, corrupt or truncated (names the file).
     """
-    width, height = image_size(path)
-    flag = cv2.IMREAD_COLOR
-    if size is not None:
-        flag = next((f for k, f in _REDUCED.items() if min(height, width) >= k * size), flag)
-    image = read_image(path, flag | cv2.IMREAD_IGNORE_ORIENTATION)
-    if size is not None and image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image, (height, width)
+    return read_resized(path, size)
 
 
 class ImageFiles(torch.utils.data.Dataset):

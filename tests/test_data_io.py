@@ -7,8 +7,10 @@ from PIL import Image
 
 from segkit.data.io import (
     DataNotFoundError,
+    image_size,
     read_image,
     read_mask,
+    read_resized,
     require_dir,
     write_image,
     write_mask,
@@ -198,3 +200,41 @@ def test_exif_orientation_is_ignored(tmp_path):
     assert Image.open(tmp_path / "rotated.jpg").getexif()[0x0112] == 6
     assert read_image(tmp_path / "rotated.jpg").shape == (16, 40, 3)
     assert read_image(tmp_path / "rotated.jpg", cv2.IMREAD_REDUCED_COLOR_2).shape == (8, 20, 3)
+
+
+def test_image_size_reads_headers_beyond_pillows_decoding_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # as if 64x64 were a 179 Mpx image
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), _rgb(48, 64))
+    assert image_size(path) == (64, 48)
+    assert Image.MAX_IMAGE_PIXELS == 100  # the limit is back for everyone else
+
+
+def test_mask_beyond_pillows_limit_says_how_to_read_it(tmp_path, monkeypatch):
+    path = tmp_path / "big.gif"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).convert("P").save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(DataError, match=r"big.gif.*too large.*MAX_IMAGE_PIXELS"):
+        read_mask(path)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_read_resized_decodes_jpeg_reduced_with_header_size(tmp_path, progressive):
+    image = cv2.GaussianBlur(_rgb(300, 410), (9, 9), 3)
+    path = tmp_path / "a.jpg"
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    small, original = read_resized(path, 64)
+    assert small.shape == (64, 64, 3) and original == (300, 410)
+    full = cv2.resize(read_image(path), (64, 64), interpolation=cv2.INTER_AREA)
+    assert 0 < np.abs(small.astype(int) - full).mean() < 2.0  # reduced, yet close
+    assert read_resized(path, 64, decode="full")[0].tolist() == full.tolist()
+    as_is, original = read_resized(path, None)
+    assert as_is.shape == (300, 410, 3) and original == (300, 410)
+
+
+def test_read_resized_decodes_other_formats_in_full(tmp_path):
+    path = tmp_path / "a.png"  # OpenCV's reduced modes would drop pixels here (aliasing)
+    cv2.imwrite(str(path), _rgb(300, 410))
+    small, original = read_resized(path, 64)
+    full = cv2.resize(read_image(path), (64, 64), interpolation=cv2.INTER_AREA)
+    assert original == (300, 410) and small.tolist() == full.tolist()

@@ -8,14 +8,21 @@ from segkit.data.base import Sample, SegmentationDataset
 from segkit.data.carvana import (
     CARVANA_CLASSES,
     CarvanaDataset,
-    decode_strategy,
     parse_carvana_id,
     prepare_carvana,
     split_by_car,
 )
 from segkit.data.folder import FolderDataset
 from segkit.data.helen import HELEN_CLASSES, HELEN_FLIP_PAIRS, HelenDataset, prepare_helen
-from segkit.data.io import DataNotFoundError, read_image, read_mask, write_image, write_mask
+from segkit.data.io import (
+    DataNotFoundError,
+    decode_strategy,
+    read_image,
+    read_mask,
+    read_resized,
+    write_image,
+    write_mask,
+)
 from segkit.data.registry import build_dataset, list_datasets, register_dataset
 from segkit.data.rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
 from segkit.data.synth import synth_carvana, synth_helen
@@ -42,6 +49,7 @@ __all__ = [
     "build_dataset",
     "build_transforms",
     "decode_strategy",
+    "read_resized",
     "list_datasets",
     "parse_carvana_id",
     "prepare_carvana",

@@ -25,12 +25,14 @@ from segkit.data.io import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     DataNotFoundError,
+    decode_strategy,
     image_size,
     list_files,
     map_255_to_1,
     name_some,
     read_image,
     read_mask,
+    read_resized,
     require_dir,
     write_bytes_atomic,
     write_image,
@@ -228,38 +230,9 @@ class CarvanaDataset(SegmentationDataset):
 
 # --- preparation: GIF -> PNG, resize to a square, with a thread pool -------------------------
 
-DECODE_MODES = ("reduced", "full")
-_REDUCED_FLAGS = {
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-}
-
-
-def decode_strategy(decode: str, width: int, height: int, size: int) -> int:
-    """The ``cv2.imread`` flag used to decode a ``width x height`` image bound for ``size``.
-
-    ``"full"`` decodes every pixel (``IMREAD_COLOR``). ``"reduced"`` lets libjpeg scale the
-    DCT by the largest factor 8, 4 or 2 whose output (``ceil(w / f) x ceil(h / f)``) is still
-    at least ``size`` on both sides, so INTER_AREA still only shrinks; else a full decode.
-
-    Raises:
-        ValueError: ``decode`` is not "reduced" or "full".
-    """
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}.")
-    if decode == "reduced":
-        for factor, flag in _REDUCED_FLAGS.items():
-            if min(-(-width // factor), -(-height // factor)) >= size:
-                return flag
-    return cv2.IMREAD_COLOR
-
-
 def load_resized(path: str | Path, size: int, decode: str = "reduced") -> np.ndarray:
     """Read an image and resize it to ``size x size`` (INTER_AREA), as HxWx3 uint8 RGB."""
-    width, height = image_size(path)
-    image = read_image(path, decode_strategy(decode, width, height, size))
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return read_resized(path, size, decode)[0]
 
 
 def _is_prepared(path: Path, size: int) -> bool:

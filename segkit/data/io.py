@@ -7,6 +7,7 @@ Pillow decodes GIF and palette PNG masks, where the palette decides what a pixel
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".gif", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 
 _JPEG_MAGIC = b"\xff\xd8"
+_PILLOW_LIMIT = threading.Lock()
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -89,26 +91,34 @@ def _unreadable(path: str | Path, kind: str) -> DataError:
     )
 
 
-def _jpeg_scan_start(data: np.ndarray) -> int:
-    """Offset of the main image's first start-of-scan marker, found by walking the segments.
+#: start-of-frame markers (FF C0..CF except DHT C4, JPG C8 and DAC CC): they carry the size
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
-    Walking (rather than searching for ``FF DA``) skips over APPn segments, which may hold a
-    whole thumbnail JPEG. Returns 2 (just after SOI) when the headers cannot be walked.
+
+def _jpeg_header(data: np.ndarray) -> tuple[int, tuple[int, int] | None]:
+    """The offset of a JPEG's first start-of-scan marker and its ``(width, height)``.
+
+    Walks the marker segments from SOI. Walking (rather than searching for ``FF DA``) skips over
+    APPn segments, which may hold a whole thumbnail JPEG. Headers that cannot be walked give
+    ``(2, None)``: the scan is then searched from just after SOI.
     """
-    pos, size = 2, data.size
+    pos, size, dims = 2, data.size, None
     while pos + 4 <= size:
         if data[pos] != 0xFF:
-            return 2
+            break
         marker = int(data[pos + 1])
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
         elif marker == 0xDA:
-            return pos
+            return pos, dims
         elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             pos += 2
         else:
+            if marker in _SOF_MARKERS and pos + 9 <= size:
+                height = int(data[pos + 5]) << 8 | int(data[pos + 6])
+                dims = (int(data[pos + 7]) << 8 | int(data[pos + 8]), height)
             pos += 2 + (int(data[pos + 2]) << 8 | int(data[pos + 3]))
-    return 2
+    return 2, None
 
 
 def _check_jpeg_complete(data: np.ndarray, path: str | Path) -> None:
@@ -118,7 +128,7 @@ def _check_jpeg_complete(data: np.ndarray, path: str | Path) -> None:
     """
     if data[:2].tobytes() != _JPEG_MAGIC:
         return
-    scan = _jpeg_scan_start(data)
+    scan, _ = _jpeg_header(data)
     tail = max(scan, data.size - 1024)  # the usual case: EOI within the last kilobyte
     if b"\xff\xd9" in data[tail:].tobytes() or b"\xff\xd9" in data[scan:].tobytes():
         return
@@ -156,14 +166,78 @@ def read_image(path: str | Path, flag: int = cv2.IMREAD_COLOR) -> np.ndarray:
     return decode_image(_read_bytes(path), path, flag)
 
 
+DECODE_MODES = ("reduced", "full")
+_REDUCED_FLAGS = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+}
+
+
+def decode_strategy(decode: str, width: int, height: int, size: int) -> int:
+    """The ``cv2.imread`` flag used to decode a ``width x height`` JPEG bound for ``size``.
+
+    ``"full"`` decodes every pixel (``IMREAD_COLOR``). ``"reduced"`` lets libjpeg scale the
+    DCT by the largest factor 8, 4 or 2 whose output (``ceil(w / f) x ceil(h / f)``) is still
+    at least ``size`` on both sides, so INTER_AREA still only shrinks; else a full decode.
+
+    Raises:
+        ValueError: ``decode`` is not "reduced" or "full".
+    """
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}.")
+    if decode == "reduced":
+        for factor, flag in _REDUCED_FLAGS.items():
+            if min(-(-width // factor), -(-height // factor)) >= size:
+                return flag
+    return cv2.IMREAD_COLOR
+
+
+def read_resized(
+    path: str | Path, size: int | None, decode: str = "reduced"
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """An RGB image resized to ``size`` x ``size`` (INTER_AREA; ``None``: as stored) and its
+    original ``(height, width)``.
+
+    A JPEG much larger than ``size`` is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
+    (:func:`decode_strategy`), which is much faster; other formats are decoded in full, since
+    OpenCV's reduced modes would only drop pixels there (aliasing). The size comes from the
+    JPEG header, so no second reader opens the file.
+
+    Raises:
+        DataError: the file is missing, not an image, corrupt or truncated (names the file).
+    """
+    data = _read_bytes(path)
+    flag, dims = cv2.IMREAD_COLOR, None
+    if size is not None and data[:2].tobytes() == _JPEG_MAGIC:
+        _, dims = _jpeg_header(data)
+        if dims is not None:
+            flag = decode_strategy(decode, dims[0], dims[1], size)
+    image = decode_image(data, path, flag)
+    original = (dims[1], dims[0]) if dims is not None else image.shape[:2]
+    if size is not None and image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image, original
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image from its header, without decoding the pixels."""
+    """``(width, height)`` of an image from its header, without decoding the pixels.
+
+    Any size is accepted: Pillow's decompression-bomb limit (179 Mpx) guards decoding, and
+    nothing is decoded here.
+    """
     try:
-        with Image.open(path) as im:
+        with _PILLOW_LIMIT:  # one thread at a time lifts and restores the global limit
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+        with im:
             return im.size
     except FileNotFoundError:
         raise DataNotFoundError(f"File {str(path)!r} does not exist.") from None
-    except OSError:
+    except (OSError, ValueError, SyntaxError):
         raise _unreadable(path, "image") from None
 
 
@@ -197,6 +271,11 @@ def _read_with_pillow(path: str | Path) -> np.ndarray:
             if im.mode in ("L", "1", "I;16", "I"):
                 return np.asarray(im.convert("L") if im.mode == "1" else im)
             return np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"Mask {str(path)!r} is too large for Pillow ({exc}). If the file is trusted, set "
+            "PIL.Image.MAX_IMAGE_PIXELS = None before reading it, or save it as a greyscale PNG."
+        ) from None
     except OSError:
         raise _unreadable(path, "mask") from None
 
