@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from segkit.data.io import (
 from segkit.errors import DataError
 from segkit.inference_io import (
     ImageFiles,
+    close_batches,
     collate_images,
     find_images,
     flip_pairs_from_names,
@@ -305,6 +306,36 @@ class _Outputs:
                 self._tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class _Stream:
+    """Runs the model over each batch and hands every image to the writer pool."""
+
+    job: _Job
+    model: torch.nn.Module
+    paths: list[Path]
+    pool: ThreadPoolExecutor
+    results: _Outputs
+    skip_bad: bool
+    mean_std: tuple[Sequence[float], Sequence[float]]
+    skipped: list[str] = field(default_factory=list)
+
+    def run(self, batch: dict[str, Any]) -> None:
+        """Predict one collated batch (its same-shape groups) and queue the outputs."""
+        for index, message in batch["errors"]:
+            if not self.skip_bad:
+                raise DataError(f"{message} (Or pass skip_bad=True to skip such images.)")
+            logger.warning("skipped %s", message)
+            self.skipped.append(str(self.paths[index]))
+        device = next(self.model.parameters()).device
+        for positions, images in batch["groups"]:
+            x = normalize(images.to(device, non_blocking=True), *self.mean_std)
+            probs = self.job.probs(self.model, x)
+            for j, p in enumerate(positions):
+                path = self.paths[batch["index"][p]]
+                future = self.pool.submit(self.job.finish, probs[j], path, batch["size"][p])
+                self.results.pending.append((path, future))
+
+
 def predict(
     checkpoint_or_model: str | Path | torch.nn.Module,
     inputs: str | Path | Sequence[str | Path],
@@ -361,6 +392,8 @@ def predict(
         raise ValueError(f"batch_size and writers must be >= 1, got {batch_size} and {writers}.")
     if tta not in (None, "flip"):
         raise ValueError(f"Unknown tta {tta!r}; use 'flip' or leave it out.")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}.")
     if resize_back not in ("bilinear", "nearest"):
         raise ValueError(f"Unknown resize_back {resize_back!r}; use 'bilinear' or 'nearest'.")
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -380,6 +413,10 @@ def predict(
         size = train_size
     if flip_pairs is None:
         flip_pairs = flip_pairs_from_names(spec.class_names)
+    if tta == "flip":
+        names = spec.class_names or [str(c) for c in range(spec.classes)]
+        swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in flip_pairs) or "none"
+        logger.info("flip TTA swaps these classes back after mirroring: %s", swapped)
     out_dir = Path(out_dir)
     _check_outputs(paths, out_dir, overlay)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -419,37 +456,29 @@ def predict(
 
     was_training, done = model.training, False
     model.eval()
-    skipped: list[str] = []
     results = _Outputs(rle_csv, out_dir, save_masks)
     start = time.perf_counter()
     bar = tqdm(total=len(paths), disable=not progress, unit="img")
+    batches: Any = None
     try:
         with ThreadPoolExecutor(writers) as pool, torch.inference_mode():
             if in_turn:
                 batches = pooled_batches(files, per_call, pool)
             else:
-                batches = loader if num_workers else prefetch(loader)
+                batches = iter(loader) if num_workers else prefetch(loader)
+            stream = _Stream(job, model, paths, pool, results, skip_bad, (mean, std))
             for batch in batches:
-                for index, message in batch["errors"]:
-                    if not skip_bad:
-                        raise DataError(f"{message} (Or pass skip_bad=True to skip such images.)")
-                    logger.warning("skipped %s", message)
-                    skipped.append(str(paths[index]))
-                if batch["image"] is not None:
-                    x = normalize(batch["image"].to(dev, non_blocking=True), mean, std)
-                    probs = job.probs(model, x)
-                    for j, i in enumerate(batch["index"]):
-                        h, w = batch["shape"][j]
-                        args = (probs[j, :, :h, :w], paths[i], batch["size"][j])
-                        results.pending.append((paths[i], pool.submit(job.finish, *args)))
-                    results.drain(keep=0 if in_turn else 2 * batch_size + writers)
+                stream.run(batch)
+                results.drain(keep=0 if in_turn else 2 * batch_size + writers)
                 bar.update(len(batch["index"]) + len(batch["errors"]))
             results.drain()
         done = True
     finally:
+        close_batches(batches)
         bar.close()
         results.close(complete=done)
         model.train(was_training)
+    skipped = stream.skipped
     seconds = time.perf_counter() - start
     if skipped:
         logger.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped))

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segkit.data.io import IMAGE_EXTENSIONS, list_files, read_resized
 from segkit.errors import DataError
@@ -22,6 +21,8 @@ from segkit.errors import DataError
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     """The image files named by ``inputs`` (files, or folders searched non-recursively), sorted.
+
+    A file named twice (directly and through its folder, say) is kept once, where first named.
 
     Raises:
         FileNotFoundError: an input does not exist.
@@ -44,13 +45,18 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
             raise FileNotFoundError(
                 f"Input {str(path)!r} does not exist. Pass image files or folders of images."
             )
-    return found
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
     """Class index pairs that swap under a horizontal flip, found from left/right names.
 
-    ``lb``/``rb`` and ``le``/``re`` (Helen), ``left_eye``/``right_eye`` and the like pair up.
+    Prefixes and suffixes both count: ``lb``/``rb`` and ``le``/``re`` (Helen),
+    ``left_eye``/``right_eye``, ``Left Lung``/``Right Lung``, ``lung_left``/``lung_right``,
+    ``eye_l``/``eye_r``. Names are compared without case.
     """
     if not class_names:
         return []
@@ -58,9 +64,14 @@ def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, 
     pairs = []
     for name, i in index.items():
         for left, right in (("left", "right"), ("l", "r")):
-            partner = right + name[len(left) :]
-            if name.startswith(left) and len(name) > len(left) and partner in index:
-                pairs.append((i, index[partner]))
+            partners = []
+            if name.startswith(left) and len(name) > len(left):
+                partners.append(right + name[len(left) :])
+            if name.endswith(left) and len(name) > len(left):
+                partners.append(name[: -len(left)] + right)
+            found = [index[p] for p in partners if p in index]
+            if found:
+                pairs.append((i, found[0]))
                 break
     return pairs
 
@@ -103,18 +114,22 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack readable images (zero-padded to a common size) and list the unreadable ones."""
+    """Group readable images by shape into stacks and list the unreadable ones.
+
+    ``groups`` holds ``(positions, N x H x W x 3 tensor)`` pairs, ``positions`` pointing into
+    ``index`` and ``size``. Images of different shapes (``size=None``) are never padded to a
+    common shape, so an image's prediction does not depend on the others in its batch.
+    """
     good = [it for it in items if "error" not in it]
-    shapes = [tuple(it["image"].shape[:2]) for it in good]
-    batch: dict[str, Any] = {"index": [it["index"] for it in good], "shape": shapes, "image": None}
-    batch["size"] = [it["size"] for it in good]
-    batch["errors"] = [(it["index"], it["error"]) for it in items if "error" in it]
-    if good:
-        h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
-        pads = [(0, 0, 0, w - s[1], 0, h - s[0]) for s in shapes]
-        images = [F.pad(it["image"], p) if any(p) else it["image"] for it, p in zip(good, pads)]
-        batch["image"] = torch.stack(images)
-    return batch
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for position, item in enumerate(good):
+        shapes.setdefault(tuple(item["image"].shape), []).append(position)
+    return {
+        "index": [it["index"] for it in good],
+        "size": [it["size"] for it in good],
+        "groups": [(pos, torch.stack([good[p]["image"] for p in pos])) for pos in shapes.values()],
+        "errors": [(it["index"], it["error"]) for it in items if "error" in it],
+    }
 
 
 def pooled_batches(
@@ -127,6 +142,18 @@ def pooled_batches(
     for start in range(0, len(files), batch_size):
         indices = range(start, min(start + batch_size, len(files)))
         yield collate_images(list(pool.map(files.__getitem__, indices)))
+
+
+def close_batches(batches: Any) -> None:
+    """Stop what produces ``batches`` now, also after an error: a generator (and the thread
+    behind :func:`prefetch`), or a ``DataLoader`` iterator's worker processes.
+    """
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
+import threading
 from pathlib import Path
 
 import cv2
@@ -179,6 +181,9 @@ def test_flip_pairs_from_helen_names_match_the_data_layer():
     assert sorted(flip_pairs_from_names(HELEN_CLASSES)) == sorted(HELEN_FLIP_PAIRS)
     assert flip_pairs_from_names(["bg", "left_eye", "right_eye", "nose"]) == [(1, 2)]
     assert flip_pairs_from_names(["background", "car"]) == []
+    assert flip_pairs_from_names(["bg", "Left Lung", "Right Lung"]) == [(1, 2)]
+    assert flip_pairs_from_names(["bg", "lung_left", "lung_right", "heart"]) == [(1, 2)]
+    assert flip_pairs_from_names(["eye_r", "eye_l", "nose", "wheel"]) == [(1, 0)]
 
 
 def test_flip_tta_averages_the_mirrored_prediction_with_classes_swapped_back():
@@ -248,12 +253,35 @@ def test_predict_tiled_end_to_end_at_native_resolution(tmp_path, monkeypatch):
     assert read_mask(tmp_path / "out" / "img0.png").shape == (80, 96)
 
 
+def _box_model() -> SegmentationModel:
+    """Foreground where the 15x15 mean brightness exceeds half: edges depend on the padding."""
+    spec = ModelSpec(arch="unet", encoder=None, classes=1, divisor=16, task="binary")
+    spec.mean, spec.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    conv = torch.nn.Conv2d(3, 1, 15, padding=7, padding_mode="replicate")
+    with torch.no_grad():
+        conv.weight.fill_(100.0 / (3 * 15 * 15))
+        conv.bias.fill_(-50.0)
+    return SegmentationModel(conv, spec).eval()
+
+
 def test_native_size_batches_mixed_sizes(tmp_path):
     a = _write_images(tmp_path / "a", 1, (40, 56))[0]
     b = _write_images(tmp_path / "b", 1, (24, 30), ext=".png", stem="other")[0]
     predict(_pointwise_model(), [a, b], tmp_path / "out", batch_size=2)
     assert read_mask(tmp_path / "out" / "img0.png").shape == (40, 56)
     assert read_mask(tmp_path / "out" / "other0.png").shape == (24, 30)
+
+
+def test_an_image_predicts_the_same_whatever_shares_its_batch(tmp_path):
+    white, black = tmp_path / "in" / "white.png", tmp_path / "in" / "black.png"
+    white.parent.mkdir()
+    cv2.imwrite(str(white), np.full((40, 40, 3), 255, np.uint8))
+    cv2.imwrite(str(black), np.zeros((64, 64, 3), np.uint8))
+    for batch_size in (1, 2):
+        predict(_box_model(), [white, black], tmp_path / f"out{batch_size}", batch_size=batch_size)
+    alone, batched = (read_mask(tmp_path / f"out{b}" / "white.png") for b in (1, 2))
+    assert alone.all()  # reflect padding: white all the way to the edges
+    np.testing.assert_array_equal(batched, alone)  # not padded with the black image's zeros
 
 
 def test_smp_unet_binary_prediction(tmp_path):
@@ -352,8 +380,10 @@ def test_unreadable_image_fails_naming_the_file(tmp_path, workers):
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 this is no jpeg")
     # start OpenCV's thread pool here first: forked loader workers must not hang on it
     cv2.resize(np.zeros((600, 600), np.float32), (1200, 1200))
-    with pytest.raises(DataError, match="broken.jpg"):
+    with pytest.raises(DataError, match="broken.jpg") as failure:
         predict(_binary_model(), [tmp_path / "in"], tmp_path / "out", size=32, num_workers=workers)
+    # the error (and its traceback, as a notebook keeps it) holds no reader still running
+    assert failure.value is not None and not multiprocessing.active_children()
 
 
 def test_truncated_jpeg_is_skipped_with_skip_bad(tmp_path, caplog):
@@ -409,6 +439,14 @@ def test_bad_arguments(tmp_path):
         predict(torch.nn.Conv2d(3, 1, 1), [tmp_path / "in"], tmp_path / "out")
     with pytest.raises(ValueError, match="No inputs"):
         predict(_binary_model(), [], tmp_path / "out")
+    with pytest.raises(ValueError, match="size must be a positive number of pixels, got 0"):
+        predict(_binary_model(), [tmp_path / "in"], tmp_path / "out", size=0)
+
+
+def test_a_file_named_twice_is_predicted_once(tmp_path):
+    first = _write_images(tmp_path / "in", 2)[0]
+    result = predict(_binary_model(), [tmp_path / "in", first], tmp_path / "out", size=32)
+    assert result["count"] == 2 and len(result["outputs"]) == 2
 
 
 CARVANA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carvana_real5"
@@ -469,3 +507,19 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
     stream.close()
     assert not any(t.name == "segkit-prefetch" for t in threading.enumerate())
     assert len(read) <= 3  # read ahead by depth, not to the end
+
+
+def test_close_batches_stops_the_prefetch_thread_after_an_error():
+    from segkit.inference_io import close_batches, prefetch
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "segkit-prefetch"]
+
+    batches = prefetch(iter(range(100)))
+    with pytest.raises(RuntimeError):
+        for _ in batches:
+            raise RuntimeError("the model failed")
+    assert readers()  # the suspended generator still holds its reader thread
+    close_batches(batches)
+    assert not readers()
+    close_batches(iter([]))  # anything without close() / workers is left alone
