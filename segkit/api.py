@@ -202,8 +202,14 @@ def build_experiment(cfg: Config) -> Experiment:
     )
 
 
-def train(cfg: Config, resume: str | Path | bool | None = None) -> dict[str, Any]:
-    """Train as the config says; returns the Trainer's summary (best value, paths)."""
+def train(
+    cfg: Config, resume: str | Path | bool | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Train as the config says; returns the Trainer's summary (best value, paths).
+
+    ``resume`` continues a run (True: ``last.pt`` of ``train.out_dir``); ``overwrite`` replaces
+    an earlier run in ``train.out_dir``, which is refused otherwise.
+    """
     from segkit.engine import Trainer, make_loader
 
     exp = build_experiment(cfg)
@@ -231,7 +237,7 @@ def train(cfg: Config, resume: str | Path | bool | None = None) -> dict[str, Any
         groups=exp.groups,
         full_config=to_dict(cfg),
     )
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, overwrite=overwrite)
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:

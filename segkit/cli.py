@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from segkit.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     best = result.get("best_value")
     if best is not None:
         print(
@@ -234,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="continue from last.pt of the run folder (or from the given checkpoint)",
+    )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds an earlier run, replacing its files",
     )
 
     s = sub.add_parser("evaluate", help="score a checkpoint on a split")

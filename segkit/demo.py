@@ -88,7 +88,7 @@ def run_demo(
     print(
         f"[demo] training smp U-Net ResNet18 for {cfg.train.epochs} epochs (config: {out / 'demo-config.yaml'})"
     )
-    result = train(cfg)
+    result = train(cfg, overwrite=True)  # the demo's own run folder: re-runnable
     best = Path(result["best"])
     metrics = evaluate(best, split="val", json_out=out / "metrics.json", num_workers=0)
     _, val_set = build_datasets(cfg)  # predict on held-out images, never on training ones

@@ -329,3 +329,12 @@ def test_train_ctrl_c_exits_130_with_resume_hint_then_resumes(carvana_raw, tmp_p
     assert code == 0
     rows = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == epochs_done + 1
+    # the same command without --resume must not replace that run...
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert main(["train", str(cfg), "train.epochs=1"]) == 2
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert after == before
+    # ...unless asked to
+    assert main(["train", str(cfg), "train.epochs=1", "--overwrite"]) == 0
+    rows = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
+    assert len(rows) - 1 == 1

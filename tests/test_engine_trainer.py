@@ -492,3 +492,15 @@ def test_fit_stops_persistent_loader_workers(tmp_path):
     result = trainer.fit()  # a later fit() starts new workers
     assert result["status"] == "completed" and result["epochs"] == 2
     assert [int(r["epoch"]) for r in read_history(tmp_path / "history.csv")] == [1, 2]
+
+
+def test_an_earlier_run_is_kept_unless_resumed_or_overwritten(tmp_path):
+    first = make_trainer(tmp_path, epochs=1)
+    first.fit()
+    first.fit()  # the same Trainer goes on with its own run
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds last.pt, best.pt, history.csv.*--resume"):
+        make_trainer(tmp_path, epochs=1).fit()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert make_trainer(tmp_path, epochs=2).fit(resume=True)["epochs"] == 2
+    assert make_trainer(tmp_path, epochs=1).fit(overwrite=True)["epochs"] == 1

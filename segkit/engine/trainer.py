@@ -35,6 +35,9 @@ from segkit.engine.runtime import StopOnSignal, check_train_config, resolve_amp
 from segkit.engine.schedulers import build_scheduler, current_lr
 from segkit.errors import CheckpointError, ConfigError, DataError, TrainingError
 
+#: files whose presence marks a run folder as holding a run
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "config.yaml")
+
 
 class Trainer:
     """Train a segmentation model: accumulation, AMP, LR schedules, validation, checkpoints.
@@ -156,11 +159,20 @@ class Trainer:
         """The current learning rate (first parameter group)."""
         return current_lr(self.optimizer)
 
-    def fit(self, resume: str | Path | bool | None = None) -> dict[str, Any]:
+    def fit(
+        self, resume: str | Path | bool | None = None, overwrite: bool = False
+    ) -> dict[str, Any]:
         """Train until ``cfg.epochs``, early stop or a signal.
 
         Args:
             resume: True to continue from the run folder's ``last.pt``, or a checkpoint path.
+            overwrite: start afresh in a run folder that holds an earlier run, replacing its
+                files; without it (and without ``resume``) such a folder is refused. A second
+                ``fit()`` of the same Trainer continues its own run either way.
+
+        Raises:
+            ConfigError: the run folder holds an earlier run and neither ``resume`` nor
+                ``overwrite`` was given.
 
         Returns:
             ``status`` (completed, early_stopped, interrupted), ``best`` / ``last`` /
@@ -169,6 +181,8 @@ class Trainer:
         """
         seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
         self.resumed = bool(resume)
+        if not resume and not overwrite and self.status == "new":
+            self._refuse_earlier_run()
         if resume:
             self.load(self._resume_path(resume))
         if self.dist.is_main:
@@ -375,6 +389,16 @@ class Trainer:
         if self.dist.is_main:
             copy_checkpoint(src, dst)
         D.barrier(self.dist)
+
+    def _refuse_earlier_run(self) -> None:
+        names = [n for n in RUN_FILES if (self.out_dir / n).exists()]
+        if D.any_rank(bool(names), self.dist):  # every rank raises, or none does
+            held = ", ".join(names) or "files"
+            raise ConfigError(
+                f"Run folder {str(self.out_dir)!r} already holds {held} from an earlier run. "
+                "Continue it with --resume (fit(resume=True)), choose another train.out_dir, or "
+                "replace it with --overwrite (fit(overwrite=True))."
+            )
 
     def _resume_path(self, resume: str | Path | bool) -> Path:
         if resume is True:
