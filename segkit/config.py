@@ -1,7 +1,9 @@
 """Typed configuration: dataclasses, YAML loading and dotted ``key=value`` overrides.
 
 A config file maps onto :class:`Config`. Unknown keys are errors that suggest the
-closest valid key; paths are resolved relative to the config file.
+closest valid key; paths are resolved relative to the config file. Values are read as
+YAML, except that a ``str`` field keeps the text as written (``amp: off`` is "off", not
+False; ``train_split: 07`` is "07", not 7).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from segkit._yaml import DuplicateKey, Scalar, is_null, load_yaml, plain
 from segkit.errors import ConfigError, suggest
 
 
@@ -143,13 +146,15 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check and convert ``value`` to the annotated type ``tp``."""
+    """Check and convert ``value`` to the annotated type ``tp``.
+
+    A :class:`Scalar` read from YAML gives its text to ``str`` fields and its resolved
+    value to every other type.
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+        if type(None) in args and is_null(value):
             return None
         errors = []
         for arg in args:
@@ -164,13 +169,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
         return from_dict(tp, value, prefix=key)
+    if tp is str:
+        if isinstance(value, Scalar) and value.value is not None:
+            return str(value)  # the text as written: "off", "07", "2020_01", not False, 7, 202001
+        value = plain(value)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
     if origin is list:
         (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, Scalar):
+            value = value.value  # the items keep their text, for list[str]
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    value = plain(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -214,10 +229,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
     return value
 
 
@@ -226,7 +237,8 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     types_ = _field_types(cls)
     kwargs = {}
     for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
+        key = str(key)  # a key read from YAML as written ("on", not True)
+        dotted = f"{prefix}.{key}" if prefix else key
         if key not in types_:
             raise ConfigError(f"Unknown config key {dotted!r}.{_suggest_key(dotted)}")
         kwargs[key] = _coerce(value, types_[key], dotted)
@@ -261,13 +273,15 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except DuplicateKey as exc:
+        raise ConfigError(f"Override value {text!r}: {exc}") from None
     except yaml.YAMLError:
         return text
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings to a nested mapping (values parsed as YAML)."""
+    """Apply ``key.sub=value`` strings to a nested mapping (values parsed as in a YAML file)."""
     valid = set(all_keys())
     for item in overrides:
         if "=" not in item:
@@ -295,6 +309,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for dotted in PATH_KEYS:
         section, key = dotted.split(".")
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if is_null(value):  # left to the type check: None where allowed, an error elsewhere
+            continue
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[section][key] = str((base / value).resolve())
         elif isinstance(value, str):
@@ -316,7 +332,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 "e.g. examples/carvana_single_class/config.yaml."
             )
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text())
+        except DuplicateKey as exc:
+            raise ConfigError(f"Config file {str(path)!r}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -325,6 +343,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"Config file {str(path)!r} is not valid YAML{where}: {problem}. "
                 "Fix the file (indentation, brackets, quotes) and run again."
             ) from None
+        if isinstance(data, Scalar):  # a file that holds a single value
+            data = data.value
+        data = data or {}
         if not isinstance(data, dict):
             raise ConfigError(
                 f"Config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}."
@@ -367,8 +388,10 @@ def config_reference() -> str:
         "Generated from the dataclasses in `segkit/config.py` by",
         "`python -c 'from segkit.config import config_reference; print(config_reference())'`;",
         "a test checks that this page matches them. Any key can be overridden on the command line",
-        "as `section.key=value` (values parsed as YAML). Paths in a config file are relative to",
-        "the file; paths given on the command line are relative to the current directory.",
+        "as `section.key=value`. Values are parsed as YAML, except that a `str` key keeps the text",
+        "as written (`train.amp=off` is `'off'`, `data.train_split=07` is `'07'`); `null`, `~` or",
+        "`none` give None where None is allowed. Paths in a config file are relative to the file;",
+        "paths given on the command line are relative to the current directory.",
         "",
     ]
     defaults = Config()

@@ -135,3 +135,93 @@ def test_docs_config_reference_matches_dataclasses():
         "docs/configs.md is stale: regenerate it with "
         "python -c 'from segkit.config import config_reference; print(config_reference())' > docs/configs.md"
     )
+
+
+def write_text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_str_overrides_keep_the_text_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        None,
+        [
+            "train.amp=off",
+            "data.root=2020_01",
+            "data.train_split=07",
+            "name=0x1F",
+            "model.encoder_weights=off",
+        ],
+    )
+    assert cfg.train.amp == "off"
+    assert cfg.data.root == str(tmp_path / "2020_01")
+    assert cfg.data.train_split == "07"
+    assert cfg.name == "0x1F"
+    assert cfg.model.encoder_weights == "off"
+    for null in ("none", "null", "~"):
+        assert load_config(None, [f"model.encoder_weights={null}"]).model.encoder_weights is None
+
+
+def test_str_values_in_file_keep_the_text_as_written(tmp_path):
+    path = write_text(
+        tmp_path,
+        "name: 0x1F\n"
+        "data:\n  train_split: 07\n  val_split: ~\n  split_file: none\n  classes: [07, on]\n"
+        "train:\n  amp: off\n  epochs: 0x10\n  channels_last: on\n  grad_clip: 1\n",
+    )
+    cfg = load_config(path)
+    assert cfg.name == "0x1F"
+    assert cfg.train.amp == "off"
+    assert cfg.data.train_split == "07"
+    assert cfg.data.val_split is None and cfg.data.split_file is None
+    assert cfg.data.classes == ["07", "on"]
+    # non-str fields keep YAML's values
+    assert cfg.train.epochs == 16
+    assert cfg.train.channels_last is True
+    assert cfg.train.grad_clip == 1.0
+
+
+def test_untyped_options_keep_yaml_values(tmp_path):
+    path = write_text(tmp_path, "data:\n  options: {flip: yes, n: 3, p: 0.5, x: null, s: abc}\n")
+    cfg = load_config(path, ["model.options.aux=on", "model.options.depth=4"])
+    assert cfg.data.options == {"flip": True, "n": 3, "p": 0.5, "x": None, "s": "abc"}
+    assert cfg.model.options == {"aux": True, "depth": 4}
+
+
+def test_wrong_type_for_str_field_is_still_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"name: expected a string, got \['a', 'b'\]"):
+        load_config(None, ["name=[a, b]"])
+    path = write_text(tmp_path, "train:\n  device: null\n")
+    with pytest.raises(ConfigError, match="train.device: expected a string, got None"):
+        load_config(path)
+
+
+def test_duplicate_section_in_file(tmp_path):
+    path = write_text(
+        tmp_path,
+        "name: x\n\ntrain:\n  epochs: 3\nmodel:\n  encoder: resnet34\ntrain:\n  amp: off\n",
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == (
+        f"Config file {str(path)!r}: key 'train' appears twice (lines 3 and 7); merge them."
+    )
+
+
+def test_duplicate_nested_key_in_file(tmp_path):
+    path = write_text(tmp_path, "data:\n  options:\n    flip: true\n    flip: false\n")
+    with pytest.raises(
+        ConfigError, match=r"key 'data\.options\.flip' appears twice \(lines 3 and 4\)"
+    ):
+        load_config(path)
+
+
+def test_yaml_merge_key_is_not_a_duplicate(tmp_path):
+    path = write_text(
+        tmp_path, "model:\n  options: &opts\n    a: 1\ndata:\n  options:\n    <<: *opts\n    a: 2\n"
+    )
+    cfg = load_config(path)
+    assert cfg.model.options == {"a": 1}
+    assert cfg.data.options == {"a": 2}
