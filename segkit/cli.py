@@ -162,15 +162,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 @command("synth")
 def cmd_synth(args: argparse.Namespace) -> None:
     from segkit.data import synth_carvana, synth_helen
+    from segkit.data.synth import check_helen_destination
 
     if args.dataset == "carvana":
-        synth_carvana(args.dst, cars=args.n, seed=args.seed)
+        synth_carvana(args.dst, cars=args.n, seed=args.seed, overwrite=args.overwrite)
         print(f"wrote {args.n} synthetic cars x 16 views in the Kaggle layout to {args.dst}")
     else:
-        synth_helen(args.dst, n=args.n, seed=args.seed, layout=args.layout)
         test = max(1, args.n // 5) if args.test is None else args.test
-        if test > 0:  # like the release: a test split for `segkit evaluate` (its default split)
-            synth_helen(args.dst, n=test, seed=args.seed + 1, layout=args.layout, split="test")
+        splits = [("train", args.n, args.seed)] + [("test", test, args.seed + 1)] * (test > 0)
+        for split, _, _ in splits:  # check every split before writing any
+            check_helen_destination(args.dst, args.layout, split, args.overwrite)
+        # like the release, a test split too: `segkit evaluate` scores it by default
+        for split, n, seed in splits:
+            synth_helen(
+                args.dst, n=n, seed=seed, layout=args.layout, split=split, overwrite=args.overwrite
+            )
         print(
             f"wrote {args.n} train + {test} test synthetic faces ({args.layout} layout) to {args.dst}"
         )
@@ -309,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces")
     s.add_argument("--seed", type=int, default=0, help="random seed of the synthetic images")
     s.add_argument("--layout", choices=["split", "official"], default="split", help="helen layout")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into folders that already hold files (same names replaced, others kept)",
+    )
     s.add_argument(
         "--test",
         type=int,

@@ -116,6 +116,16 @@ def test_synth_and_prepare_helen(tmp_path):
     assert len(list((tmp_path / "split" / "test" / "labels").iterdir())) == 1
 
 
+def test_synth_never_writes_over_a_data_set_unless_asked(tmp_path, capsys):
+    (tmp_path / "test" / "labels").mkdir(parents=True)
+    (tmp_path / "test" / "labels" / "label_1.png").write_bytes(b"a user's label")
+    assert run("synth", "helen", tmp_path, "--n", "2") == 2
+    assert "already holds files (label_1.png)" in capsys.readouterr().err
+    assert not (tmp_path / "train").exists()  # all splits are checked before any is written
+    assert run("synth", "helen", tmp_path, "--n", "2", "--overwrite") == 0
+    assert len(list((tmp_path / "train" / "images").iterdir())) == 2
+
+
 def test_train_writes_run_folder(trained):
     run_dir = trained / "run"
     for name in ("best.pt", "last.pt", "history.csv", "config.yaml"):

@@ -286,3 +286,29 @@ def test_prepared_index_without_rows(tmp_path):
     (tmp_path / "p" / "index.csv").write_text("name,file\nx,y\n")
     with pytest.raises(DataError, match="not written by prepare_carvana"):
         CarvanaDataset(tmp_path / "p")
+
+
+def test_prepare_refuses_dst_inside_the_source(kaggle, tmp_path):
+    before = tree_hash(kaggle)
+    for dst in (kaggle / "train", kaggle / "prepared"):
+        with pytest.raises(DataError, match="is inside the source") as exc:
+            prepare_carvana(kaggle, dst, size=16)
+        assert str(dst) in str(exc.value) and str(kaggle) in str(exc.value)
+    assert tree_hash(kaggle) == before  # nothing written into the source
+    assert not (kaggle / "prepared").exists() and not (kaggle / "images").exists()
+
+
+def test_prepare_refuses_dst_inside_the_source_through_a_symlink(kaggle, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(kaggle, target_is_directory=True)
+    with pytest.raises(DataError, match="is inside the source"):
+        prepare_carvana(kaggle, link / "prepared", size=16)
+    assert not (kaggle / "prepared").exists()
+
+
+def test_prepare_refuses_dst_holding_the_source(kaggle, tmp_path):
+    src = copy_tree(kaggle, tmp_path / "outer" / "kaggle")
+    with pytest.raises(DataError, match="holds the source") as exc:
+        prepare_carvana(src, tmp_path / "outer", size=16)
+    assert str(tmp_path / "outer") in str(exc.value) and str(src) in str(exc.value)
+    assert sorted(p.name for p in (tmp_path / "outer").iterdir()) == ["kaggle"]

@@ -33,6 +33,7 @@ from segkit.data.io import (
     read_image,
     read_mask,
     read_resized,
+    refuse_overlap,
     require_dir,
     write_bytes_atomic,
     write_image,
@@ -230,6 +231,7 @@ class CarvanaDataset(SegmentationDataset):
 
 # --- preparation: GIF -> PNG, resize to a square, with a thread pool -------------------------
 
+
 def load_resized(path: str | Path, size: int, decode: str = "reduced") -> np.ndarray:
     """Read an image and resize it to ``size x size`` (INTER_AREA), as HxWx3 uint8 RGB."""
     return read_resized(path, size, decode)[0]
@@ -319,7 +321,7 @@ def prepare_carvana(
 
     Raises:
         DataError: bad source layout, unpaired files, unreadable or non-binary masks, size
-            mismatches, or ``dst`` being ``src``.
+            mismatches, or ``dst`` being ``src``, inside it or holding it.
     """
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}.")
@@ -329,8 +331,7 @@ def prepare_carvana(
         raise ValueError(f"workers must be at least 1, got {workers}.")
     src = require_dir(src, "Carvana source folder")
     dst = Path(dst)
-    if dst.resolve() == src.resolve():
-        raise DataError(f"prepare_carvana: dst {str(dst)!r} is the source; pick another folder.")
+    refuse_overlap(src, dst, "prepare_carvana")
     samples, rle = find_kaggle_samples(src, split)
     if (dst / "index.csv").is_file():
         held = set(read_index(dst).get("split", pd.Series(dtype=str)).dropna()) - {split}

@@ -22,6 +22,7 @@ from segkit.data.io import (
     DataNotFoundError,
     list_files,
     name_some,
+    refuse_overlap,
     require_dir,
 )
 from segkit.data.registry import register_dataset
@@ -161,12 +162,9 @@ def prepare_helen(src: str | Path, dst: str | Path, overwrite: bool = False) -> 
         DataError: ``src`` missing or empty, no official split folder in it, unpaired files,
             or ``dst`` inside ``src``.
     """
-    src = require_dir(src, "Helen release folder").resolve()
-    dst = Path(dst).resolve()
-    if dst == src or src in dst.parents:
-        raise DataError(
-            f"prepare_helen would write into its source {str(src)!r}; pick a destination outside it."
-        )
+    src = require_dir(src, "Helen release folder")
+    refuse_overlap(src, Path(dst), "prepare_helen")
+    src, dst = src.resolve(), Path(dst).resolve()
     splits = [
         p
         for p in sorted(src.iterdir())

@@ -60,6 +60,26 @@ def require_dir(path: str | Path, what: str = "Data root") -> Path:
     return path
 
 
+def refuse_overlap(src: Path, dst: Path, what: str) -> None:
+    """Raise DataError when ``dst`` is ``src``, lies inside it or holds it (symlinks resolved).
+
+    Writing there would add files to the user's source folder, which is only ever read.
+    """
+    src_real, dst_real = src.resolve(), dst.resolve()
+    if dst_real == src_real:
+        raise DataError(f"{what}: dst {str(dst)!r} is the source; pick another folder.")
+    if src_real in dst_real.parents:
+        raise DataError(
+            f"{what}: dst {str(dst)!r} is inside the source {str(src)!r}, which is only read; "
+            "pick a destination outside it."
+        )
+    if dst_real in src_real.parents:
+        raise DataError(
+            f"{what}: dst {str(dst)!r} holds the source {str(src)!r}; pick a destination "
+            "outside it (for example a sibling folder)."
+        )
+
+
 def list_files(folder: Path, extensions: Iterable[str]) -> list[Path]:
     """Files directly in ``folder`` whose suffix (any case) is one of ``extensions``, sorted."""
     exts = {e.lower() for e in extensions}

@@ -8,14 +8,16 @@ so every reader is exercised exactly as on real data. Sample ``i`` depends only 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from segkit.data.io import write_bytes_atomic, write_image, write_mask
+from segkit.data.io import name_some, write_bytes_atomic, write_image, write_mask
 from segkit.data.rle import rle_encode, write_rle_csv
+from segkit.errors import DataError
 
 # RGB colour per Helen class: bg, face, lb, rb, le, re, nose, ulip, imouth, llip, hair
 _HELEN_COLOURS = np.array(
@@ -69,6 +71,62 @@ def _face_image(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _noisy(image, rng, 8)
 
 
+def _check_destination(
+    what: str, folders: Iterable[Path], files: Iterable[Path] = (), overwrite: bool = False
+) -> None:
+    """Refuse to write where a user's data may be: a folder that holds something, or a file.
+
+    Called before anything is created, so a refusal leaves the disk as it was.
+
+    Args:
+        what: the generator's name, for the message.
+        folders: the folders it writes files into.
+        files: single files it writes (an RLE CSV).
+        overwrite: allow writing into used folders (files of the same name are replaced,
+            others are left as they are).
+
+    Raises:
+        DataError: a folder is a file, or (without ``overwrite``) already holds something, or
+            one of ``files`` exists.
+    """
+    folders, files = list(folders), list(files)
+    for folder in folders:
+        nearest = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+        if nearest.exists() and not nearest.is_dir():
+            raise DataError(
+                f"{what}: {str(nearest)!r} is a file, not a folder; choose another destination."
+            )
+    if overwrite:
+        return
+    fix = (
+        "choose an empty folder, or pass overwrite=True (--overwrite on the command line) to "
+        "write over files of the same name"
+    )
+    for folder in folders:
+        held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        if held:
+            raise DataError(
+                f"{what}: {str(folder)!r} already holds files ({name_some(held, 3)}); {fix}."
+            )
+    for file in files:
+        if file.exists():
+            raise DataError(f"{what}: {str(file)!r} already exists; {fix}.")
+
+
+def check_helen_destination(
+    dst: str | Path, layout: str = "split", split: str = "train", overwrite: bool = False
+) -> list[Path]:
+    """The folders :func:`synth_helen` writes ``split`` into; refused as it would refuse them.
+
+    Raises:
+        DataError: one of them is a file or (without ``overwrite``) already holds files.
+    """
+    folder = Path(dst) / split
+    targets = [folder / "images", folder / "labels"] if layout == "split" else [folder]
+    _check_destination("synth_helen", targets, overwrite=overwrite)
+    return targets
+
+
 def synth_helen(
     dst: str | Path,
     n: int = 20,
@@ -76,6 +134,7 @@ def synth_helen(
     size: int = 256,
     layout: str = "split",
     split: str = "train",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` synthetic faces carrying all 11 Helen classes, in a Helen layout.
 
@@ -87,17 +146,24 @@ def synth_helen(
         layout: ``"split"`` (``images/image_N.jpg`` + ``labels/label_N.png``) or
             ``"official"`` (``<name>_image.jpg`` + ``<name>_label.png`` + ``<name>_viz.jpg``).
         split: split folder name.
+        overwrite: write even into folders that already hold files, replacing files of the
+            same name (other files are left as they are).
 
     Returns:
         ``dst`` as a Path.
+
+    Raises:
+        DataError: a folder it would write into already holds files (real Helen uses the same
+            names) and ``overwrite`` is False.
     """
     if layout not in ("split", "official"):
         raise ValueError(f"layout must be 'split' or 'official', got {layout!r}.")
     if n < 1 or size < 16:
         raise ValueError(f"need n >= 1 and size >= 16, got n={n}, size={size}.")
     folder = Path(dst) / split
-    for sub in ("images", "labels") if layout == "split" else ("",):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+    targets = check_helen_destination(dst, layout, split, overwrite)
+    for target in targets:
+        target.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         label = _face_label(size, rng)
@@ -172,6 +238,7 @@ def synth_carvana(
     size: tuple[int, int] = (1918, 1280),
     mask_format: str = "gif",
     split: str = "train",
+    overwrite: bool = False,
 ) -> Path:
     """Write synthetic cars in Kaggle's Carvana layout: JPEG photos and palette GIF masks.
 
@@ -187,9 +254,15 @@ def synth_carvana(
         mask_format: ``"gif"`` (Kaggle), ``"png"`` (0/255 PNG) or ``"csv"`` (``<split>_masks.csv``
             with RLE, no mask files).
         split: image folder name.
+        overwrite: write even into folders that already hold files (or over an existing
+            ``<split>_masks.csv``), replacing files of the same name (others are left as they are).
 
     Returns:
         ``dst`` as a Path.
+
+    Raises:
+        DataError: ``dst/<split>/`` or the mask folder already holds files, or the RLE CSV
+            exists, and ``overwrite`` is False.
     """
     if mask_format not in ("gif", "png", "csv"):
         raise ValueError(f"mask_format must be gif, png or csv, got {mask_format!r}.")
@@ -197,9 +270,12 @@ def synth_carvana(
     if cars < 1 or views < 1 or width < 32 or height < 32:
         raise ValueError(f"need cars, views >= 1 and a size of at least 32x32, got {size}.")
     image_dir, mask_dir = Path(dst) / split, Path(dst) / f"{split}_masks"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    if mask_format != "csv":
-        mask_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = Path(dst) / f"{split}_masks.csv"
+    folders = [image_dir] if mask_format == "csv" else [image_dir, mask_dir]
+    files = [csv_path] if mask_format == "csv" else []
+    _check_destination("synth_carvana", folders, files, overwrite)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     rles = []
     for car in range(cars):
         colour = np.random.default_rng([seed, car]).uniform(20, 230, size=3).astype(np.float32)
@@ -215,7 +291,7 @@ def synth_carvana(
             else:
                 rles.append((f"{sample_id}.jpg", rle_encode(mask)))
     if mask_format == "csv":
-        write_rle_csv(Path(dst) / f"{split}_masks.csv", rles)
+        write_rle_csv(csv_path, rles)
     return Path(dst)
 
 
