@@ -264,6 +264,8 @@ def evaluate(
     """
     if tta not in (None, "flip"):
         raise ConfigError(f"tta must be None or 'flip', got {tta!r}.")
+    if json_out is not None:
+        check_json_path(json_out)  # before the evaluation, not after it
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -300,6 +302,33 @@ def evaluate(
     )
     result = {k: float(v) for k, v in result.items()}
     if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=2))
+        write_json(json_out, result)
     return result
+
+
+def check_json_path(path: str | Path) -> Path:
+    """``path`` if it is a fit name for a JSON report: it must end in ``.json``.
+
+    Anything else could be an input of the same command (a checkpoint, a label map) that the
+    report would replace.
+
+    Raises:
+        ConfigError: the name does not end in ``.json``, or names a folder.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json" or path.is_dir():
+        raise ConfigError(
+            f"--json {str(path)!r}: the report is written as JSON and would replace that "
+            "file; give a new name ending in .json (e.g. metrics.json)."
+        )
+    return path
+
+
+def write_json(path: str | Path, result: dict[str, Any]) -> Path:
+    """Write a metric dict as indented JSON, atomically (see :func:`check_json_path`)."""
+    from segkit.data.io import write_bytes_atomic
+
+    path = check_json_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(result, indent=2).encode())
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,13 +23,6 @@ def command(name: str) -> Callable:
         return fn
 
     return wrap
-
-
-def _print_json(result: dict[str, Any], path: str | None) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
 
 
 def print_metrics(result: dict[str, Any]) -> None:
@@ -107,13 +99,16 @@ def _class_names(spec: str) -> list[str]:
 
 @command("score")
 def cmd_score(args: argparse.Namespace) -> None:
-    from segkit.api import class_groups
+    from segkit.api import check_json_path, class_groups, write_json
     from segkit.metrics import score_folders
 
+    if args.json:
+        check_json_path(args.json)
     names = _class_names(args.classes)
     result = score_folders(args.gt_dir, args.pred_dir, names, groups=class_groups(names))
     print_metrics(result)
-    _print_json(result, args.json)
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
 
 
 @command("predict")

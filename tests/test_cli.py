@@ -172,6 +172,10 @@ def test_evaluate_val_split_json(trained, tmp_path, capsys):
     assert 0.0 <= result["soft_dice"] <= 1.0
     assert "f1_car" in result and "miou" in result
     assert "f1_car=" in capsys.readouterr().out
+    best = trained / "run" / "best.pt"
+    before = best.read_bytes()
+    assert run("evaluate", "--checkpoint", best, "--json", best) == 2
+    assert "ending in .json" in capsys.readouterr().err and best.read_bytes() == before
 
 
 def test_evaluate_with_flip_tta(trained, tmp_path, capsys):
@@ -269,6 +273,11 @@ def test_score_hand_built_case(tmp_path, capsys):
     assert result["f1_1"] == pytest.approx(2 * 1 / (2 + 1))  # tp=1, |G|=2, |P|=1
     assert result["f1_2"] == pytest.approx(2 * 1 / (1 + 2))
     assert "f1_1=" in capsys.readouterr().out
+    # a report never replaces an input: --json must name a .json file
+    label = (gt / "a.png").read_bytes()
+    assert run("score", gt, pred, "--classes", "3", "--json", gt / "a.png") == 2
+    assert "ending in .json" in capsys.readouterr().err
+    assert (gt / "a.png").read_bytes() == label
 
 
 def test_score_missing_folder(tmp_path, capsys):
