@@ -85,7 +85,7 @@ def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
     if data.split_file:  # "{root_name}": one split file per data set a config is pointed at
         split_file = Path(data.split_file.replace("{root_name}", Path(data.root).name))
     if split_file is not None and split_file.is_file():
-        val = pd.read_csv(split_file, dtype=str)["id"].tolist()
+        val = _read_split_file(split_file)
         unknown = sorted(set(val) - set(ids))
         if unknown:
             raise DataError(
@@ -95,17 +95,43 @@ def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
         return val
     if not 0.0 < data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {data.val_fraction}.")
-    if data.dataset == "carvana":
-        from segkit.data import split_by_car
+    try:
+        if data.dataset == "carvana":
+            from segkit.data import split_by_car
 
-        _, val = split_by_car(ids, val_fraction=data.val_fraction, seed=seed)
-    else:
-        _, val = train_test_split(ids, test_size=data.val_fraction, random_state=seed)
+            _, val = split_by_car(ids, val_fraction=data.val_fraction, seed=seed)
+        else:
+            _, val = train_test_split(ids, test_size=data.val_fraction, random_state=seed)
+    except ValueError as exc:  # scikit-learn: one side of the split would be empty
+        raise ConfigError(
+            f"data.val_fraction={data.val_fraction} cannot split {len(ids)} samples into training "
+            f"and validation ({exc}). Choose another data.val_fraction, or more data."
+        ) from None
     val = sorted(val)
     if split_file is not None:
         split_file.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"id": val}).to_csv(split_file, index=False)
     return val
+
+
+def _read_split_file(path: Path) -> list[str]:
+    """The validation ids listed in a split file (a CSV with an ``id`` column)."""
+    try:
+        return pd.read_csv(path, dtype=str)["id"].dropna().tolist()
+    except (KeyError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        raise DataError(
+            f"Split file {str(path)!r} is not a CSV with an 'id' column of validation ids (as "
+            "segkit writes it). Fix it, delete it to draw a new split, or point data.split_file "
+            "elsewhere."
+        ) from None
+
+
+def _dataset_options(data: DataConfig) -> dict[str, Any]:
+    """Keyword arguments of the data set adapter: ``data.options`` plus ``data.classes``."""
+    options = dict(data.options)
+    if data.classes is not None:
+        options["classes"] = data.classes
+    return options
 
 
 def _keep(ds: Any, ids: set[str], keep: bool) -> Any:
@@ -119,9 +145,7 @@ def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
 
     data = cfg.data
     root = root or resolve_data_root(data)
-    options = dict(data.options)
-    if data.classes is not None:
-        options["classes"] = data.classes
+    options = _dataset_options(data)
     train_set = build_dataset(data.dataset, root, split=data.train_split, **options)
     if data.val_split:
         val_set = build_dataset(data.dataset, root, split=data.val_split, **options)
@@ -130,6 +154,16 @@ def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
         val_set = build_dataset(data.dataset, root, split=data.train_split, **options)
         _keep(train_set, val_ids, keep=False)
         _keep(val_set, val_ids, keep=True)
+        for part, ds in (("training", train_set), ("validation", val_set)):
+            if not ds.samples:
+                source = (
+                    f"split file {data.split_file!r}" if data.split_file else "data.val_fraction"
+                )
+                raise DataError(
+                    f"The {part} part of {data.train_split!r} in {str(root)!r} is empty after "
+                    f"holding out validation samples by {source}. Hold out fewer samples "
+                    "(data.val_fraction, or fewer ids in the split file)."
+                )
     return train_set, val_set
 
 
@@ -280,9 +314,8 @@ def evaluate(
     else:
         from segkit.data import build_dataset
 
-        ds = build_dataset(
-            cfg.data.dataset, resolve_data_root(cfg.data), split=split, **cfg.data.options
-        )
+        data_root = resolve_data_root(cfg.data)
+        ds = build_dataset(cfg.data.dataset, data_root, split=split, **_dataset_options(cfg.data))
     attach_transforms(cfg, ds, ds, model.spec)
     loader = make_loader(
         ds,

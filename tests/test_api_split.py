@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from segkit.api import build_datasets
-from segkit.config import Config
-from segkit.errors import DataError
+from segkit.config import Config, to_dict
+from segkit.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +60,45 @@ def test_root_name_placeholder_keeps_one_split_file_per_data_set(helen_root, tmp
     written = tmp_path / "val_ids_helen_small.csv"
     assert pd.read_csv(written, dtype=str)["id"].tolist() == ids(val)
     assert [p.name for p in tmp_path.iterdir()] == [written.name]
+
+
+@pytest.mark.parametrize("content", ["", "name\nimage_1\n", "\xff\xfe\x00binary"])
+def test_a_split_file_that_is_not_an_id_csv_says_so(helen_root, tmp_path, content):
+    split = tmp_path / "val.csv"
+    split.write_bytes(content.encode("latin-1"))
+    with pytest.raises(DataError, match=r"val\.csv.*is not a CSV with an 'id' column"):
+        build_datasets(make_cfg(helen_root, split))
+
+
+def test_holding_out_everything_or_too_much_is_refused(helen_root, tmp_path):
+    split = tmp_path / "val.csv"
+    pd.DataFrame({"id": [f"image_{i}" for i in range(1, 11)]}).to_csv(split, index=False)
+    with pytest.raises(DataError, match=r"training part .* is empty .*val\.csv"):
+        build_datasets(make_cfg(helen_root, split))
+    cfg = make_cfg(helen_root, None)
+    cfg.data.val_fraction = 0.95  # 9.5 of 10 samples: no training sample left
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.95 cannot split 10 samples"):
+        build_datasets(cfg)
+
+
+def test_evaluate_builds_a_named_split_with_data_classes(tmp_path):
+    from segkit.api import evaluate
+    from segkit.data.io import write_image, write_mask
+    from segkit.engine.checkpoint import save_checkpoint
+    from segkit.models import build_model
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        write_image(tmp_path / "d" / "images" / f"s{i}.png", image)
+        write_mask(tmp_path / "d" / "masks" / f"s{i}.png", rng.integers(0, 4, (32, 32)))
+    cfg = Config()
+    cfg.data.dataset, cfg.data.root, cfg.data.image_size = "folder", str(tmp_path / "d"), 32
+    cfg.data.classes = ["a", "b", "c", "d"]
+    model = build_model(arch="unet", base_channels=4, classes=4, class_names=cfg.data.classes)
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt",
+        {"model": model.state_dict(), "model_spec": model.spec.to_dict(), "config": to_dict(cfg)},
+    )
+    result = evaluate(ckpt, split=".", num_workers=0)  # four classes, not a binary folder
+    assert "iou_d" in result

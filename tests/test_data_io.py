@@ -238,3 +238,15 @@ def test_read_resized_decodes_other_formats_in_full(tmp_path):
     small, original = read_resized(path, 64)
     full = cv2.resize(read_image(path), (64, 64), interpolation=cv2.INTER_AREA)
     assert original == (300, 410) and small.tolist() == full.tolist()
+
+
+def test_write_image_checks_values_and_makes_folders(tmp_path):
+    path = tmp_path / "new" / "a.png"
+    write_image(path, np.full((4, 5, 3), 7, np.int64))  # integers in range: cast
+    assert read_image(path).shape == (4, 5, 3) and read_image(path).max() == 7
+    with pytest.raises(ValueError, match="values -1..300 do not fit 0..255"):
+        write_image(path, np.array([[[-1, 0, 300]]]))
+    with pytest.raises(ValueError, match="expected HxWx3"):
+        write_image(path, np.zeros((4, 5, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"got float32 \(for a float image in 0..1"):
+        write_image(path, np.zeros((4, 5, 3), np.float32))

@@ -352,9 +352,11 @@ def map_255_to_1(mask: np.ndarray) -> np.ndarray:
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary name beside ``path``, then rename it into place.
 
-    An interrupted write leaves either the old file or none, never a half-written one.
+    An interrupted write leaves either the old file or none, never a half-written one. Missing
+    parent folders are created.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_bytes(data)
@@ -376,7 +378,26 @@ def encode(path: str | Path, array: np.ndarray, params: Iterable[int] = ()) -> b
 
 
 def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:
-    """Write an HxWx3 uint8 RGB image (JPEG at ``quality``, or PNG), atomically."""
+    """Write an HxWx3 RGB image of values 0..255 (JPEG at ``quality``, or PNG), atomically.
+
+    Raises:
+        ValueError: not HxWx3 (or HxW grey), or values outside 0..255.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"write_image({str(path)!r}): expected HxWx3 RGB, got {image.shape}.")
+    if image.dtype.kind not in "ui":
+        raise ValueError(
+            f"write_image({str(path)!r}): expected integer values 0..255, got {image.dtype} "
+            "(for a float image in 0..1, write (image * 255).round().astype('uint8'))."
+        )
+    if image.dtype != np.uint8:
+        if image.size and (image.min() < 0 or image.max() > 255):
+            raise ValueError(
+                f"write_image({str(path)!r}): values {image.min()}..{image.max()} do not fit "
+                "0..255; scale the image to uint8 first."
+            )
+        image = image.astype(np.uint8)
     jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if jpeg else []
     write_bytes_atomic(path, encode(path, image, params))
