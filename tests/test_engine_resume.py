@@ -217,3 +217,18 @@ def test_resume_with_more_epochs_refuses_to_stretch_one_cycle(tmp_path):
     one_cycle(2)
     with pytest.raises(Exception, match=r"one-cycle schedule of 8 optimizer steps.*needs 16"):
         one_cycle(4, resume=True)
+
+
+def test_resuming_with_another_model_width_is_a_short_clear_error(tmp_path):
+    from segkit.models import build_model
+
+    def unet(width: int):
+        torch.manual_seed(0)
+        return build_model(arch="unet", base_channels=width, classes=3)
+
+    make_trainer(tmp_path, model=unet(4), epochs=1).fit()
+    with pytest.raises(CheckpointError) as failure:
+        make_trainer(tmp_path, model=unet(8), epochs=2).fit(resume=True)
+    message = str(failure.value)
+    assert "last.pt" in message and "Resume with the model and optimizer settings" in message
+    assert len(message) < 1000 and "\n" not in message

@@ -299,13 +299,21 @@ def restore_trainer(trainer: Trainer, path: str | Path) -> None:
         CheckpointError: the file cannot be read or does not fit the model/optimizer.
     """
     state = load_checkpoint(path, map_location=trainer.device)
+    hint = "Resume with the model and optimizer settings the run was started with."
     try:
-        trainer.model.load_state_dict(state["model"])
+        if getattr(trainer.model, "spec", None) is not None:  # a short, specific explanation
+            from segkit.models import load_state
+
+            load_state(trainer.model, state["model"], source=str(path))
+        else:
+            trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} {hint}") from None
     except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"Checkpoint {str(path)!r} does not fit this model/optimizer ({exc}). Resume with "
-            "the model and optimizer settings the run was started with."
+            f"Checkpoint {str(path)!r} does not fit this model/optimizer ({first[:300]}). {hint}"
         ) from None
     sched = trainer.schedule.scheduler
     if sched is not None and state.get("scheduler") is not None:
