@@ -126,12 +126,18 @@ def _read_split_file(path: Path) -> list[str]:
         ) from None
 
 
-def _dataset_options(data: DataConfig) -> dict[str, Any]:
-    """Keyword arguments of the data set adapter: ``data.options`` plus ``data.classes``."""
-    options = dict(data.options)
-    if data.classes is not None:
-        options["classes"] = data.classes
-    return options
+def _dataset(cfg: Config, root: Path, split: str) -> Any:
+    """The config's data set adapter over ``split``: ``data.options`` and ``data.classes``
+    passed on, ``loss.ignore_index`` accepted in its masks.
+    """
+    from segkit.data import build_dataset
+
+    options = dict(cfg.data.options)
+    if cfg.data.classes is not None:
+        options["classes"] = cfg.data.classes
+    ds = build_dataset(cfg.data.dataset, root, split=split, **options)
+    ds.ignore_index = cfg.loss.ignore_index
+    return ds
 
 
 def _keep(ds: Any, ids: set[str], keep: bool) -> Any:
@@ -141,17 +147,15 @@ def _keep(ds: Any, ids: set[str], keep: bool) -> Any:
 
 def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
     """Train and validation data sets (without transforms) as the config describes."""
-    from segkit.data import build_dataset
 
     data = cfg.data
     root = root or resolve_data_root(data)
-    options = _dataset_options(data)
-    train_set = build_dataset(data.dataset, root, split=data.train_split, **options)
+    train_set = _dataset(cfg, root, data.train_split)
     if data.val_split:
-        val_set = build_dataset(data.dataset, root, split=data.val_split, **options)
+        val_set = _dataset(cfg, root, data.val_split)
     else:
         val_ids = set(_held_out_ids(train_set, data, cfg.train.seed))
-        val_set = build_dataset(data.dataset, root, split=data.train_split, **options)
+        val_set = _dataset(cfg, root, data.train_split)
         _keep(train_set, val_ids, keep=False)
         _keep(val_set, val_ids, keep=True)
         for part, ds in (("training", train_set), ("validation", val_set)):
@@ -312,10 +316,7 @@ def evaluate(
     if split == "val" and not cfg.data.val_split:
         _, ds = build_datasets(cfg)
     else:
-        from segkit.data import build_dataset
-
-        data_root = resolve_data_root(cfg.data)
-        ds = build_dataset(cfg.data.dataset, data_root, split=split, **_dataset_options(cfg.data))
+        ds = _dataset(cfg, resolve_data_root(cfg.data), split)
     attach_transforms(cfg, ds, ds, model.spec)
     loader = make_loader(
         ds,
@@ -331,7 +332,12 @@ def evaluate(
 
         model = FlipTTA(model, flip_pairs_from_names(names))
     result = evaluate_model(
-        model, loader, class_names=names, groups=class_groups(names), device=device
+        model,
+        loader,
+        class_names=names,
+        groups=class_groups(names),
+        device=device,
+        ignore_index=cfg.loss.ignore_index,
     )
     result = {k: float(v) for k, v in result.items()}
     if json_out is not None:

@@ -72,7 +72,7 @@ class LossConfig:
 
     name: str = "soft_dice"  #: soft_dice, dice, ce, bce or a sum such as "ce + 0.5*dice"
     smooth: float = 1.0  #: Dice smoothing term
-    ignore_index: int | None = None  #: label value left out of the loss
+    ignore_index: int | None = None  #: label value (e.g. 255) left out of loss and metrics
     class_weights: list[float] | None = None  #: per-class loss weights
 
 

@@ -102,3 +102,23 @@ def test_evaluate_builds_a_named_split_with_data_classes(tmp_path):
     )
     result = evaluate(ckpt, split=".", num_workers=0)  # four classes, not a binary folder
     assert "iou_d" in result
+
+
+def test_train_and_evaluate_with_void_pixels_left_out(tmp_path):
+    from segkit.api import evaluate, train
+    from segkit.data import read_mask, synth_helen, write_mask
+
+    root = synth_helen(tmp_path / "helen", n=6, seed=0, size=32)
+    for label in (root / "train" / "labels").iterdir():  # a void border, as in VOC
+        mask = read_mask(label)
+        mask[:2] = 255
+        write_mask(label, mask)
+    cfg = make_cfg(root, None)
+    cfg.data.image_size, cfg.data.batch_size, cfg.data.num_workers = 32, 2, 0
+    cfg.model.arch, cfg.model.base_channels = "unet", 4
+    cfg.loss.name, cfg.loss.ignore_index = "ce", 255
+    cfg.train.epochs, cfg.train.out_dir, cfg.train.progress = 1, str(tmp_path / "run"), False
+    result = train(cfg)
+    assert np.isfinite(result["metrics"]["val_loss"])
+    metrics = evaluate(result["best"], split="val", num_workers=0)
+    assert 0.0 <= metrics["f1_overall"] <= 1.0

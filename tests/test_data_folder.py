@@ -58,6 +58,27 @@ def test_folder_binary_default_maps_255(tmp_path):
     assert set(np.unique(ds[0]["mask"])) == {0, 1}
 
 
+def test_an_ignore_value_is_accepted_only_when_declared(tmp_path):
+    root = make_folder(tmp_path / "d", n=1, classes=3)
+    mask = np.array([[0, 1, 2, 255]] * 4, np.uint8)
+    write_mask(root / "masks" / "img0.png", cv2.resize(mask, (24, 16), interpolation=0))
+    ds = FolderDataset(root, classes=3)
+    with pytest.raises(DataError, match=r"values 255 outside 0..2.*loss.ignore_index=255"):
+        ds[0]
+    ds.ignore_index = 255
+    assert set(np.unique(ds[0]["mask"])) == {0, 1, 2, 255}
+    write_mask(root / "masks" / "img0.png", np.full((16, 24), 7, np.uint8))
+    with pytest.raises(DataError, match=r"values 7 outside"):  # other values still refused
+        ds[0]
+    # a binary set: 255 is the object, unless it is declared as the value to ignore
+    binary = FolderDataset(root)
+    write_mask(root / "masks" / "img0.png", np.array([[0, 255] * 12] * 16, np.uint8))
+    assert set(np.unique(binary[0]["mask"])) == {0, 1}
+    write_mask(root / "masks" / "img0.png", np.array([[0, 1, 255] * 8] * 16, np.uint8))
+    binary.ignore_index = 255
+    assert set(np.unique(binary[0]["mask"])) == {0, 1, 255}
+
+
 def test_folder_custom_folder_names_and_split(tmp_path):
     root = make_folder(tmp_path / "d", split="val")
     (root / "val" / "images").rename(root / "val" / "rgb")

@@ -110,6 +110,9 @@ class SegmentationDataset(Dataset):
     class_names: Sequence[str] = ("background", "foreground")
     task: str | None = None  # None: "binary" for two classes, else "multiclass"
     flip_pairs: Sequence[tuple[int, int]] = ()
+    #: a label value that marks pixels to leave out (the loss's ``ignore_index``): accepted in
+    #: masks beside the classes, and never mapped to 1 in a binary mask
+    ignore_index: int | None = None
 
     def __init__(
         self,
@@ -169,11 +172,14 @@ class SegmentationDataset(Dataset):
                 f"mask {str(sample.mask_path)!r} is {mask.shape[1]}x{mask.shape[0]} (width x "
                 "height). Resize the mask with nearest-neighbour interpolation or re-export the pair."
             )
-        n = len(self.class_names)
-        if self.task == "binary" and mask.size and mask.max() == 255:
+        n, ignore = len(self.class_names), self.ignore_index
+        if self.task == "binary" and ignore != 255 and mask.size and mask.max() == 255:
             mask = map_255_to_1(mask)
         if mask.size and int(mask.max()) >= n:
             bad = np.unique(mask[mask >= n]).tolist()
+            if ignore is not None and bad == [ignore]:
+                return mask
+            bad = [v for v in bad if v != ignore]
             if self.task == "binary":
                 raise DataError(
                     f"Mask {str(sample.mask_path)!r} is not binary: it holds values "
@@ -183,8 +189,9 @@ class SegmentationDataset(Dataset):
                 )
             raise DataError(
                 f"Mask {str(sample.mask_path)!r} holds label values {name_some(bad, 8)} outside "
-                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). Fix the label map, or "
-                "give the data set the right class list."
+                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). Fix the label map, "
+                "give the data set the right class list (data.classes), or, if a value marks "
+                f"pixels to leave out, set loss.ignore_index={bad[0]}."
             )
         return mask
 
