@@ -258,12 +258,19 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _suggest_key(dotted: str) -> str:
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if dotted in sections:  # a whole section given a value
+        example = next(k for k in all_keys() if k.startswith(f"{dotted}."))
+        return f" {dotted!r} is a section; set one of its keys, e.g. {example}=..."
     if "." not in dotted:  # a top-level key: compare with the section names first
-        sections = [f.name for f in dataclasses.fields(Config)]
         hint = suggest(dotted, sections)
         if hint:
             return hint
-    return suggest(dotted, all_keys()) or suggest(dotted.rsplit(".", 1)[-1], all_keys())
+    name = dotted.rsplit(".", 1)[-1]
+    elsewhere = [k for k in all_keys() if k.rsplit(".", 1)[-1] == name]
+    if elsewhere:  # the right key in another section: train.lr -> optim.lr
+        return f" Did you mean {elsewhere[0]!r}?"
+    return suggest(dotted, all_keys()) or suggest(name, all_keys())
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -225,3 +225,17 @@ def test_yaml_merge_key_is_not_a_duplicate(tmp_path):
     cfg = load_config(path)
     assert cfg.model.options == {"a": 1}
     assert cfg.data.options == {"a": 2}
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("train.lr=0.1", "Did you mean 'optim.lr'?"),
+        ("optim.epochs=3", "Did you mean 'train.epochs'?"),
+        ("data=5", "'data' is a section; set one of its keys"),
+    ],
+)
+def test_a_key_in_the_wrong_section_points_to_the_right_one(override, hint):
+    with pytest.raises(ConfigError) as failure:
+        load_config(None, [override])
+    assert hint in str(failure.value)

@@ -504,3 +504,10 @@ def test_an_earlier_run_is_kept_unless_resumed_or_overwritten(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     assert make_trainer(tmp_path, epochs=2).fit(resume=True)["epochs"] == 2
     assert make_trainer(tmp_path, epochs=1).fit(overwrite=True)["epochs"] == 1
+
+
+def test_a_file_as_run_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"train.out_dir .*notes.txt' is a file, not a folder"):
+        make_trainer(tmp_path / "notes.txt", epochs=1).fit()
+    assert (tmp_path / "notes.txt").read_text() == "mine"

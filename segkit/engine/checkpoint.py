@@ -174,6 +174,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "(segkit opens checkpoints with torch.load(weights_only=True), which runs no code). "
                 "Use a checkpoint written by segkit, or re-save only tensors and plain values."
             ) from None
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip, or a pickle
+            raise CheckpointError(
+                f"{str(path)!r} is not a PyTorch checkpoint (torch.save writes a zip archive). "
+                "Pass the best.pt or last.pt of a run folder."
+            ) from None
         lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
         reason = next((ln for ln in lines if "Unsupported operand" in ln), None)
         reason = reason or (lines[0] if lines else type(exc).__name__)

@@ -181,6 +181,11 @@ class Trainer:
         """
         seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
         self.resumed = bool(resume)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(
+                f"train.out_dir {str(self.out_dir)!r} is a file, not a folder; choose a folder "
+                "for the run (it is created if missing)."
+            )
         if not resume and not overwrite and self.status == "new":
             self._refuse_earlier_run()
         if resume:
