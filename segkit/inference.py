@@ -400,6 +400,8 @@ def predict(
     if not inputs:
         raise ValueError("No inputs given; pass image files or folders of images.")
     paths = find_images(inputs)
+    given = checkpoint_or_model if isinstance(checkpoint_or_model, torch.nn.Module) else None
+    home = next(given.parameters()).device if given is not None else None  # moved back after
     model, train_size = load_model(checkpoint_or_model, device)
     spec, dev = model.spec, next(model.parameters()).device
     if rle_csv is not None and spec.classes > 2:
@@ -478,6 +480,8 @@ def predict(
         bar.close()
         results.close(complete=done)
         model.train(was_training)
+        if home is not None:
+            model.to(home)  # a caller's model goes back where it was (e.g. mid-training, on a GPU)
     skipped = stream.skipped
     seconds = time.perf_counter() - start
     if skipped:
