@@ -523,4 +523,3 @@ def test_close_batches_stops_the_prefetch_thread_after_an_error():
     close_batches(batches)
     assert not readers()
     close_batches(iter([]))  # anything without close() / workers is left alone
-
