@@ -150,8 +150,10 @@ def test_prepare_helen_copies_official_into_split_layout(helen_official, tmp_pat
 
 
 def test_prepare_helen_bad_input(helen_official, tmp_path):
-    with pytest.raises(DataError, match="into its source"):
+    with pytest.raises(DataError, match="out' is inside the source .* only read"):
         prepare_helen(helen_official, helen_official / "out")
+    with pytest.raises(DataError, match="holds the source"):
+        prepare_helen(helen_official, helen_official.parent)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(DataError, match="official Helen layout"):
