@@ -50,7 +50,7 @@ class DataConfig:
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
     batch_size: int = 10  #: images per batch
     num_workers: int = 2  #: DataLoader worker processes
-    classes: list[str] | None = None  #: class names for the folder data set
+    classes: list[str] | int | None = None  #: folder data set: class names, or their count
     options: dict[str, Any] = field(default_factory=dict)  #: extra adapter keyword arguments
 
 

@@ -239,3 +239,8 @@ def test_a_key_in_the_wrong_section_points_to_the_right_one(override, hint):
     with pytest.raises(ConfigError) as failure:
         load_config(None, [override])
     assert hint in str(failure.value)
+
+
+def test_data_classes_takes_names_or_a_count():
+    assert load_config(None, ["data.classes=11"]).data.classes == 11
+    assert load_config(None, ["data.classes=[bg, road]"]).data.classes == ["bg", "road"]
