@@ -357,3 +357,11 @@ def test_train_ctrl_c_exits_130_with_resume_hint_then_resumes(carvana_raw, tmp_p
     assert main(["train", str(cfg), "train.epochs=1", "--overwrite"]) == 0
     rows = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == 1
+
+
+def test_train_refuses_to_write_over_its_own_config(tmp_path, capsys):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("# my notes\ntrain:\n  out_dir: .\n")
+    assert run("train", cfg) == 2
+    assert "is the folder of the config file itself" in capsys.readouterr().err
+    assert cfg.read_text().startswith("# my notes")

@@ -232,3 +232,79 @@ def test_resuming_with_another_model_width_is_a_short_clear_error(tmp_path):
     message = str(failure.value)
     assert "last.pt" in message and "Resume with the model and optimizer settings" in message
     assert len(message) < 1000 and "\n" not in message
+
+
+class _InterruptOnce(HookBase):
+    """Sends SIGINT to this process once, after the given epoch's last hook."""
+
+    def __init__(self, epoch: int | None = None, iteration: int | None = None) -> None:
+        self.epoch, self.iteration, self.sent = epoch, iteration, False
+
+    def after_step(self) -> None:
+        if not self.sent and self.trainer.iteration == self.iteration:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def after_epoch(self) -> None:
+        if not self.sent and self.trainer.epoch == self.epoch:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_second_fit_after_an_interrupt_runs_to_the_end(tmp_path):
+    trainer = make_trainer(tmp_path, n_train=16, epochs=3, hooks=[_InterruptOnce(iteration=2)])
+    assert trainer.fit()["status"] == "interrupted"
+    assert trainer.fit()["status"] == "completed" and trainer.epoch == 3
+
+
+def test_the_best_epochs_predictions_are_drawn_after_a_resume(tmp_path):
+    def trainer(hooks=()):
+        model = tiny_net(3)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-9)  # epoch 1 stays the best
+        return make_trainer(
+            tmp_path, model=model, optimizer=opt, epochs=3, preview=2, monitor="val_miou",
+            hooks=list(hooks),
+        )  # fmt: skip
+
+    assert trainer([_InterruptOnce(epoch=0)]).fit()["status"] == "interrupted"
+    assert not (tmp_path / "predictions.png").exists()
+    result = trainer().fit(resume=True)
+    assert result["best_epoch"] == 1 and (tmp_path / "predictions.png").is_file()
+
+
+def test_a_new_monitor_starts_the_plateau_schedule_afresh(tmp_path):
+    make_trainer(tmp_path, epochs=2, scheduler=SchedulerConfig(name="plateau")).fit()
+    resumed = make_trainer(
+        tmp_path, epochs=3, monitor="val_miou", scheduler=SchedulerConfig(name="plateau")
+    )
+    with pytest.warns(UserWarning, match="monitored value changed from 'val_loss'"):
+        resumed.load(tmp_path / "last.pt")
+    assert resumed.schedule.scheduler.mode == "max" and resumed.best is None
+
+
+def test_overwrite_removes_what_the_earlier_run_wrote(tmp_path):
+    make_trainer(tmp_path, epochs=2, preview=2).fit()
+    assert (tmp_path / "best.pt").is_file()
+    result = make_trainer(tmp_path, epochs=1, hooks=[_InterruptOnce(iteration=1)]).fit(
+        overwrite=True
+    )
+    assert result["status"] == "interrupted"
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert left == ["last.pt"]  # no best.pt, history or figures of the earlier run
+
+
+def test_a_second_fit_of_the_same_trainer_equals_one_longer_fit(tmp_path):
+    def weights(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def run(out, epochs):
+        model = tiny_net(3, dropout=0.3)  # dropout draws from the global RNG every step
+        return model, make_trainer(out, model=model, epochs=epochs)
+
+    model, trainer = run(tmp_path / "a", 4)
+    trainer.fit()
+    model2, trainer2 = run(tmp_path / "b", 2)
+    trainer2.fit()
+    trainer2.cfg.epochs = 4
+    trainer2.fit()  # goes on with the random streams as they are, not reseeded
+    assert torch.equal(weights(model2), weights(model))

@@ -258,7 +258,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         cuda = [s.cpu() for s in state["cuda"]]
@@ -305,7 +305,9 @@ def restore_trainer(trainer: Trainer, path: str | Path) -> None:
     Raises:
         CheckpointError: the file cannot be read or does not fit the model/optimizer.
     """
-    state = load_checkpoint(path, map_location=trainer.device)
+    # on the CPU: load_state_dict copies onto each parameter's device, and the RNG states
+    # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
+    state = load_checkpoint(path, map_location="cpu")
     hint = "Resume with the model and optimizer settings the run was started with."
     try:
         if getattr(trainer.model, "spec", None) is not None:  # a short, specific explanation
@@ -322,17 +324,26 @@ def restore_trainer(trainer: Trainer, path: str | Path) -> None:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} does not fit this model/optimizer ({first[:300]}). {hint}"
         ) from None
+    same_monitor = state.get("monitor") == trainer.monitor and state.get("mode") == trainer.mode
     sched = trainer.schedule.scheduler
     if sched is not None and state.get("scheduler") is not None:
-        if state.get("scheduler_name") == trainer.scheduler_cfg.name:
-            sched.load_state_dict(state["scheduler"])
-            trainer.schedule.match_length(f"Checkpoint {str(path)!r}")
-        else:
+        name = trainer.scheduler_cfg.name
+        if state.get("scheduler_name") != name:
             warnings.warn(
                 f"{path}: the schedule changed from {state.get('scheduler_name')!r} to "
-                f"{trainer.scheduler_cfg.name!r}; it starts afresh.",
+                f"{name!r}; it starts afresh.",
                 stacklevel=2,
             )
+        elif name == "plateau" and not same_monitor:  # its best value and mode are the old ones
+            warnings.warn(
+                f"{path}: the monitored value changed from {state.get('monitor')!r} "
+                f"({state.get('mode')}) to {trainer.monitor!r} ({trainer.mode}); the plateau "
+                "schedule starts afresh.",
+                stacklevel=2,
+            )
+        else:
+            sched.load_state_dict(state["scheduler"])
+            trainer.schedule.match_length(f"Checkpoint {str(path)!r}")
     if trainer.scaler is not None and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
     trainer.epoch, trainer.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
@@ -340,7 +351,7 @@ def restore_trainer(trainer: Trainer, path: str | Path) -> None:
     trainer.train_sums = list(state["train_sums"])
     trainer.epoch_lr = float(state.get("epoch_lr", trainer.lr))
     trainer.metrics = dict(state.get("metrics") or {})
-    if state.get("monitor") == trainer.monitor and state.get("mode") == trainer.mode:
+    if same_monitor:
         trainer.best, trainer.best_epoch = state["best"], state["best_epoch"]
     for hook in trainer.hooks:
         hook.load_state_dict(dict(state.get("hooks", {}).get(type(hook).__name__, {})))

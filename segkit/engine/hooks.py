@@ -219,7 +219,8 @@ class PlotHook(HookBase):
 
     Curves are redrawn at most every ``every_s`` seconds and at the end; predictions are
     kept when the monitored value improves and drawn at the end. An interrupted run exits at
-    once without drawing (its resumed run draws both).
+    once without drawing; the kept predictions travel in ``last.pt``, so its resumed run
+    draws both.
     """
 
     def __init__(self, every_s: float = 60.0) -> None:
@@ -229,6 +230,12 @@ class PlotHook(HookBase):
 
     def before_train(self) -> None:
         self.last_draw = time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_preview": self.best_preview} if self.best_preview else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_preview = state.get("best_preview")
 
     def after_epoch(self) -> None:
         t = self.trainer

@@ -60,6 +60,7 @@ class StopOnSignal:
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
+        self.received, self.previous = None, {}  # a stop asked of an earlier fit() is done
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)

@@ -37,6 +37,8 @@ from segkit.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 #: files whose presence marks a run folder as holding a run
 RUN_FILES = ("last.pt", "best.pt", "history.csv", "config.yaml")
+#: figures a run draws; removed with the run files when a run is overwritten
+PLOT_FILES = ("curves.png", "predictions.png")
 
 
 class Trainer:
@@ -179,15 +181,16 @@ class Trainer:
             ``history`` paths, ``best_value``, ``best_epoch``, ``monitor``, ``mode``,
             ``epochs`` (completed) and ``metrics`` (the last validation's).
         """
-        seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
+        if self.status == "new":  # a second fit() goes on with the random streams as they are
+            seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
         self.resumed = bool(resume)
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ConfigError(
                 f"train.out_dir {str(self.out_dir)!r} is a file, not a folder; choose a folder "
                 "for the run (it is created if missing)."
             )
-        if not resume and not overwrite and self.status == "new":
-            self._refuse_earlier_run()
+        if not resume and self.status == "new":
+            self._clear_earlier_run() if overwrite else self._refuse_earlier_run()
         if resume:
             self.load(self._resume_path(resume))
         if self.dist.is_main:
@@ -393,6 +396,13 @@ class Trainer:
         """Copy a finished checkpoint from rank 0 (a hard link where the file system has them)."""
         if self.dist.is_main:
             copy_checkpoint(src, dst)
+        D.barrier(self.dist)
+
+    def _clear_earlier_run(self) -> None:
+        """Remove what an earlier run wrote here, so that none of it passes for the new run's."""
+        if self.dist.is_main:
+            for name in (*RUN_FILES, *PLOT_FILES):
+                (self.out_dir / name).unlink(missing_ok=True)
         D.barrier(self.dist)
 
     def _refuse_earlier_run(self) -> None:
