@@ -252,16 +252,17 @@ def train(
 
     exp = build_experiment(cfg)
     d = cfg.data
+    workers = {"num_workers": d.num_workers, "persistent_workers": d.persistent_workers}
     train_loader = make_loader(
         exp.train_set,
         d.batch_size,
         shuffle=True,
-        num_workers=d.num_workers,
         seed=cfg.train.seed,
         drop_last=len(exp.train_set) > d.batch_size,
+        **workers,
     )
     val_loader = make_loader(
-        exp.val_set, d.batch_size, shuffle=False, num_workers=d.num_workers, seed=cfg.train.seed
+        exp.val_set, d.batch_size, shuffle=False, seed=cfg.train.seed, **workers
     )
     trainer = Trainer(
         exp.model,

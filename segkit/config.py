@@ -50,6 +50,7 @@ class DataConfig:
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
     batch_size: int = 10  #: images per batch
     num_workers: int = 2  #: DataLoader worker processes
+    persistent_workers: bool = False  #: keep workers between epochs (resume then not exact)
     classes: list[str] | int | None = None  #: folder data set: class names, or their count
     options: dict[str, Any] = field(default_factory=dict)  #: extra adapter keyword arguments
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_engine_utils import (
+    TinySet,
     make_trainer,
     single_thread,  # noqa: F401  (autouse fixture)
     tiny_net,
@@ -308,3 +309,37 @@ def test_a_second_fit_of_the_same_trainer_equals_one_longer_fit(tmp_path):
     trainer2.cfg.epochs = 4
     trainer2.fit()  # goes on with the random streams as they are, not reseeded
     assert torch.equal(weights(model2), weights(model))
+
+
+@pytest.mark.timeout(120)
+def test_resume_with_loader_workers_equals_the_uninterrupted_run(tmp_path):
+    import numpy as np
+
+    from segkit.config import TrainConfig
+    from segkit.engine import Trainer, make_loader
+
+    class Augmented(TinySet):  # augmentation randomness drawn in the worker processes
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            item["image"] = item["image"] + float(np.random.rand())
+            return item
+
+    def run(out, hooks=(), resume=None):
+        torch.manual_seed(0)
+        model = tiny_net(3)
+        trainer = Trainer(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            torch.optim.Adam(model.parameters(), 1e-2),
+            make_loader(Augmented(8), 2, shuffle=True, num_workers=2),
+            make_loader(TinySet(4, seed=1), 2, shuffle=False),
+            cfg=TrainConfig(out_dir=str(out), epochs=3, progress=False, preview=0),
+            scheduler_cfg=SchedulerConfig(name="none"),
+            hooks=list(hooks),
+        )
+        trainer.fit(resume=resume)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    reference = run(tmp_path / "a")
+    run(tmp_path / "b", [_InterruptOnce(epoch=0)])
+    assert torch.equal(run(tmp_path / "b", resume=True), reference)

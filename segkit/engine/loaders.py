@@ -72,6 +72,7 @@ def make_loader(
     seed: int = 0,
     distributed: bool = False,
     drop_last: bool = False,
+    persistent_workers: bool = False,
 ) -> DataLoader:
     """A DataLoader seeded for reproducible shuffling (the Trainer reseeds it every epoch).
 
@@ -79,11 +80,16 @@ def make_loader(
         dataset: a map-style data set yielding ``{"image", "mask", ...}`` dicts.
         batch_size: samples per batch.
         shuffle: shuffle every epoch (training) or keep the order (validation).
-        num_workers: worker processes (persistent between epochs when > 0).
+        num_workers: worker processes.
         seed: seed of the shuffling generator and of the workers.
         distributed: shard the data over the ``torchrun`` ranks, padded for training
             (``shuffle``) and without repeats for evaluation (the Trainer shards by itself too).
         drop_last: drop the last incomplete batch.
+        persistent_workers: keep the worker processes between epochs. Epochs start faster
+            (most where workers are spawned, as on macOS and Windows), but workers are then
+            seeded once, not per epoch, so a resumed run's augmentations and order differ from
+            an uninterrupted one. New workers every epoch (the default) are seeded from
+            ``seed`` and the epoch alone, whatever ``num_workers`` is.
 
     Raises:
         ConfigError: a non-positive batch size or a negative worker count.
@@ -103,7 +109,7 @@ def make_loader(
         drop_last=drop_last,
         worker_init_fn=worker_init_fn,
         generator=generator,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent_workers and num_workers > 0,
     )
     if distributed:
         from segkit.engine.distributed import setup, shard_loader
