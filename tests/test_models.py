@@ -388,3 +388,14 @@ def test_metadata_options_travel_but_do_not_reach_the_builder(arch):
     assert rebuilt.spec.options["image_size"] == 64
     other = dataclasses.replace(model.spec, options={**model.spec.options, "image_size": 32})
     check_spec_matches(model.spec, other, "best.pt")  # the data size is not the architecture
+
+
+def test_advprop_weights_get_their_own_normalisation():
+    from segkit.models import ModelSpec
+    from segkit.models.factory import resolve_spec
+
+    for encoder in ("efficientnet-b0", "timm-efficientnet-b0"):
+        spec = resolve_spec(ModelSpec(arch="smp.Unet", encoder=encoder, encoder_weights="advprop"))
+        assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
+        spec = resolve_spec(ModelSpec(arch="smp.Unet", encoder=encoder, encoder_weights="imagenet"))
+        assert spec.mean == IMAGENET_MEAN and spec.std == IMAGENET_STD

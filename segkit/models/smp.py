@@ -80,8 +80,16 @@ def check_encoder(name: str | None) -> None:
         raise ConfigError(f"{message} List them with `segkit encoders`, or use 'tu-<timm name>'.")
 
 
-def encoder_normalization(encoder: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std (0-1 scale) that ``encoder``'s pretrained weights expect; no download."""
+def encoder_normalization(
+    encoder: str | None, weights: str | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std (0-1 scale) that ``encoder``'s pretrained ``weights`` expect; no download.
+
+    EfficientNet's ``advprop`` weights were trained on ``x * 2 - 1`` (mean and std 0.5), its
+    ``imagenet`` weights, like most, on ImageNet statistics.
+    """
+    if weights == "advprop" and (encoder or "").startswith(("efficientnet-", "timm-efficientnet")):
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     if encoder and encoder.startswith("tu-"):
         import timm
 
@@ -293,7 +301,8 @@ def build_smp(cls: type, spec: ModelSpec) -> nn.Module:
 
 
 def _smp_normalization(spec: ModelSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return encoder_normalization(spec.encoder)
+    weights = spec.encoder_weights if isinstance(spec.encoder_weights, str) else None
+    return encoder_normalization(spec.encoder, weights)
 
 
 # One registration per smp architecture: smp.Unet, smp.UnetPlusPlus, smp.FPN, ...
