@@ -253,24 +253,14 @@ def format_f1_lines(result: Mapping[str, float], digits: int = 4) -> str:
 # ---------------------------------------------------------------------- folder scoring
 
 
-def _read_label(path: Path) -> np.ndarray:
-    from PIL import Image
+def _read_label(path: Path, binary: bool) -> np.ndarray:
+    """A label map read as training reads it (palettes, 16-bit); binary: 255 counts as 1."""
+    from segkit.data.io import map_255_to_1, read_mask
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except Exception as exc:
-        raise DataError(f"Cannot read label map {str(path)!r}: {exc}") from None
-    if arr.ndim == 3:
-        if not all(
-            np.array_equal(arr[..., 0], arr[..., i]) for i in range(1, min(3, arr.shape[2]))
-        ):
-            raise DataError(
-                f"Label map {str(path)!r} is a colour image; labels must be one channel of "
-                "class indices (or grey with equal channels)."
-            )
-        arr = arr[..., 0]
-    return arr.astype(np.int64)
+    labels = read_mask(path)
+    if binary and labels.dtype == np.uint8 and labels.size and labels.max() == 255:
+        labels = map_255_to_1(labels)
+    return labels.astype(np.int64)
 
 
 #: file-name parts that say which side of a pair a file is (Helen: image_N / label_N, and
@@ -349,8 +339,9 @@ def score_folders(
         raise DataError(f"Label files do not pair up by name: {'; '.join(parts)}.")
     names = None if isinstance(classes, int) else [str(c) for c in classes]
     cm = ConfusionMatrix(classes if isinstance(classes, int) else len(names), ignore_index, names)
+    binary = cm.num_classes == 2 and ignore_index != 255  # 0/255 masks, as training reads them
     for stem, gt_path in gt_files.items():
-        gt, pred = _read_label(gt_path), _read_label(pred_files[stem])
+        gt, pred = _read_label(gt_path, binary), _read_label(pred_files[stem], binary)
         if gt.shape != pred.shape:
             raise DataError(
                 f"Prediction {str(pred_files[stem])!r} is {pred.shape[1]}x{pred.shape[0]} but "

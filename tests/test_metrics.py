@@ -262,3 +262,18 @@ def test_real_helen_labels_left_right_swap(tmp_path):
     result = score_folders(tmp_path / "gt", tmp_path / "pred", HELEN_NAMES, HELEN_GROUPS)
     assert result["f1_eyes"] == result["f1_brows"] == result["f1_overall"] == 1.0
     assert result["f1_le"] < 0.5 and result["f1_face"] == 1.0
+
+
+def test_score_folders_reads_masks_as_training_does(tmp_path):
+    from segkit.data.io import write_mask
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    # an all-car GIF as Pillow writes it: palette index 0 is white
+    Image.fromarray(np.full((4, 6), 255, np.uint8)).convert("P").save(gt / "a.gif")
+    write_mask(gt / "b.png", np.array([[0, 255, 255]] * 4, np.uint8))  # Carvana-style 0/255
+    write_mask(pred / "a.png", np.ones((4, 6), np.uint8))
+    write_mask(pred / "b.png", np.array([[0, 1, 1]] * 4, np.uint8))
+    result = score_folders(gt, pred, ["bg", "car"])
+    assert result["f1_car"] == 1.0 and result["accuracy"] == 1.0
