@@ -10,6 +10,7 @@ These are what the CLI runs; they are equally meant for notebooks and scripts::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,10 +366,14 @@ def check_json_path(path: str | Path) -> Path:
 
 
 def write_json(path: str | Path, result: dict[str, Any]) -> Path:
-    """Write a metric dict as indented JSON, atomically (see :func:`check_json_path`)."""
+    """Write a metric dict as indented JSON, atomically (see :func:`check_json_path`).
+
+    An undefined score (NaN: a class never predicted, say) is written as ``null``, since
+    ``NaN`` is not JSON and strict readers refuse the file.
+    """
     from segkit.data.io import write_bytes_atomic
 
     path = check_json_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, json.dumps(result, indent=2).encode())
+    plain = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
+    write_bytes_atomic(path, json.dumps(plain, indent=2, allow_nan=False).encode())
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -214,10 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"segkit {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser(
-        "demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes"
+    # --debug after the command too (segkit train CFG --debug); SUPPRESS keeps the one given
+    # before the command when it is not repeated
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
     )
+    add = functools.partial(sub.add_parser, parents=[debug])
+
+    s = add("demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes")
     s.add_argument("--out", default="segkit-demo", help="folder for everything the demo writes")
     s.add_argument(
         "--task", choices=["carvana", "helen"], default="carvana", help="which example task to run"
@@ -230,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--faces", type=int, default=60, help="synthetic faces for --task helen")
 
-    s = sub.add_parser("train", help="train from a YAML config with dotted overrides")
+    s = add("train", help="train from a YAML config with dotted overrides")
     s.add_argument("config", help="YAML config, e.g. examples/carvana_single_class/config.yaml")
     s.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 data.root=/data"
@@ -248,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start afresh in a run folder that holds an earlier run, replacing its files",
     )
 
-    s = sub.add_parser("evaluate", help="score a checkpoint on a split")
+    s = add("evaluate", help="score a checkpoint on a split")
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument(
         "--data", default=None, help="data root (default: the one the model was trained on)"
@@ -270,17 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation: average with the mirrored prediction",
     )
 
-    s = sub.add_parser(
-        "score", help="score two folders of label PNGs against each other by file name"
-    )
+    s = add("score", help="score two folders of label PNGs against each other by file name")
     s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
     s.add_argument("pred_dir", help="folder of predicted label PNGs (matched by file name)")
     s.add_argument("--classes", default="helen", help="'helen', a class count, or a file of names")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 
-    s = sub.add_parser(
-        "predict", help="label PNGs (and overlays, RLE) at each input's own resolution"
-    )
+    s = add("predict", help="label PNGs (and overlays, RLE) at each input's own resolution")
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True, help="output folder")
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
 
-    s = sub.add_parser("prepare", help="convert a data set's release into segkit's training layout")
+    s = add("prepare", help="convert a data set's release into segkit's training layout")
     s.add_argument("dataset", choices=["carvana", "helen"], help="which release SRC holds")
     s.add_argument("src", help="the release as downloaded (never modified)")
     s.add_argument("dst", help="where the prepared copy goes")
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 
-    s = sub.add_parser("synth", help="write a synthetic data set in the real layout")
+    s = add("synth", help="write a synthetic data set in the real layout")
     s.add_argument("dataset", choices=["carvana", "helen"], help="which layout to write")
     s.add_argument("dst", help="folder to write the data set into")
     s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces")
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="helen: faces in the test split (default: a fifth of --n, at least 1)",
     )
 
-    s = sub.add_parser("export", help="export a checkpoint to ONNX")
+    s = add("export", help="export a checkpoint to ONNX")
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument("--onnx", required=True, help="output .onnx path")
     s.add_argument(
@@ -336,9 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
-    s = sub.add_parser("models", help="list architectures (fnmatch pattern)")
+    s = add("models", help="list architectures (fnmatch pattern)")
     s.add_argument("pattern", nargs="?", default="*", help="e.g. 'smp.Unet*' (default: all)")
-    s = sub.add_parser("encoders", help="list encoders (fnmatch pattern)")
+    s = add("encoders", help="list encoders (fnmatch pattern)")
     s.add_argument("pattern", nargs="?", default="*", help="e.g. 'resnet*' (default: all)")
     return p
 

@@ -289,13 +289,11 @@ def test_no_traceback_without_debug_but_with_it(tmp_path):
     cmd = [sys.executable, "-m", "segkit", "train", str(tmp_path / "missing.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "segkit", "--debug", *cmd[3:]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    for debug in (["--debug", *cmd[3:]], [*cmd[3:], "--debug"]):  # before or after the command
+        proc = subprocess.run(
+            [sys.executable, "-m", "segkit", *debug], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode != 0 and "Traceback" in proc.stderr, debug
 
 
 def test_predict_bad_image_fails_naming_it_unless_skip_bad(trained, carvana_raw, tmp_path, capsys):
@@ -365,3 +363,17 @@ def test_train_refuses_to_write_over_its_own_config(tmp_path, capsys):
     assert run("train", cfg) == 2
     assert "is the folder of the config file itself" in capsys.readouterr().err
     assert cfg.read_text().startswith("# my notes")
+
+
+def test_json_reports_write_undefined_scores_as_null(tmp_path):
+    from segkit.api import write_json
+
+    path = write_json(tmp_path / "m.json", {"precision_bg": float("nan"), "f1_car": 0.5})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "precision_bg": None,
+        "f1_car": 0.5,
+    }
