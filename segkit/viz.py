@@ -208,7 +208,15 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    """Write the figure atomically: an interrupted run leaves the previous image, not half one."""
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:  # viz sits below the data layer, so it does not borrow data.io's writer
+        fig.savefig(tmp, dpi=80, format=path.suffix.lstrip(".").lower() or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -82,3 +82,21 @@ def test_importing_viz_does_not_import_matplotlib():
     code = "import sys, segkit.viz; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_failed_figure_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    rows = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2}]
+    path = viz.plot_curves(rows, tmp_path / "curves.png")
+    before = path.read_bytes()
+
+    def broken(self, fname, *args, **kwargs):  # half a file written, then the disk is full
+        with open(fname, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        viz.plot_curves(rows + [{"epoch": 2, "train_loss": 0.9}], path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
