@@ -11,7 +11,7 @@ from typing import Any
 
 import segkit._env  # noqa: F401
 from segkit import __version__
-from segkit.errors import ConfigError, SegkitError
+from segkit.errors import SegkitError
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -53,12 +53,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from segkit.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    if (Path(cfg.train.out_dir) / "config.yaml").resolve() == Path(args.config).resolve():
-        raise ConfigError(
-            f"train.out_dir {cfg.train.out_dir!r} is the folder of the config file itself, and "
-            "the run would replace its config.yaml with the resolved copy. Choose another "
-            "train.out_dir (e.g. runs/exp)."
-        )
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     best = result.get("best_value")
     if best is not None:

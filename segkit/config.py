@@ -268,9 +268,9 @@ def _suggest_key(dotted: str) -> str:
         if hint:
             return hint
     name = dotted.rsplit(".", 1)[-1]
-    elsewhere = [k for k in all_keys() if k.rsplit(".", 1)[-1] == name]
+    elsewhere = [k for k in all_keys() if "." in k and k.rsplit(".", 1)[-1] == name]
     if elsewhere:  # the right key in another section: train.lr -> optim.lr
-        return f" Did you mean {elsewhere[0]!r}?"
+        return f" Did you mean {' or '.join(map(repr, elsewhere))}?"
     return suggest(dotted, all_keys()) or suggest(name, all_keys())
 
 

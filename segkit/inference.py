@@ -327,13 +327,16 @@ class _Stream:
             logger.warning("skipped %s", message)
             self.skipped.append(str(self.paths[index]))
         device = next(self.model.parameters()).device
+        queued = []
         for positions, images in batch["groups"]:
             x = normalize(images.to(device, non_blocking=True), *self.mean_std)
             probs = self.job.probs(self.model, x)
             for j, p in enumerate(positions):
                 path = self.paths[batch["index"][p]]
                 future = self.pool.submit(self.job.finish, probs[j], path, batch["size"][p])
-                self.results.pending.append((path, future))
+                queued.append((p, path, future))
+        for _, path, future in sorted(queued, key=lambda q: q[0]):  # input order, not by shape
+            self.results.pending.append((path, future))
 
 
 def predict(

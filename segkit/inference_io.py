@@ -56,7 +56,8 @@ def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, 
 
     Prefixes and suffixes both count: ``lb``/``rb`` and ``le``/``re`` (Helen),
     ``left_eye``/``right_eye``, ``Left Lung``/``Right Lung``, ``lung_left``/``lung_right``,
-    ``eye_l``/``eye_r``. Names are compared without case.
+    ``eye_l``/``eye_r``. A one-letter suffix counts only after ``_``, ``-`` or a space, so that
+    words such as towel/tower are not paired. Names are compared without case.
     """
     if not class_names:
         return []
@@ -67,8 +68,9 @@ def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, 
             partners = []
             if name.startswith(left) and len(name) > len(left):
                 partners.append(right + name[len(left) :])
-            if name.endswith(left) and len(name) > len(left):
-                partners.append(name[: -len(left)] + right)
+            stem = name[: -len(left)]
+            if name.endswith(left) and stem and (len(left) > 1 or stem[-1] in "_- "):
+                partners.append(stem + right)
             found = [index[p] for p in partners if p in index]
             if found:
                 pairs.append((i, found[0]))

@@ -355,13 +355,22 @@ def test_train_ctrl_c_exits_130_with_resume_hint_then_resumes(carvana_raw, tmp_p
     assert main(["train", str(cfg), "train.epochs=1", "--overwrite"]) == 0
     rows = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == 1
+    # the run's own config.yaml, as the resume hint prints it, resumes the run
+    assert main(["train", str(tmp_path / "run" / "config.yaml"), "train.epochs=2", "--resume"]) == 0
+    assert main(["train", str(cfg), "--resume", "--overwrite"]) == 2
 
 
 def test_train_refuses_to_write_over_its_own_config(tmp_path, capsys):
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text("# my notes\ntrain:\n  out_dir: .\n")
+    from segkit.data import synth_helen
+
+    synth_helen(tmp_path / "helen", n=4, size=32)
+    cfg = tmp_path / "config.yaml"  # a config of the user's own, in the folder it names
+    cfg.write_text(
+        "# my notes\ndata:\n  root: helen\n  image_size: 32\n  num_workers: 0\n"
+        "model:\n  arch: unet\n  base_channels: 4\ntrain:\n  out_dir: .\n  epochs: 1\n"
+    )
     assert run("train", cfg) == 2
-    assert "is the folder of the config file itself" in capsys.readouterr().err
+    assert "was not written by a segkit run" in capsys.readouterr().err
     assert cfg.read_text().startswith("# my notes")
 
 

@@ -233,6 +233,7 @@ def test_yaml_merge_key_is_not_a_duplicate(tmp_path):
         ("train.lr=0.1", "Did you mean 'optim.lr'?"),
         ("optim.epochs=3", "Did you mean 'train.epochs'?"),
         ("data=5", "'data' is a section; set one of its keys"),
+        ("model.name=x", "Did you mean 'loss.name' or 'optim.name'"),  # not the top-level name
     ],
 )
 def test_a_key_in_the_wrong_section_points_to_the_right_one(override, hint):

@@ -77,6 +77,14 @@ def test_an_ignore_value_is_accepted_only_when_declared(tmp_path):
     write_mask(root / "masks" / "img0.png", np.array([[0, 1, 255] * 8] * 16, np.uint8))
     binary.ignore_index = 255
     assert set(np.unique(binary[0]["mask"])) == {0, 1, 255}
+    write_mask(root / "masks" / "img0.png", np.array([[0, 255] * 12] * 16, np.uint8))
+    with pytest.warns(UserWarning, match="holds 0 and 255 only; with loss.ignore_index=255"):
+        binary[0]
+    # with an ignore value already set, a stray value is not suggested as another one
+    write_mask(root / "masks" / "img0.png", np.full((16, 24), 7, np.uint8))
+    with pytest.raises(DataError) as failure:
+        ds[0]
+    assert "ignore_index" not in str(failure.value)
 
 
 def test_folder_custom_folder_names_and_split(tmp_path):

@@ -20,6 +20,7 @@ from torch import nn
 
 from segkit.config import SchedulerConfig, TrainConfig
 from segkit.engine import HookBase, Trainer, load_checkpoint, make_loader, resolve_amp
+from segkit.engine.hooks import CONFIG_HEADER
 from segkit.errors import ConfigError, DataError, TrainingError
 
 
@@ -47,7 +48,7 @@ def test_run_folder_history_and_metrics_match_sklearn(tmp_path):
     for name in ("best.pt", "last.pt", "history.csv", "curves.png", "config.yaml"):
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "predictions.png").stat().st_size > 1000
-    assert (tmp_path / "config.yaml").read_text().strip() == "name: t"
+    assert (tmp_path / "config.yaml").read_text().strip().splitlines() == [CONFIG_HEADER, "name: t"]
     rows = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     cols = list(rows[0])
@@ -511,3 +512,24 @@ def test_a_file_as_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"train.out_dir .*notes.txt' is a file, not a folder"):
         make_trainer(tmp_path / "notes.txt", epochs=1).fit()
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_run_configs_are_told_from_a_users_own(tmp_path):
+    import yaml
+
+    from segkit.config import Config, to_dict
+    from segkit.engine.hooks import is_run_config
+
+    legacy = tmp_path / "legacy.yaml"  # written by segkit before the header line existed
+    legacy.write_text(yaml.safe_dump(to_dict(Config()), sort_keys=False))
+    own = tmp_path / "own.yaml"
+    own.write_text("data:\n  root: data/x\ntrain:\n  epochs: 3\n")
+    commented = tmp_path / "commented.yaml"
+    commented.write_text("# mine\n" + legacy.read_text())
+    assert is_run_config(legacy) and not is_run_config(own) and not is_run_config(commented)
+
+
+def test_a_run_that_failed_before_its_first_epoch_ended_can_start_again(tmp_path):
+    (tmp_path / "config.yaml").write_text(f"{CONFIG_HEADER}\nname: t\n")  # all it left
+    result = make_trainer(tmp_path, epochs=1, full_config={"name": "t"}).fit()
+    assert result["status"] == "completed"

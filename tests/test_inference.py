@@ -184,6 +184,7 @@ def test_flip_pairs_from_helen_names_match_the_data_layer():
     assert flip_pairs_from_names(["bg", "Left Lung", "Right Lung"]) == [(1, 2)]
     assert flip_pairs_from_names(["bg", "lung_left", "lung_right", "heart"]) == [(1, 2)]
     assert flip_pairs_from_names(["eye_r", "eye_l", "nose", "wheel"]) == [(1, 0)]
+    assert flip_pairs_from_names(["bg", "towel", "tower", "pool", "poor"]) == []  # words
 
 
 def test_flip_tta_averages_the_mirrored_prediction_with_classes_swapped_back():
@@ -523,3 +524,13 @@ def test_close_batches_stops_the_prefetch_thread_after_an_error():
     close_batches(batches)
     assert not readers()
     close_batches(iter([]))  # anything without close() / workers is left alone
+
+
+def test_outputs_keep_the_input_order_when_a_batch_mixes_shapes(tmp_path):
+    paths = []
+    for i, shape in enumerate([(64, 64), (40, 56), (64, 64), (40, 56)]):
+        paths += _write_images(tmp_path / "in", 1, shape, stem=f"s{i}_")
+    out = tmp_path / "out"
+    result = predict(_pointwise_model(1), paths, out, batch_size=4, rle_csv=out / "r.csv")
+    assert result["outputs"] == [str(out / f"{p.stem}.png") for p in paths]
+    assert list(read_rle_csv(out / "r.csv")) == [p.name for p in paths]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import warnings
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -113,6 +114,7 @@ class SegmentationDataset(Dataset):
     #: a label value that marks pixels to leave out (the loss's ``ignore_index``): accepted in
     #: masks beside the classes, and never mapped to 1 in a binary mask
     ignore_index: int | None = None
+    _warned_void = False
 
     def __init__(
         self,
@@ -173,8 +175,17 @@ class SegmentationDataset(Dataset):
                 "height). Resize the mask with nearest-neighbour interpolation or re-export the pair."
             )
         n, ignore = len(self.class_names), self.ignore_index
-        if self.task == "binary" and ignore != 255 and mask.size and mask.max() == 255:
-            mask = map_255_to_1(mask)
+        if self.task == "binary" and mask.size and mask.max() == 255:
+            if ignore != 255:
+                mask = map_255_to_1(mask)
+            elif not self._warned_void and not (mask == 1).any():
+                self._warned_void = True
+                warnings.warn(
+                    f"Mask {str(sample.mask_path)!r} holds 0 and 255 only; with "
+                    "loss.ignore_index=255 its 255 pixels are left out, not read as the object. "
+                    "If 255 marks the object (Carvana-style 0/255 masks), unset loss.ignore_index.",
+                    stacklevel=2,
+                )
         if mask.size and int(mask.max()) >= n:
             bad = np.unique(mask[mask >= n]).tolist()
             if ignore is not None and bad == [ignore]:
@@ -189,9 +200,13 @@ class SegmentationDataset(Dataset):
                 )
             raise DataError(
                 f"Mask {str(sample.mask_path)!r} holds label values {name_some(bad, 8)} outside "
-                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). Fix the label map, "
-                "give the data set the right class list (data.classes), or, if a value marks "
-                f"pixels to leave out, set loss.ignore_index={bad[0]}."
+                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). Fix the label map"
+                + (
+                    ", or give the data set the right class list (data.classes)."
+                    if ignore is not None
+                    else ", give the data set the right class list (data.classes), or, if a "
+                    f"value marks pixels to leave out, set loss.ignore_index={bad[0]}."
+                )
             )
         return mask
 

@@ -244,17 +244,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image from its header, without decoding the pixels.
 
     Any size is accepted: Pillow's decompression-bomb limit (179 Mpx) guards decoding, and
-    nothing is decoded here.
+    nothing is decoded here. Only for an image over that limit is Pillow's global limit lifted,
+    briefly and one thread at a time, so other readers keep their protection otherwise.
     """
     try:
-        with _PILLOW_LIMIT:  # one thread at a time lifts and restores the global limit
-            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
-        with im:
-            return im.size
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except Image.DecompressionBombError:
+            with _PILLOW_LIMIT:
+                limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    im = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
+            with im:
+                return im.size
     except FileNotFoundError:
         raise DataNotFoundError(f"File {str(path)!r} does not exist.") from None
     except (OSError, ValueError, SyntaxError):

@@ -201,6 +201,29 @@ def _number(text: str) -> float | int | None:
     return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
+#: first line of the ``config.yaml`` a run writes; a file without it is not segkit's to replace
+CONFIG_HEADER = "# segkit: the resolved settings of this run, rewritten whenever it starts"
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.yaml`` that a segkit run wrote (and may rewrite).
+
+    Copies from before the header existed are recognised as complete dumps of every section
+    without comments; a hand-written config (comments, or some sections only) is not.
+    """
+    import yaml
+
+    text = path.read_text(errors="replace")
+    if text.startswith(CONFIG_HEADER):
+        return True
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    sections = {"name", "data", "augment", "model", "loss", "optim", "scheduler", "train"}
+    return "#" not in text and isinstance(data, dict) and sections <= set(data)
+
+
 class ConfigHook(HookBase):
     """Write the run's resolved configuration as ``config.yaml``."""
 
@@ -210,7 +233,7 @@ class ConfigHook(HookBase):
             import yaml
 
             text = yaml.safe_dump(t.full_config, sort_keys=False)
-            _write_atomic(t.out_dir / "config.yaml", text)
+            _write_atomic(t.out_dir / "config.yaml", f"{CONFIG_HEADER}\n{text}")
 
 
 class PlotHook(HookBase):

@@ -29,14 +29,15 @@ from segkit.engine.checkpoint import (
     trainer_state,
 )
 from segkit.engine.evaluation import Evaluator, run_evaluation, unpack_batch
-from segkit.engine.hooks import CheckpointHook, HookBase, default_hooks
+from segkit.engine.hooks import CheckpointHook, HookBase, default_hooks, is_run_config
 from segkit.engine.loaders import release_workers, seed_everything, set_loader_epoch
 from segkit.engine.runtime import StopOnSignal, check_train_config, resolve_amp
 from segkit.engine.schedulers import build_scheduler, current_lr
 from segkit.errors import CheckpointError, ConfigError, DataError, TrainingError
 
-#: files whose presence marks a run folder as holding a run
-RUN_FILES = ("last.pt", "best.pt", "history.csv", "config.yaml")
+#: files whose presence marks a run folder as holding a run (a lone config.yaml does not:
+#: a run that failed before its first epoch ended may simply be started again)
+RUN_FILES = ("last.pt", "best.pt", "history.csv")
 #: figures a run draws; removed with the run files when a run is overwritten
 PLOT_FILES = ("curves.png", "predictions.png")
 
@@ -189,6 +190,12 @@ class Trainer:
                 f"train.out_dir {str(self.out_dir)!r} is a file, not a folder; choose a folder "
                 "for the run (it is created if missing)."
             )
+        if resume and overwrite:
+            raise ConfigError(
+                "resume and overwrite contradict each other: resume continues the run in "
+                f"{str(self.out_dir)!r}, overwrite replaces it. Pass one of them."
+            )
+        self._refuse_foreign_config()
         if not resume and self.status == "new":
             self._clear_earlier_run() if overwrite else self._refuse_earlier_run()
         if resume:
@@ -397,6 +404,16 @@ class Trainer:
         if self.dist.is_main:
             copy_checkpoint(src, dst)
         D.barrier(self.dist)
+
+    def _refuse_foreign_config(self) -> None:
+        path = self.out_dir / "config.yaml"
+        foreign = self.full_config is not None and path.is_file() and not is_run_config(path)
+        if D.any_rank(foreign, self.dist):
+            raise ConfigError(
+                f"{str(path)!r} was not written by a segkit run (a config of your own?), and the "
+                "run would replace it with its resolved settings. Choose another train.out_dir "
+                "(e.g. runs/exp), or move that file."
+            )
 
     def _clear_earlier_run(self) -> None:
         """Remove what an earlier run wrote here, so that none of it passes for the new run's."""
