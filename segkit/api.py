@@ -195,9 +195,11 @@ def attach_transforms(cfg: Config, train_set: Any, val_set: Any, spec: Any) -> N
     else:
         raise ConfigError(f"augment.normalize must be model, imagenet or none, got {norm!r}.")
     pairs = list(getattr(train_set, "flip_pairs", ()) or ())
-    size = cfg.data.image_size
-    train_set.transform = build_transforms(cfg.augment, size, True, mean, std, flip_pairs=pairs)
-    val_set.transform = build_transforms(cfg.augment, size, False, mean, std, flip_pairs=pairs)
+    size, ignore = cfg.data.image_size, cfg.loss.ignore_index
+    for ds, train in ((train_set, True), (val_set, False)):
+        ds.transform = build_transforms(
+            cfg.augment, size, train, mean, std, flip_pairs=pairs, ignore_index=ignore
+        )
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -329,7 +331,7 @@ def evaluate(
     )
     names = list(model.spec.class_names or ds.class_names)
     if tta == "flip":
-        from segkit.inference_io import flip_pairs_from_names
+        from segkit.data.transforms import flip_pairs_from_names
         from segkit.models import FlipTTA
 
         model = FlipTTA(model, flip_pairs_from_names(names))

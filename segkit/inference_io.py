@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segkit.data.io import IMAGE_EXTENSIONS, list_files, read_resized
+from segkit.data.transforms import flip_pairs_from_names  # noqa: F401  (part of this API)
 from segkit.errors import DataError
 
 
@@ -49,33 +50,6 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
-
-
-def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
-    """Class index pairs that swap under a horizontal flip, found from left/right names.
-
-    Prefixes and suffixes both count: ``lb``/``rb`` and ``le``/``re`` (Helen),
-    ``left_eye``/``right_eye``, ``Left Lung``/``Right Lung``, ``lung_left``/``lung_right``,
-    ``eye_l``/``eye_r``. A one-letter suffix counts only after ``_``, ``-`` or a space, so that
-    words such as towel/tower are not paired. Names are compared without case.
-    """
-    if not class_names:
-        return []
-    index = {name.lower(): i for i, name in enumerate(class_names)}
-    pairs = []
-    for name, i in index.items():
-        for left, right in (("left", "right"), ("l", "r")):
-            partners = []
-            if name.startswith(left) and len(name) > len(left):
-                partners.append(right + name[len(left) :])
-            stem = name[: -len(left)]
-            if name.endswith(left) and stem and (len(left) > 1 or stem[-1] in "_- "):
-                partners.append(stem + right)
-            found = [index[p] for p in partners if p in index]
-            if found:
-                pairs.append((i, found[0]))
-                break
-    return pairs
 
 
 def read_for_model(path: str | Path, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:

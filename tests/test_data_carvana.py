@@ -144,10 +144,10 @@ def test_prepare_writes_sizes_binary_masks_and_index(kaggle, tmp_path):
     assert ds.layout == "prepared" and len(ds) == 6 and ds[0]["image"].shape == (64, 64, 3)
 
 
-def test_prepared_mask_matches_nearest_resize_of_source(kaggle, tmp_path):
+def test_prepared_mask_is_the_pixel_centre_resize_of_the_source(kaggle, tmp_path):
     prepare_carvana(kaggle, tmp_path / "p", size=32, workers=1)
     source = read_mask(kaggle / "train_masks" / "synth0001_03_mask.gif") // 255
-    expected = cv2.resize(source, (32, 32), interpolation=cv2.INTER_NEAREST)
+    expected = cv2.resize(source, (32, 32), interpolation=cv2.INTER_NEAREST_EXACT)
     np.testing.assert_array_equal(
         read_mask(tmp_path / "p" / "masks" / "synth0001_03.png"), expected
     )

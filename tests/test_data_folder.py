@@ -206,3 +206,10 @@ def test_adding_a_dataset_takes_one_class_and_one_line(tmp_path, temporary_regis
     assert (ds[0]["mask"] == 2).all()
     with pytest.raises(ConfigError, match="already registered"):
         register_dataset("tiny_rgb")(type("Other", (SegmentationDataset,), {}))
+
+
+def test_left_right_classes_of_a_folder_set_swap_under_a_flip(tmp_path):
+    root = make_folder(tmp_path / "d", n=1, classes=3)
+    ds = FolderDataset(root, classes=["bg", "l_eye", "r_eye"])
+    assert ds.flip_pairs == [(1, 2)]
+    assert FolderDataset(root, classes=["bg", "towel", "tower"]).flip_pairs == []

@@ -37,11 +37,41 @@ def test_eval_pipeline_resizes_and_scales_to_unit_range():
         image=image, mask=mask
     )
     assert out["image"].shape == (3, 32, 32) and out["image"].dtype == torch.float32
-    expected = cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR) / 255.0
+    # shrinking: area averaging, as prediction's read_resized; masks by pixel centres
+    expected = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA) / 255.0
     np.testing.assert_allclose(out["image"].permute(1, 2, 0).numpy(), expected, atol=1e-6)
     np.testing.assert_array_equal(
-        out["mask"].numpy(), cv2.resize(mask, (32, 32), interpolation=cv2.INTER_NEAREST)
+        out["mask"].numpy(), cv2.resize(mask, (32, 32), interpolation=cv2.INTER_NEAREST_EXACT)
     )
+    # enlarging: bilinear
+    big = build_transforms(None, 64, train=False, mean=(0, 0, 0), std=(1, 1, 1))(image=image)
+    expected = cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR) / 255.0
+    np.testing.assert_allclose(big["image"].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+
+
+def test_training_and_prediction_see_the_same_pixels(tmp_path):
+    from segkit.data.io import read_resized
+
+    path = tmp_path / "a.png"  # not a JPEG: no reduced decode on the prediction side
+    cv2.imwrite(str(path), cv2.cvtColor(_image(), cv2.COLOR_RGB2BGR))
+    for size in (16, 32, 64):
+        pipeline = build_transforms(None, size, train=False, mean=(0, 0, 0), std=(1, 1, 1))
+        trained = pipeline(image=_image())["image"].permute(1, 2, 0).numpy() * 255.0
+        predicted, _ = read_resized(path, size)
+        np.testing.assert_allclose(trained, predicted, atol=1e-3)
+
+
+def test_the_resized_mask_stays_on_the_image(tmp_path):
+    image = np.zeros((1280, 1918, 3), np.uint8)
+    mask = np.zeros((1280, 1918), np.uint8)
+    image[400:900, 500:1400], mask[400:900, 500:1400] = 255, 1
+    out = build_transforms(None, 128, train=False, mean=(0, 0, 0), std=(1, 1, 1))(
+        image=image, mask=mask
+    )
+    ys, xs = np.nonzero(out["mask"].numpy())
+    weights = out["image"][0].numpy()
+    wy, wx = np.nonzero(weights >= 0.5)
+    assert abs(ys.mean() - wy.mean()) < 0.3 and abs(xs.mean() - wx.mean()) < 0.3
 
 
 def test_imagenet_normalisation_matches_hand_computation():
@@ -128,3 +158,14 @@ def test_bad_settings(kwargs, match):
     args = {"augment": AugmentConfig(), "size": 32, "train": True, **kwargs}
     with pytest.raises(ConfigError, match=match):
         build_transforms(**args)
+
+
+def test_the_border_an_affine_brings_in_takes_the_ignore_label():
+    mask = np.full((40, 50), 3, np.uint8)  # no background anywhere
+    augment = AugmentConfig(hflip=0.0, affine=1.0, rotate=30.0, scale=0.3)
+    for ignore, border in ((None, 0), (255, 255)):
+        pipeline = build_transforms(augment, 32, train=True, ignore_index=ignore)
+        values = set()
+        for _ in range(10):
+            values |= set(np.unique(pipeline(image=_image(), mask=mask)["mask"].numpy()))
+        assert values == {3, border}

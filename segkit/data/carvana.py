@@ -285,7 +285,8 @@ class _Preparer:
                 f"Mask {str(sample.mask_path)!r} is not binary: it holds {name_some(bad, 8)} "
                 "besides 0 and 1 (255 counts as 1). Save it with 0 = background, 1 or 255 = car."
             )
-        small = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        # by pixel centres, as the image is resized (INTER_NEAREST would shift it by 7 px)
+        small = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST_EXACT)
         write_image(self.dst / image_rel, load_resized(sample.image_path, self.size, self.decode))
         write_mask(self.dst / mask_rel, small)
         return row, True

@@ -15,6 +15,7 @@ from segkit.data.io import (
     require_dir,
 )
 from segkit.data.registry import register_dataset
+from segkit.data.transforms import flip_pairs_from_names
 from segkit.errors import DataError
 
 
@@ -89,3 +90,5 @@ class FolderDataset(SegmentationDataset):
         )
         self.split = split
         super().__init__(select_ids(samples, ids, base), transform, _class_names(classes), root)
+        # left/right classes swap under a horizontal flip, found from their names (l_eye/r_eye)
+        self.flip_pairs = flip_pairs_from_names(self.class_names)

@@ -236,7 +236,10 @@ def read_resized(
     image = decode_image(data, path, flag)
     original = (dims[1], dims[0]) if dims is not None else image.shape[:2]
     if size is not None and image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        # area averaging when shrinking, bilinear when enlarging, as training's transforms do
+        shrink = image.shape[0] > size or image.shape[1] > size
+        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image = cv2.resize(image, (size, size), interpolation=interpolation)
     return image, original
 
 

@@ -75,6 +75,33 @@ class LabelAwareHorizontalFlip(A.HorizontalFlip):
         return ("flip_pairs",)
 
 
+def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
+    """Class index pairs that swap under a horizontal flip, found from left/right names.
+
+    Prefixes and suffixes both count: ``lb``/``rb`` and ``le``/``re`` (Helen),
+    ``left_eye``/``right_eye``, ``Left Lung``/``Right Lung``, ``lung_left``/``lung_right``,
+    ``eye_l``/``eye_r``. A one-letter suffix counts only after ``_``, ``-`` or a space, so that
+    words such as towel/tower are not paired. Names are compared without case.
+    """
+    if not class_names:
+        return []
+    index = {name.lower(): i for i, name in enumerate(class_names)}
+    pairs = []
+    for name, i in index.items():
+        for left, right in (("left", "right"), ("l", "r")):
+            partners = []
+            if name.startswith(left) and len(name) > len(left):
+                partners.append(right + name[len(left) :])
+            stem = name[: -len(left)]
+            if name.endswith(left) and stem and (len(left) > 1 or stem[-1] in "_- "):
+                partners.append(stem + right)
+            found = [index[p] for p in partners if p in index]
+            if found:
+                pairs.append((i, found[0]))
+                break
+    return pairs
+
+
 def build_transforms(
     augment: AugmentConfig | None,
     size: int,
@@ -82,10 +109,12 @@ def build_transforms(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     flip_pairs: Iterable[tuple[int, int]] = (),
+    ignore_index: int | None = None,
 ) -> A.Compose:
     """The albumentations pipeline for training or evaluation.
 
-    ``Resize(size, size)`` (masks nearest-neighbour); for training only, as ``augment`` sets
+    ``Resize(size, size)`` (images by area averaging when shrinking, bilinear when enlarging,
+    as prediction reads them; masks nearest-neighbour by pixel centres); for training only, as ``augment`` sets
     the probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
     light ``Affine`` (scale, rotate, small shift) and colour jitter; then
     ``Normalize(mean, std)`` on 0..255 pixels and ``ToTensorV2``. ``mean=(0, 0, 0)``,
@@ -99,6 +128,8 @@ def build_transforms(
         mean: per-channel mean (RGB, 0..1 scale).
         std: per-channel standard deviation.
         flip_pairs: class id pairs that a horizontal flip swaps.
+        ignore_index: label of the border an ``Affine`` shift or rotation brings in (default
+            background, 0); give the loss's ignore value so that the border is left out.
 
     Raises:
         ConfigError: a non-positive size, a probability outside 0..1, bad mean/std.
@@ -107,16 +138,27 @@ def build_transforms(
         raise ConfigError(f"Image size must be a positive integer, got {size!r}.")
     if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or min(std) <= 0:
         raise ConfigError(f"mean/std need 3 values and std > 0, got mean={mean}, std={std}.")
+    # area averaging when shrinking, bilinear when enlarging: what prediction's read_resized does;
+    # masks by pixel centres (INTER_NEAREST_EXACT), as the image is, or they shift by half a
+    # source pixel per pixel of scale (7 px at 1918 -> 128)
     steps: list[Any] = [
-        A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+        A.Resize(
+            size,
+            size,
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST_EXACT,
+            area_for_downscale="image",
+        )
     ]
     if train and augment is not None:
-        steps += _augmentations(augment, list(flip_pairs))
+        steps += _augmentations(augment, list(flip_pairs), ignore_index)
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
     return A.Compose(steps)
 
 
-def _augmentations(augment: AugmentConfig, flip_pairs: list[tuple[int, int]]) -> list[Any]:
+def _augmentations(
+    augment: AugmentConfig, flip_pairs: list[tuple[int, int]], ignore_index: int | None
+) -> list[Any]:
     for key in ("hflip", "vflip", "affine", "color"):
         p = getattr(augment, key)
         if not 0.0 <= p <= 1.0:
@@ -137,7 +179,7 @@ def _augmentations(augment: AugmentConfig, flip_pairs: list[tuple[int, int]]) ->
                 translate_percent=(-0.05, 0.05),
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=0,
-                fill_mask=0,
+                fill_mask=0 if ignore_index is None else ignore_index,  # no made-up background
                 p=augment.affine,
             )
         )
