@@ -187,7 +187,9 @@ try:
 except DataError as exc:  # one file per rank: their printed lines would interleave
     Path(sys.argv[1] + f"-refused{{os.environ['RANK']}}.txt").write_text(str(exc))
     if torch.distributed.is_initialized():  # else gloo may abort the process at exit
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    os._exit(0)  # and skip C++ teardown, where gloo's threads can still abort it
 """
 
 
@@ -228,7 +230,9 @@ try:
     trainer.fit()
 except TrainingError as exc:
     Path(sys.argv[1] + f"-stopped{{RANK}}.txt").write_text(str(exc))
+torch.distributed.barrier()
 torch.distributed.destroy_process_group()
+os._exit(0)  # gloo's threads can abort C++ teardown at exit ("terminate called ...")
 """
 
 
