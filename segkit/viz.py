@@ -209,14 +209,7 @@ def _numpy(x: Any) -> np.ndarray:
 
 def _save(fig: Any, path: str | Path) -> Path:
     """Write the figure atomically: an interrupted run leaves the previous image, not half one."""
-    import os
+    from segkit._files import replace_atomically
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:  # viz sits below the data layer, so it does not borrow data.io's writer
-        fig.savefig(tmp, dpi=80, format=path.suffix.lstrip(".").lower() or "png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    kind = Path(path).suffix.lstrip(".").lower() or "png"
+    return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80, format=kind))

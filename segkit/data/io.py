@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from segkit._files import write_bytes_atomic  # noqa: F401  (part of segkit.data.io's API)
 from segkit.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -355,23 +355,6 @@ _BINARY_TABLE[255] = 1
 def map_255_to_1(mask: np.ndarray) -> np.ndarray:
     """A uint8 binary mask stored as 0/255 (or 0/1) as 0/1; other values are left as they are."""
     return cv2.LUT(np.ascontiguousarray(mask, dtype=np.uint8), _BINARY_TABLE)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then rename it into place.
-
-    An interrupted write leaves either the old file or none, never a half-written one. Missing
-    parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def encode(path: str | Path, array: np.ndarray, params: Iterable[int] = ()) -> bytes:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from segkit._files import replace_atomically
 from segkit.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -98,22 +99,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
 
-    return _replace_atomically(path, write)
-
-
-def _replace_atomically(path: Path, fill: Any) -> Path:
-    """Have ``fill(tmp)`` make a temporary file beside ``path``, then rename it to ``path``.
-
-    A failure leaves ``path`` as it was and removes the temporary file.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.unlink(missing_ok=True)
-        fill(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return replace_atomically(path, write)
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -137,7 +123,7 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
         except OSError:  # no hard links on this file system
             shutil.copyfile(src, tmp)
 
-    return _replace_atomically(Path(dst), link)
+    return replace_atomically(Path(dst), link)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segkit._files import write_bytes_atomic
 from segkit.errors import ConfigError, suggest
 
 if TYPE_CHECKING:
@@ -151,9 +151,7 @@ class EarlyStopHook(HookBase):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode())
 
 
 class HistoryHook(HookBase):
