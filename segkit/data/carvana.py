@@ -30,7 +30,6 @@ from segkit.data.io import (
     list_files,
     map_255_to_1,
     name_some,
-    read_image,
     read_mask,
     read_resized,
     refuse_overlap,
