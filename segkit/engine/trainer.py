@@ -185,19 +185,7 @@ class Trainer:
         if self.status == "new":  # a second fit() goes on with the random streams as they are
             seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
         self.resumed = bool(resume)
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ConfigError(
-                f"train.out_dir {str(self.out_dir)!r} is a file, not a folder; choose a folder "
-                "for the run (it is created if missing)."
-            )
-        if resume and overwrite:
-            raise ConfigError(
-                "resume and overwrite contradict each other: resume continues the run in "
-                f"{str(self.out_dir)!r}, overwrite replaces it. Pass one of them."
-            )
-        self._refuse_foreign_config()
-        if not resume and self.status == "new":
-            self._clear_earlier_run() if overwrite else self._refuse_earlier_run()
+        self._check_run_folder(resume, overwrite)
         if resume:
             self.load(self._resume_path(resume))
         if self.dist.is_main:
@@ -404,6 +392,22 @@ class Trainer:
         if self.dist.is_main:
             copy_checkpoint(src, dst)
         D.barrier(self.dist)
+
+    def _check_run_folder(self, resume: Any, overwrite: bool) -> None:
+        """Refuse a run folder this run must not write into; clear it when overwriting."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(
+                f"train.out_dir {str(self.out_dir)!r} is a file, not a folder; choose a folder "
+                "for the run (it is created if missing)."
+            )
+        if resume and overwrite:
+            raise ConfigError(
+                "resume and overwrite contradict each other: resume continues the run in "
+                f"{str(self.out_dir)!r}, overwrite replaces it. Pass one of them."
+            )
+        self._refuse_foreign_config()
+        if not resume and self.status == "new":
+            self._clear_earlier_run() if overwrite else self._refuse_earlier_run()
 
     def _refuse_foreign_config(self) -> None:
         path = self.out_dir / "config.yaml"
