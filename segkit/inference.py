@@ -21,13 +21,10 @@ so ``resize_back="nearest"`` is offered. Speed against the model alone: ``docs/b
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,8 @@ from segkit.data.io import (
 from segkit.errors import DataError
 from segkit.inference_io import (
     ImageFiles,
+    Outputs,
+    check_outputs,
     close_batches,
     collate_images,
     find_images,
@@ -249,63 +248,6 @@ def load_model(
     return model, size
 
 
-def _check_outputs(paths: list[Path], out_dir: Path, overlay: bool) -> None:
-    """Refuse duplicate stems (outputs would collide) and outputs that would overwrite inputs."""
-    inputs = {p.resolve() for p in paths}
-    seen: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in seen:
-            raise DataError(
-                f"Inputs {str(seen[path.stem])!r} and {str(path)!r} share the name {path.stem!r}, "
-                f"so both would be written to {path.stem}.png. Predict them into separate folders."
-            )
-        seen[path.stem] = path
-        for name in [f"{path.stem}.png"] + [f"{path.stem}_overlay.jpg"] * overlay:
-            if (out_dir / name).resolve() in inputs:
-                raise DataError(
-                    f"Writing {str(out_dir / name)!r} would overwrite an input image. "
-                    "Choose another output folder."
-                )
-
-
-class _Outputs:
-    """Finished images in input order (a bounded queue of futures) and the RLE CSV rows.
-
-    The CSV goes to a temporary name and is renamed into place once every row is in.
-    """
-
-    def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
-        self.pending: deque[tuple[Path, Future]] = deque()
-        self.outputs: list[str] = []
-        self.out_dir, self.save_masks, self.csv_path = out_dir, save_masks, rle_csv
-        self._file = self._writer = None
-        if rle_csv is not None:
-            self._tmp = Path(rle_csv).with_name(f".{Path(rle_csv).name}.tmp")
-            self._tmp.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._tmp, "w", newline="")  # noqa: SIM115 (closed in close())
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(["img", "rle_mask"])
-
-    def drain(self, keep: int = 0) -> None:
-        """Wait for the oldest images until at most ``keep`` are in flight."""
-        while len(self.pending) > keep:
-            path, future = self.pending.popleft()
-            rle = future.result()
-            if self.save_masks:
-                self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
-            if self._writer is not None:
-                self._writer.writerow([path.name, rle])
-
-    def close(self, complete: bool) -> None:
-        """Close the CSV; move it into place only when every image got its row."""
-        if self._file is not None:
-            self._file.close()
-            if complete:
-                os.replace(self._tmp, self.csv_path)
-            else:
-                self._tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class _Stream:
     """Runs the model over each batch and hands every image to the writer pool."""
@@ -314,7 +256,7 @@ class _Stream:
     model: torch.nn.Module
     paths: list[Path]
     pool: ThreadPoolExecutor
-    results: _Outputs
+    results: Outputs
     skip_bad: bool
     mean_std: tuple[Sequence[float], Sequence[float]]
     skipped: list[str] = field(default_factory=list)
@@ -423,7 +365,7 @@ def predict(
         swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in flip_pairs) or "none"
         logger.info("flip TTA swaps these classes back after mirroring: %s", swapped)
     out_dir = Path(out_dir)
-    _check_outputs(paths, out_dir, overlay)
+    check_outputs(paths, out_dir, overlay)
     out_dir.mkdir(parents=True, exist_ok=True)
     encode = None
     if rle_csv is not None:
@@ -461,7 +403,7 @@ def predict(
 
     was_training, done = model.training, False
     model.eval()
-    results = _Outputs(rle_csv, out_dir, save_masks)
+    results = Outputs(rle_csv, out_dir, save_masks)
     start = time.perf_counter()
     bar = tqdm(total=len(paths), disable=not progress, unit="img")
     batches: Any = None

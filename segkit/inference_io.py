@@ -1,14 +1,18 @@
-"""Reading inputs for prediction: find image files, decode at reduced size, batch, normalise.
+"""Inputs and outputs of prediction: find image files, decode at reduced size, batch, normalise;
+refuse colliding outputs, keep finished images in order and write the RLE CSV.
 
 Kept apart from :mod:`segkit.inference` so the streaming pipeline there stays short.
 """
 
 from __future__ import annotations
 
+import csv
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +185,60 @@ def prefetch(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
     finally:
         stop.set()
         reader.join()
+
+
+def check_outputs(paths: list[Path], out_dir: Path, overlay: bool) -> None:
+    """Refuse duplicate stems (outputs would collide) and outputs that would overwrite inputs."""
+    inputs = {p.resolve() for p in paths}
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise DataError(
+                f"Inputs {str(seen[path.stem])!r} and {str(path)!r} share the name {path.stem!r}, "
+                f"so both would be written to {path.stem}.png. Predict them into separate folders."
+            )
+        seen[path.stem] = path
+        for name in [f"{path.stem}.png"] + [f"{path.stem}_overlay.jpg"] * overlay:
+            if (out_dir / name).resolve() in inputs:
+                raise DataError(
+                    f"Writing {str(out_dir / name)!r} would overwrite an input image. "
+                    "Choose another output folder."
+                )
+
+
+class Outputs:
+    """Finished images in input order (a bounded queue of futures) and the RLE CSV rows.
+
+    The CSV goes to a temporary name and is renamed into place once every row is in.
+    """
+
+    def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
+        self.pending: deque[tuple[Path, Future]] = deque()
+        self.outputs: list[str] = []
+        self.out_dir, self.save_masks, self.csv_path = out_dir, save_masks, rle_csv
+        self._file = self._writer = None
+        if rle_csv is not None:
+            self._tmp = Path(rle_csv).with_name(f".{Path(rle_csv).name}.tmp")
+            self._tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._tmp, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["img", "rle_mask"])
+
+    def drain(self, keep: int = 0) -> None:
+        """Wait for the oldest images until at most ``keep`` are in flight."""
+        while len(self.pending) > keep:
+            path, future = self.pending.popleft()
+            rle = future.result()
+            if self.save_masks:
+                self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
+            if self._writer is not None:
+                self._writer.writerow([path.name, rle])
+
+    def close(self, complete: bool) -> None:
+        """Close the CSV; move it into place only when every image got its row."""
+        if self._file is not None:
+            self._file.close()
+            if complete:
+                os.replace(self._tmp, self.csv_path)
+            else:
+                self._tmp.unlink(missing_ok=True)

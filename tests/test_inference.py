@@ -320,9 +320,9 @@ def test_normalize_matches_the_formula():
 def test_in_flight_images_are_bounded(tmp_path, monkeypatch):
     _write_images(tmp_path / "in", 10, (32, 32))
     most = []
-    drain = inference._Outputs.drain
+    drain = inference.Outputs.drain
     monkeypatch.setattr(
-        inference._Outputs,
+        inference.Outputs,
         "drain",
         lambda self, keep=0: most.append(len(self.pending)) or drain(self, keep),
     )
