@@ -219,11 +219,14 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
 
 def build_experiment(cfg: Config) -> Experiment:
     """Data sets, model, loss and optimizer for a config."""
+    from segkit.engine import seed_everything
     from segkit.losses import build_loss
     from segkit.models import model_from_config
 
     train_set, val_set = build_datasets(cfg)
     class_names = list(train_set.class_names)
+    # train.seed decides the initial weights too, not whatever drew from torch's RNG before
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
     model = model_from_config(cfg.model, class_names)
     attach_transforms(cfg, train_set, val_set, model.spec)
     model.spec.options.setdefault("image_size", cfg.data.image_size)
