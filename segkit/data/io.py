@@ -216,8 +216,9 @@ def decode_strategy(decode: str, width: int, height: int, size: int) -> int:
 def read_resized(
     path: str | Path, size: int | None, decode: str = "reduced"
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """An RGB image resized to ``size`` x ``size`` (INTER_AREA; ``None``: as stored) and its
-    original ``(height, width)``.
+    """An RGB image resized to ``size`` x ``size`` (``None``: as stored) and its original
+    ``(height, width)``: area averaging when shrinking, bilinear when enlarging, as training's
+    ``build_transforms`` resizes.
 
     A JPEG much larger than ``size`` is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
     (:func:`decode_strategy`), which is much faster; other formats are decoded in full, since

@@ -114,8 +114,8 @@ def build_transforms(
     """The albumentations pipeline for training or evaluation.
 
     ``Resize(size, size)`` (images by area averaging when shrinking, bilinear when enlarging,
-    as prediction reads them; masks nearest-neighbour by pixel centres); for training only, as ``augment`` sets
-    the probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
+    as prediction reads them; masks nearest-neighbour by pixel centres); for training only,
+    as ``augment`` sets the probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
     light ``Affine`` (scale, rotate, small shift) and colour jitter; then
     ``Normalize(mean, std)`` on 0..255 pixels and ``ToTensorV2``. ``mean=(0, 0, 0)``,
     ``std=(1, 1, 1)`` gives ``x / 255``. Which mean/std to use (``augment.normalize``) is the

@@ -91,7 +91,6 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     state.setdefault("format", FORMAT)
     state.setdefault("version", VERSION)
     _check_plain(state, "state")
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:

@@ -209,7 +209,11 @@ def is_run_config(path: Path) -> bool:
     Copies from before the header existed are recognised as complete dumps of every section
     without comments; a hand-written config (comments, or some sections only) is not.
     """
+    import dataclasses
+
     import yaml
+
+    from segkit.config import Config
 
     text = path.read_text(errors="replace")
     if text.startswith(CONFIG_HEADER):
@@ -218,7 +222,7 @@ def is_run_config(path: Path) -> bool:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         return False
-    sections = {"name", "data", "augment", "model", "loss", "optim", "scheduler", "train"}
+    sections = {f.name for f in dataclasses.fields(Config)}
     return "#" not in text and isinstance(data, dict) and sections <= set(data)
 
 
