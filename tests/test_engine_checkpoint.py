@@ -9,11 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_engine_utils import (
-    make_trainer,
-    single_thread,  # noqa: F401  (autouse fixture)
-    tiny_net,
-)
 
 from segkit.engine import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segkit.engine.checkpoint import copy_checkpoint, rng_state, set_rng_state, to_plain
@@ -31,7 +26,7 @@ class WithSpec(torch.nn.Sequential):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(make_trainer, tiny_net, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -139,7 +134,7 @@ class Custom:
     """Any class: weights_only loading refuses to import it."""
 
 
-def test_load_errors_name_the_file_and_what_to_do(tmp_path, run_dir):
+def test_load_errors_name_the_file_and_what_to_do(tiny_net, tmp_path, run_dir):
     with pytest.raises(CheckpointError, match=r"missing\.pt' does not exist.*best\.pt or last"):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="is a folder.*holds best.pt and last.pt"):
@@ -167,13 +162,13 @@ def test_load_errors_name_the_file_and_what_to_do(tmp_path, run_dir):
         load_checkpoint(future)
 
 
-def test_model_from_checkpoint_without_spec(tmp_path):
+def test_model_from_checkpoint_without_spec(make_trainer, tmp_path):
     make_trainer(tmp_path, epochs=1).fit()
     with pytest.raises(CheckpointError, match="holds no model description"):
         model_from_checkpoint(tmp_path / "last.pt")
 
 
-def test_model_from_checkpoint_rebuilds_a_segkit_model(tmp_path):
+def test_model_from_checkpoint_rebuilds_a_segkit_model(make_trainer, tmp_path):
     models = pytest.importorskip("segkit.models")
     model = models.build_model(arch="unet", classes=3, base_channels=4, class_names=list("abc"))
     trainer = make_trainer(tmp_path, model=model, epochs=1, monitor="val_miou")

@@ -12,11 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine_utils import (
-    TinySet,
-    single_thread,  # noqa: F401  (autouse fixture)
-    tiny_net,
-)
 from torch.utils.data import DistributedSampler
 
 from segkit.engine import (
@@ -37,19 +32,19 @@ def test_shard_sampler_covers_every_index_once():
     assert [len(ShardSampler(7, r, 3)) for r in range(3)] == [3, 2, 2]
 
 
-def test_shard_loader_picks_the_sampler():
+def test_shard_loader_picks_the_sampler(tiny_set):
     info = DistInfo(rank=1, world_size=2)
-    shuffled = make_loader(TinySet(6), 2, shuffle=True, seed=3)
+    shuffled = make_loader(tiny_set(6), 2, shuffle=True, seed=3)
     train = shard_loader(shuffled, info, seed=3, train=True)
     assert isinstance(train.sampler, DistributedSampler) and train.sampler.rank == 1
     assert train.sampler.shuffle and train.batch_size == 2 and len(train) == 2
     # an ordered training loader is padded too, so every rank runs the same steps
-    ordered = shard_loader(make_loader(TinySet(5), 2, shuffle=False), info, train=True)
+    ordered = shard_loader(make_loader(tiny_set(5), 2, shuffle=False), info, train=True)
     assert not ordered.sampler.shuffle and len(ordered.sampler) == 3
-    val = shard_loader(make_loader(TinySet(5), 2, shuffle=False), info)
+    val = shard_loader(make_loader(tiny_set(5), 2, shuffle=False), info)
     assert isinstance(val.sampler, ShardSampler)
     assert [i for b in val for i in b["id"]] == ["s1", "s3"]
-    single = make_loader(TinySet(5), 2, shuffle=False)
+    single = make_loader(tiny_set(5), 2, shuffle=False)
     assert shard_loader(single, DistInfo()) is single
     assert shard_loader([1, 2], info) == [1, 2]
 
@@ -62,7 +57,7 @@ torch.set_num_threads(1)
 import segkit.engine.hooks as H
 import segkit.engine.trainer as T
 import segkit.viz as V
-from test_engine_utils import make_trainer
+from conftest import build_trainer as make_trainer
 
 out = sys.argv[1]
 calls = []
@@ -145,7 +140,7 @@ def run_two_ranks(tmp_path: Path, template: str, timeout: int) -> Path:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
+def test_two_process_gloo_training_matches_single_process_metrics(tiny_net, tiny_set, tmp_path):
     out = run_two_ranks(tmp_path, SCRIPT, timeout=240)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["ddp"] == "DistributedDataParallel"
@@ -163,7 +158,7 @@ def test_two_process_gloo_training_matches_single_process_metrics(tmp_path):
     model.load_state_dict(load_checkpoint(out / "last.pt")["model"])
     single = evaluate_model(
         model,
-        make_loader(TinySet(5, 3, seed=1), 2, shuffle=False),
+        make_loader(tiny_set(5, 3, seed=1), 2, shuffle=False),
         device="cpu",
         loss_fn=torch.nn.CrossEntropyLoss(),
     )
@@ -180,7 +175,7 @@ sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
 from segkit.errors import DataError
-from test_engine_utils import make_trainer
+from conftest import build_trainer as make_trainer
 
 try:
     make_trainer(sys.argv[1], n_val=1)  # rank 1 gets no validation sample
@@ -209,7 +204,7 @@ import torch
 from torch import nn
 torch.set_num_threads(1)
 from segkit.errors import TrainingError
-from test_engine_utils import make_trainer
+from conftest import build_trainer as make_trainer
 
 RANK = int(os.environ["RANK"])
 

@@ -12,12 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine_utils import (
-    TinySet,
-    make_trainer,
-    single_thread,  # noqa: F401  (autouse fixture)
-    tiny_net,
-)
 
 from segkit.config import SchedulerConfig
 from segkit.engine import HookBase, load_checkpoint
@@ -37,19 +31,23 @@ class StopAfter(HookBase):
             self.trainer.request_stop("stopped")
 
 
-def run(out: Path, epochs: int = 4, resume=None, hooks=None, **kw):
-    """Train a dropout model (so RNG state matters) with Adam and a per-batch cosine schedule."""
-    trainer = make_trainer(
-        out,
-        model=tiny_net(3, dropout=0.2),
-        epochs=epochs,
-        deterministic=True,
-        scheduler=SchedulerConfig(name="cosine", warmup_epochs=1),
-        hooks=hooks,
-        monitor="val_miou",
-        **kw,
-    )
-    return trainer, trainer.fit(resume=resume)
+@pytest.fixture
+def run(make_trainer, tiny_net):
+    def run(out: Path, epochs: int = 4, resume=None, hooks=None, **kw):
+        """Train a dropout model (so RNG state matters) with Adam and a per-batch cosine schedule."""
+        trainer = make_trainer(
+            out,
+            model=tiny_net(3, dropout=0.2),
+            epochs=epochs,
+            deterministic=True,
+            scheduler=SchedulerConfig(name="cosine", warmup_epochs=1),
+            hooks=hooks,
+            monitor="val_miou",
+            **kw,
+        )
+        return trainer, trainer.fit(resume=resume)
+
+    return run
 
 
 def weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -61,7 +59,7 @@ def history_without_timing(path: Path) -> list[str]:
     return [",".join(line.split(",")[:-2]) for line in lines]
 
 
-def test_two_plus_two_epochs_equals_four(tmp_path):
+def test_two_plus_two_epochs_equals_four(run, tmp_path):
     straight, r4 = run(tmp_path / "straight")
     _, r2 = run(tmp_path / "resumed", hooks=[StopAfter(2)])
     assert r2["status"] == "stopped" and load_checkpoint(r2["last"])["epoch"] == 2
@@ -97,7 +95,7 @@ class InterruptAt(HookBase):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_interrupt_inside_an_epoch_then_resume_matches(tmp_path, capsys):
+def test_interrupt_inside_an_epoch_then_resume_matches(run, tmp_path, capsys):
     straight, _ = run(tmp_path / "straight", 3)
     _, r = run(tmp_path / "cut", 3, hooks=[InterruptAt(2, 1)])
     assert r["status"] == "interrupted"
@@ -118,7 +116,7 @@ def test_interrupt_inside_an_epoch_then_resume_matches(tmp_path, capsys):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_resume_errors_name_the_file(tmp_path):
+def test_resume_errors_name_the_file(make_trainer, tiny_net, tmp_path):
     with pytest.raises(CheckpointError, match="Cannot resume.*last.pt.*does not exist"):
         make_trainer(tmp_path).fit(resume=True)
     make_trainer(tmp_path / "a", epochs=1).fit()
@@ -132,7 +130,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
-from test_engine_utils import TinySet, make_trainer, tiny_net
+from conftest import TinySet, build_tiny_net as tiny_net, build_trainer as make_trainer
 
 
 class Slow(TinySet):
@@ -141,8 +139,8 @@ class Slow(TinySet):
         return super().__getitem__(i)
 
 
-import test_engine_utils
-test_engine_utils.TinySet = Slow
+import conftest
+conftest.TinySet = Slow
 epochs, resume = int(sys.argv[2]), sys.argv[3] == "resume"
 trainer = make_trainer(sys.argv[1], epochs=epochs, monitor="val_miou")
 trainer.resume_hint = "segkit train CONFIG --resume {{path}}"
@@ -152,7 +150,7 @@ print("STATUS", result["status"], result["epochs"])
 
 
 @pytest.mark.slow
-def test_sigint_to_a_training_process_then_resume(tmp_path):
+def test_sigint_to_a_training_process_then_resume(make_trainer, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
     out = tmp_path / "run"
@@ -195,7 +193,7 @@ def test_sigterm_is_caught_once_then_aborts(capsys):
     assert "SIGTERM: finishing the current step" in capsys.readouterr().err
 
 
-def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path):
+def test_resume_with_more_epochs_stretches_the_cosine_schedule(run, tmp_path):
     from segkit.engine.schedulers import WarmupCosine
 
     run(tmp_path, epochs=2)  # 4 optimizer steps per epoch (8 images, batch 2)
@@ -208,7 +206,7 @@ def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path):
     assert trainer.lr == pytest.approx(base * cosine(16), abs=1e-12)
 
 
-def test_resume_with_more_epochs_refuses_to_stretch_one_cycle(tmp_path):
+def test_resume_with_more_epochs_refuses_to_stretch_one_cycle(make_trainer, tmp_path):
     def one_cycle(epochs, resume=None):
         trainer = make_trainer(
             tmp_path, epochs=epochs, scheduler=SchedulerConfig(name="onecycle"), monitor="val_miou"
@@ -220,7 +218,7 @@ def test_resume_with_more_epochs_refuses_to_stretch_one_cycle(tmp_path):
         one_cycle(4, resume=True)
 
 
-def test_resuming_with_another_model_width_is_a_short_clear_error(tmp_path):
+def test_resuming_with_another_model_width_is_a_short_clear_error(make_trainer, tmp_path):
     from segkit.models import build_model
 
     def unet(width: int):
@@ -252,13 +250,13 @@ class _InterruptOnce(HookBase):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_a_second_fit_after_an_interrupt_runs_to_the_end(tmp_path):
+def test_a_second_fit_after_an_interrupt_runs_to_the_end(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, n_train=16, epochs=3, hooks=[_InterruptOnce(iteration=2)])
     assert trainer.fit()["status"] == "interrupted"
     assert trainer.fit()["status"] == "completed" and trainer.epoch == 3
 
 
-def test_the_best_epochs_predictions_are_drawn_after_a_resume(tmp_path):
+def test_the_best_epochs_predictions_are_drawn_after_a_resume(make_trainer, tiny_net, tmp_path):
     def trainer(hooks=()):
         model = tiny_net(3)
         opt = torch.optim.SGD(model.parameters(), lr=1e-9)  # epoch 1 stays the best
@@ -273,7 +271,7 @@ def test_the_best_epochs_predictions_are_drawn_after_a_resume(tmp_path):
     assert result["best_epoch"] == 1 and (tmp_path / "predictions.png").is_file()
 
 
-def test_a_new_monitor_starts_the_plateau_schedule_afresh(tmp_path):
+def test_a_new_monitor_starts_the_plateau_schedule_afresh(make_trainer, tmp_path):
     make_trainer(tmp_path, epochs=2, scheduler=SchedulerConfig(name="plateau")).fit()
     resumed = make_trainer(
         tmp_path, epochs=3, monitor="val_miou", scheduler=SchedulerConfig(name="plateau")
@@ -283,7 +281,7 @@ def test_a_new_monitor_starts_the_plateau_schedule_afresh(tmp_path):
     assert resumed.schedule.scheduler.mode == "max" and resumed.best is None
 
 
-def test_overwrite_removes_what_the_earlier_run_wrote(tmp_path):
+def test_overwrite_removes_what_the_earlier_run_wrote(make_trainer, tmp_path):
     make_trainer(tmp_path, epochs=2, preview=2).fit()
     assert (tmp_path / "best.pt").is_file()
     result = make_trainer(tmp_path, epochs=1, hooks=[_InterruptOnce(iteration=1)]).fit(
@@ -294,7 +292,9 @@ def test_overwrite_removes_what_the_earlier_run_wrote(tmp_path):
     assert left == ["last.pt"]  # no best.pt, history or figures of the earlier run
 
 
-def test_a_second_fit_of_the_same_trainer_equals_one_longer_fit(tmp_path):
+def test_a_second_fit_of_the_same_trainer_equals_one_longer_fit(
+    make_trainer, run, tiny_net, tmp_path
+):
     def weights(model):
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
@@ -312,13 +312,13 @@ def test_a_second_fit_of_the_same_trainer_equals_one_longer_fit(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_resume_with_loader_workers_equals_the_uninterrupted_run(tmp_path):
+def test_resume_with_loader_workers_equals_the_uninterrupted_run(run, tiny_net, tiny_set, tmp_path):
     import numpy as np
 
     from segkit.config import TrainConfig
     from segkit.engine import Trainer, make_loader
 
-    class Augmented(TinySet):  # augmentation randomness drawn in the worker processes
+    class Augmented(tiny_set):  # augmentation randomness drawn in the worker processes
         def __getitem__(self, i):
             item = super().__getitem__(i)
             item["image"] = item["image"] + float(np.random.rand())
@@ -332,7 +332,7 @@ def test_resume_with_loader_workers_equals_the_uninterrupted_run(tmp_path):
             torch.nn.CrossEntropyLoss(),
             torch.optim.Adam(model.parameters(), 1e-2),
             make_loader(Augmented(8), 2, shuffle=True, num_workers=2),
-            make_loader(TinySet(4, seed=1), 2, shuffle=False),
+            make_loader(tiny_set(4, seed=1), 2, shuffle=False),
             cfg=TrainConfig(out_dir=str(out), epochs=3, progress=False, preview=0),
             scheduler_cfg=SchedulerConfig(name="none"),
             hooks=list(hooks),

@@ -9,13 +9,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import f1_score, jaccard_score
-from test_engine_utils import (
-    BinaryBCE,
-    TinySet,
-    make_trainer,
-    single_thread,  # noqa: F401  (autouse fixture)
-    tiny_net,
-)
 from torch import nn
 
 from segkit.config import SchedulerConfig, TrainConfig
@@ -29,7 +22,7 @@ def read_history(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def sklearn_scores(model: nn.Module, data: TinySet, classes: int) -> dict[str, float]:
+def sklearn_scores(model: nn.Module, data, classes: int) -> dict[str, float]:
     with torch.no_grad():
         logits = model(data.x)
     pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
@@ -40,7 +33,7 @@ def sklearn_scores(model: nn.Module, data: TinySet, classes: int) -> dict[str, f
     return {"f1": f1, "iou": iou, "logits": logits}
 
 
-def test_run_folder_history_and_metrics_match_sklearn(tmp_path):
+def test_run_folder_history_and_metrics_match_sklearn(make_trainer, tiny_set, tmp_path):
     trainer = make_trainer(
         tmp_path, epochs=3, monitor="val_miou", preview=2, full_config={"name": "t"}
     )
@@ -57,12 +50,12 @@ def test_run_folder_history_and_metrics_match_sklearn(tmp_path):
     assert "val_miou" in cols and "val_f1_class_2" in cols
     assert all(float(r["seconds"]) > 0 and float(r["images_per_s"]) > 0 for r in rows)
     # the last row's validation used the final weights: recompute with sklearn
-    ref = sklearn_scores(trainer.model, TinySet(4, 3, seed=1), 3)
+    ref = sklearn_scores(trainer.model, tiny_set(4, 3, seed=1), 3)
     last = rows[-1]
     for k in range(3):
         assert float(last[f"val_f1_class_{k}"]) == pytest.approx(ref["f1"][k], abs=1e-9)
     assert float(last["val_miou"]) == pytest.approx(np.nanmean(ref["iou"]), abs=1e-9)
-    ce = nn.functional.cross_entropy(ref["logits"], TinySet(4, 3, seed=1).y)
+    ce = nn.functional.cross_entropy(ref["logits"], tiny_set(4, 3, seed=1).y)
     assert float(last["val_loss"]) == pytest.approx(float(ce), rel=1e-5)
     # best.pt is the epoch with the highest val_miou
     mious = [float(r["val_miou"]) for r in rows]
@@ -73,13 +66,15 @@ def test_run_folder_history_and_metrics_match_sklearn(tmp_path):
     assert result["status"] == "completed" and result["epochs"] == 3
 
 
-def test_binary_model_reports_soft_dice_and_f1(tmp_path):
+def test_binary_model_reports_soft_dice_and_f1(
+    binary_bce, make_trainer, tiny_net, tiny_set, tmp_path
+):
     trainer = make_trainer(
-        tmp_path, model=tiny_net(1), classes=1, loss=BinaryBCE(), monitor="val_soft_dice"
+        tmp_path, model=tiny_net(1), classes=1, loss=binary_bce, monitor="val_soft_dice"
     )
     result = trainer.fit()
     assert result["mode"] == "max"
-    data = TinySet(4, 2, seed=1)
+    data = tiny_set(4, 2, seed=1)
     ref = sklearn_scores(trainer.model, data, 1)
     metrics = result["metrics"]
     assert metrics["val_f1_foreground"] == pytest.approx(ref["f1"][1], abs=1e-9)
@@ -88,26 +83,30 @@ def test_binary_model_reports_soft_dice_and_f1(tmp_path):
     assert metrics["val_soft_dice"] == pytest.approx(float(dice.mean()), rel=1e-5)
 
 
-def _sgd_weights(out, n_train: int, batch_size: int, accumulate: int, steps: int) -> list:
-    model = tiny_net(3)
-    trainer = make_trainer(
-        out,
-        model=model,
-        n_train=n_train,
-        batch_size=batch_size,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
-        shuffle=False,
-        epochs=1,
-        accumulate=accumulate,
-    )
-    trainer.fit()
-    assert trainer.step == steps
-    return [p.detach().clone() for p in model.parameters()]
+@pytest.fixture
+def sgd_weights(make_trainer, tiny_net):
+    def sgd_weights(out, n_train: int, batch_size: int, accumulate: int, steps: int) -> list:
+        model = tiny_net(3)
+        trainer = make_trainer(
+            out,
+            model=model,
+            n_train=n_train,
+            batch_size=batch_size,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+            shuffle=False,
+            epochs=1,
+            accumulate=accumulate,
+        )
+        trainer.fit()
+        assert trainer.step == steps
+        return [p.detach().clone() for p in model.parameters()]
+
+    return sgd_weights
 
 
-def test_accumulating_two_batches_equals_one_double_batch(tmp_path):
-    accumulated = _sgd_weights(tmp_path / "a", n_train=4, batch_size=2, accumulate=2, steps=1)
-    single = _sgd_weights(tmp_path / "b", n_train=4, batch_size=4, accumulate=1, steps=1)
+def test_accumulating_two_batches_equals_one_double_batch(sgd_weights, tiny_net, tmp_path):
+    accumulated = sgd_weights(tmp_path / "a", n_train=4, batch_size=2, accumulate=2, steps=1)
+    single = sgd_weights(tmp_path / "b", n_train=4, batch_size=4, accumulate=1, steps=1)
     start = list(tiny_net(3).parameters())
     assert not torch.allclose(accumulated[0], start[0])
     for a, b in zip(accumulated, single):
@@ -122,16 +121,16 @@ def test_accumulating_two_batches_equals_one_double_batch(tmp_path):
     ],
 )
 def test_short_accumulation_group_equals_one_batch_of_its_size(
-    tmp_path, n_train, accumulate, steps
+    sgd_weights, tmp_path, n_train, accumulate, steps
 ):
-    accumulated = _sgd_weights(tmp_path / "a", n_train, 2, accumulate, steps)
+    accumulated = sgd_weights(tmp_path / "a", n_train, 2, accumulate, steps)
     # one batch of 4 per step, the rest (2 samples) in the last batch
-    single = _sgd_weights(tmp_path / "b", n_train, 4, 1, steps)
+    single = sgd_weights(tmp_path / "b", n_train, 4, 1, steps)
     for a, b in zip(accumulated, single):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_partial_accumulation_group_steps_at_epoch_end(tmp_path):
+def test_partial_accumulation_group_steps_at_epoch_end(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, n_train=6, batch_size=2, epochs=2, accumulate=2)
     trainer.fit()
     assert trainer.step == 4  # 3 batches per epoch: a step after batch 2 and after batch 3
@@ -147,7 +146,7 @@ class LrRecorder(HookBase):
             self.lrs.append(self.trainer.lr)
 
 
-def test_cosine_with_warmup_per_optimizer_step(tmp_path):
+def test_cosine_with_warmup_per_optimizer_step(make_trainer, tmp_path):
     rec = LrRecorder()
     sched = SchedulerConfig(name="cosine", warmup_epochs=1)
     make_trainer(tmp_path, epochs=3, lr=0.1, scheduler=sched, hooks=[rec]).fit()
@@ -165,7 +164,7 @@ def test_cosine_with_warmup_per_optimizer_step(tmp_path):
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.025, 0.1, 0.05])
 
 
-def test_onecycle_follows_torch_reference(tmp_path):
+def test_onecycle_follows_torch_reference(make_trainer, tmp_path):
     rec = LrRecorder()
     make_trainer(
         tmp_path, epochs=2, lr=0.1, scheduler=SchedulerConfig(name="onecycle"), hooks=[rec]
@@ -181,27 +180,31 @@ def test_onecycle_follows_torch_reference(tmp_path):
     assert max(rec.lrs) == pytest.approx(0.1, rel=0.05)
 
 
-def test_step_schedule_per_epoch(tmp_path):
+def test_step_schedule_per_epoch(make_trainer, tmp_path):
     sched = SchedulerConfig(name="step", step_size=1, gamma=0.5)
     make_trainer(tmp_path, epochs=3, lr=0.08, scheduler=sched).fit()
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
     assert lrs == pytest.approx([0.08, 0.04, 0.02])
 
 
-def frozen_trainer(tmp_path, **kwargs) -> Trainer:
-    """A trainer whose optimizer holds a dummy parameter: the model never changes."""
-    dummy = nn.Parameter(torch.zeros(1))
-    return make_trainer(tmp_path, optimizer=torch.optim.SGD([dummy], lr=0.1), **kwargs)
+@pytest.fixture
+def frozen_trainer(make_trainer):
+    def frozen_trainer(tmp_path, **kwargs) -> Trainer:
+        """A trainer whose optimizer holds a dummy parameter: the model never changes."""
+        dummy = nn.Parameter(torch.zeros(1))
+        return make_trainer(tmp_path, optimizer=torch.optim.SGD([dummy], lr=0.1), **kwargs)
+
+    return frozen_trainer
 
 
-def test_plateau_reduces_lr_when_the_monitor_stalls(tmp_path):
+def test_plateau_reduces_lr_when_the_monitor_stalls(frozen_trainer, tmp_path):
     sched = SchedulerConfig(name="plateau", patience=0, factor=0.5)
     frozen_trainer(tmp_path, epochs=4, scheduler=sched).fit()
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.025])
 
 
-def test_early_stop_after_patience_validations(tmp_path, capsys):
+def test_early_stop_after_patience_validations(frozen_trainer, tmp_path, capsys):
     result = frozen_trainer(tmp_path, epochs=10, early_stop=2).fit()
     assert result["status"] == "early_stopped"
     assert result["epochs"] == 3 and result["best_epoch"] == 1
@@ -209,7 +212,7 @@ def test_early_stop_after_patience_validations(tmp_path, capsys):
     assert "early stop" in capsys.readouterr().out
 
 
-def test_validate_every_k_epochs_leaves_blanks(tmp_path):
+def test_validate_every_k_epochs_leaves_blanks(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, epochs=3, val_every=2)
     trainer.fit()
     rows = read_history(tmp_path / "history.csv")
@@ -224,7 +227,7 @@ class CountSteps(HookBase):
         self.steps += 1
 
 
-def test_unknown_monitor_suggests_the_closest(tmp_path):
+def test_unknown_monitor_suggests_the_closest(make_trainer, tmp_path):
     # known class names: checked before any training
     count = CountSteps()
     trainer = make_trainer(
@@ -239,31 +242,31 @@ def test_unknown_monitor_suggests_the_closest(tmp_path):
     assert not (tmp_path / "last.pt").exists()
 
 
-def test_default_mode_is_min_only_for_losses(tmp_path):
+def test_default_mode_is_min_only_for_losses(make_trainer, tmp_path):
     names = ["bg", "gloss", "c"]
     assert make_trainer(tmp_path, monitor="val_f1_gloss", class_names=names).mode == "max"
     assert make_trainer(tmp_path, monitor="val_loss").mode == "min"
     assert make_trainer(tmp_path, monitor="val_miou", mode="min").mode == "min"
 
 
-def test_empty_validation_loader_is_refused_before_training(tmp_path):
+def test_empty_validation_loader_is_refused_before_training(tiny_net, tiny_set, tmp_path):
     model = tiny_net()
     opt = torch.optim.SGD(model.parameters(), 0.1)
-    train = make_loader(TinySet(2), 2, shuffle=True)
-    empty = make_loader(TinySet(0), 2, shuffle=False)
+    train = make_loader(tiny_set(2), 2, shuffle=True)
+    empty = make_loader(tiny_set(0), 2, shuffle=False)
     cfg = TrainConfig(out_dir=str(tmp_path), progress=False)
     with pytest.raises(DataError, match="validation loader yields no batches"):
         Trainer(model, nn.CrossEntropyLoss(), opt, train, empty, cfg)
 
 
-def test_monitor_train_loss_without_validation(tmp_path):
+def test_monitor_train_loss_without_validation(tiny_net, tiny_set, tmp_path):
     model = tiny_net(3)
     cfg = TrainConfig(out_dir=str(tmp_path), epochs=2, monitor="train_loss", progress=False)
     trainer = Trainer(
         model,
         nn.CrossEntropyLoss(),
         torch.optim.Adam(model.parameters(), 1e-2),
-        make_loader(TinySet(4), 2, shuffle=True),
+        make_loader(tiny_set(4), 2, shuffle=True),
         cfg=cfg,
     )
     result = trainer.fit()
@@ -295,7 +298,7 @@ class Snapshot(HookBase):
             self.files = {n: (out / n).read_bytes() for n in ("best.pt", "last.pt")}
 
 
-def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoints(tmp_path):
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoints(make_trainer, tmp_path):
     snap = Snapshot()
     trainer = make_trainer(tmp_path, epochs=3, loss=NanAt(bad=6), hooks=[snap])
     with pytest.raises(TrainingError, match=r"epoch 2, step 2 of 4.*from the last completed"):
@@ -306,14 +309,14 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoints(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
+def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, epochs=2, loss=NanAt(bad=2))
     with pytest.raises(TrainingError, match=r"epoch 1, step 2 of 4.*no checkpoint had been"):
         trainer.fit()
     assert not (tmp_path / "last.pt").exists()
 
 
-def test_bad_settings_raise_clear_errors(tmp_path):
+def test_bad_settings_raise_clear_errors(make_trainer, tiny_net, tiny_set, tmp_path):
     with pytest.raises(ConfigError, match="train.accumulate must be at least 1"):
         make_trainer(tmp_path, accumulate=0)
     with pytest.raises(ConfigError, match="train.mode"):
@@ -322,13 +325,13 @@ def test_bad_settings_raise_clear_errors(tmp_path):
         make_trainer(tmp_path, scheduler=SchedulerConfig(name="cosin"))
     model = tiny_net()
     opt = torch.optim.SGD(model.parameters(), 0.1)
-    empty = torch.utils.data.DataLoader(TinySet(1), batch_size=2, drop_last=True)
+    empty = torch.utils.data.DataLoader(tiny_set(1), batch_size=2, drop_last=True)
     with pytest.raises(DataError, match="no batches"):
         Trainer(model, nn.CrossEntropyLoss(), opt, empty, empty, TrainConfig(out_dir=str(tmp_path)))
     model = tiny_net()
     with pytest.raises(ConfigError, match="needs a validation loader"):
         Trainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), 0.1),
-                make_loader(TinySet(2), 2, shuffle=True))  # fmt: skip
+                make_loader(tiny_set(2), 2, shuffle=True))  # fmt: skip
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             make_trainer(tmp_path, device="cuda")
@@ -346,7 +349,7 @@ def test_resolve_amp():
         resolve_amp("bf61", cpu)
 
 
-def test_bf16_channels_last_and_grad_clip_on_cpu(tmp_path):
+def test_bf16_channels_last_and_grad_clip_on_cpu(make_trainer, tiny_net, tmp_path):
     model = tiny_net(3)
     start = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -367,7 +370,7 @@ def test_bf16_channels_last_and_grad_clip_on_cpu(tmp_path):
     assert 0 < float(delta.norm()) <= 1e-3 * 1.001  # one step of lr 1 with the norm clipped
 
 
-def test_compile_setting_compiles_the_model(tmp_path, monkeypatch):
+def test_compile_setting_compiles_the_model(make_trainer, tmp_path, monkeypatch):
     seen = []
 
     def fake_compile(model, **kwargs):
@@ -380,7 +383,7 @@ def test_compile_setting_compiles_the_model(tmp_path, monkeypatch):
     trainer.fit()
 
 
-def test_progress_bar_and_summary_lines(tmp_path, capsys):
+def test_progress_bar_and_summary_lines(make_trainer, tmp_path, capsys):
     from segkit.engine import ProgressHook
 
     trainer = make_trainer(tmp_path, epochs=2)
@@ -393,7 +396,7 @@ def test_progress_bar_and_summary_lines(tmp_path, capsys):
     assert "epoch 2/2" in captured.err  # the tqdm bar
 
 
-def test_plain_summary_lines_off_a_terminal(tmp_path, capsys):
+def test_plain_summary_lines_off_a_terminal(make_trainer, tmp_path, capsys):
     make_trainer(tmp_path, epochs=2, progress=True).fit()  # captured output: not a TTY
     captured = capsys.readouterr()
     assert [ln.split("  ")[0] for ln in captured.out.splitlines()] == ["epoch 1/2", "epoch 2/2"]
@@ -415,7 +418,7 @@ class PretendCuda(HookBase):
 
 
 @pytest.mark.parametrize("empty_cache", [True, False])
-def test_cuda_cache_emptied_between_epochs(tmp_path, monkeypatch, empty_cache):
+def test_cuda_cache_emptied_between_epochs(make_trainer, tmp_path, monkeypatch, empty_cache):
     calls = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
     make_trainer(tmp_path, epochs=3, empty_cache=empty_cache, hooks=[PretendCuda()]).fit()
@@ -425,10 +428,10 @@ def test_cuda_cache_emptied_between_epochs(tmp_path, monkeypatch, empty_cache):
     assert calls == []
 
 
-def test_evaluate_model_matches_sklearn_with_ignored_pixels():
+def test_evaluate_model_matches_sklearn_with_ignored_pixels(tiny_net, tiny_set):
     from segkit.engine import evaluate_model
 
-    data = TinySet(3, 3, seed=2)
+    data = tiny_set(3, 3, seed=2)
     data.y[:, :4] = 255  # a "don't care" band
     model = tiny_net(3)
     loader = make_loader(data, 2, shuffle=False)
@@ -455,13 +458,13 @@ def test_evaluate_model_matches_sklearn_with_ignored_pixels():
     assert result["loss"] == pytest.approx(float(ce), rel=1e-5)  # equal batches of pixels
 
 
-def test_class_names_must_fit_the_model(tmp_path):
+def test_class_names_must_fit_the_model(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, epochs=1, class_names=["only", "two"])
     with pytest.raises(ConfigError, match="predicts 3 classes.*2 class names"):
         trainer.fit()
 
 
-def test_fp16_grad_scaler_path(tmp_path, monkeypatch):
+def test_fp16_grad_scaler_path(make_trainer, tiny_net, tmp_path, monkeypatch):
     """fp16 needs CUDA in real runs; CPU autocast in fp16 exercises the GradScaler code here."""
     import segkit.engine.trainer as trainer_module
 
@@ -479,9 +482,9 @@ def test_fp16_grad_scaler_path(tmp_path, monkeypatch):
     assert resumed.scaler.get_scale() == scaler["scale"]
 
 
-def test_fit_stops_persistent_loader_workers(tmp_path):
-    train = make_loader(TinySet(4, 3, seed=0), 2, shuffle=True, num_workers=1)
-    val = make_loader(TinySet(2, 3, seed=1), 2, shuffle=False, num_workers=1)
+def test_fit_stops_persistent_loader_workers(tiny_net, tiny_set, tmp_path):
+    train = make_loader(tiny_set(4, 3, seed=0), 2, shuffle=True, num_workers=1)
+    val = make_loader(tiny_set(2, 3, seed=1), 2, shuffle=False, num_workers=1)
     model = tiny_net(3)
     cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, progress=False, preview=0)
     opt = torch.optim.Adam(model.parameters())
@@ -495,7 +498,7 @@ def test_fit_stops_persistent_loader_workers(tmp_path):
     assert [int(r["epoch"]) for r in read_history(tmp_path / "history.csv")] == [1, 2]
 
 
-def test_an_earlier_run_is_kept_unless_resumed_or_overwritten(tmp_path):
+def test_an_earlier_run_is_kept_unless_resumed_or_overwritten(make_trainer, tmp_path):
     first = make_trainer(tmp_path, epochs=1)
     first.fit()
     first.fit()  # the same Trainer goes on with its own run
@@ -507,7 +510,7 @@ def test_an_earlier_run_is_kept_unless_resumed_or_overwritten(tmp_path):
     assert make_trainer(tmp_path, epochs=1).fit(overwrite=True)["epochs"] == 1
 
 
-def test_a_file_as_run_folder_is_a_clear_error(tmp_path):
+def test_a_file_as_run_folder_is_a_clear_error(make_trainer, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"train.out_dir .*notes.txt' is a file, not a folder"):
         make_trainer(tmp_path / "notes.txt", epochs=1).fit()
@@ -529,7 +532,7 @@ def test_run_configs_are_told_from_a_users_own(tmp_path):
     assert is_run_config(legacy) and not is_run_config(own) and not is_run_config(commented)
 
 
-def test_a_run_that_failed_before_its_first_epoch_ended_can_start_again(tmp_path):
+def test_a_run_that_failed_before_its_first_epoch_ended_can_start_again(make_trainer, tmp_path):
     (tmp_path / "config.yaml").write_text(f"{CONFIG_HEADER}\nname: t\n")  # all it left
     result = make_trainer(tmp_path, epochs=1, full_config={"name": "t"}).fit()
     assert result["status"] == "completed"

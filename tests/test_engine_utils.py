@@ -1,100 +1,15 @@
-"""Helpers shared by the engine tests (tiny data, tiny models), and the seeding/loader tests."""
+"""Seeding and data loaders: reproducible orders, seeded workers, argument checks."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from segkit.config import SchedulerConfig, TrainConfig
-from segkit.engine import Trainer, make_loader, seed_everything, set_loader_epoch, worker_init_fn
+from segkit.engine import make_loader, seed_everything, set_loader_epoch, worker_init_fn
 from segkit.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One torch thread: on a small shared machine this is many times faster for tiny nets."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class TinySet(torch.utils.data.Dataset):
-    """``n`` random 3 x 32 x 64 images whose label is a threshold of the first channel."""
-
-    def __init__(self, n: int, classes: int = 3, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.rand(n, 3, 32, 64, generator=g)
-        self.y = (self.x[:, 0] * classes).long().clamp(max=classes - 1)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.x[i], "mask": self.y[i], "id": f"s{i}"}
-
-
-def tiny_net(out: int = 3, dropout: float = 0.0, seed: int = 0) -> nn.Module:
-    """Two convolutions, no batch norm (so batch splits do not change the maths)."""
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()]
-    if dropout:
-        layers.append(nn.Dropout2d(dropout))
-    layers.append(nn.Conv2d(4, out, 1))
-    return nn.Sequential(*layers)
-
-
-class BinaryBCE(nn.Module):
-    """BCE-with-logits on ``(N x 1 x H x W logits, N x H x W labels)``, segkit's loss contract."""
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], target.float())
-
-
-def make_trainer(
-    out_dir: Path,
-    model: nn.Module | None = None,
-    n_train: int = 8,
-    n_val: int = 4,
-    batch_size: int = 2,
-    classes: int = 3,
-    lr: float = 1e-2,
-    optimizer: torch.optim.Optimizer | None = None,
-    loss: nn.Module | None = None,
-    scheduler: SchedulerConfig | None = None,
-    shuffle: bool = True,
-    hooks: list | None = None,
-    full_config: dict | None = None,
-    class_names: list[str] | None = None,
-    **train: Any,
-) -> Trainer:
-    """A Trainer on :class:`TinySet` data; ``train`` overrides :class:`TrainConfig` fields."""
-    model = model if model is not None else tiny_net(classes)
-    opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
-    data_classes = 2 if classes == 1 else classes
-    train.setdefault("progress", False)
-    train.setdefault("preview", 0)
-    train.setdefault("epochs", 2)
-    cfg = TrainConfig(out_dir=str(out_dir), **train)
-    return Trainer(
-        model,
-        loss if loss is not None else nn.CrossEntropyLoss(),
-        opt,
-        make_loader(TinySet(n_train, data_classes, seed=0), batch_size, shuffle=shuffle),
-        make_loader(TinySet(n_val, data_classes, seed=1), batch_size, shuffle=False),
-        cfg=cfg,
-        scheduler_cfg=scheduler or SchedulerConfig(name="none"),
-        hooks=hooks,
-        full_config=full_config,
-        class_names=class_names,
-    )
-
 
 # ------------------------------------------------------------------ seeding and loaders
 
@@ -112,8 +27,8 @@ def test_seed_everything_repeats_python_numpy_torch():
     assert _draws() != first
 
 
-def test_loader_order_depends_only_on_seed_and_epoch():
-    data = TinySet(10)
+def test_loader_order_depends_only_on_seed_and_epoch(tiny_set):
+    data = tiny_set(10)
 
     def order(loader, epoch):
         set_loader_epoch(loader, epoch, seed=7)
@@ -165,8 +80,8 @@ class _Recorder:
         self.seeds.append(seed)
 
 
-def test_augmentation_pipeline_is_reseeded_each_epoch():
-    data = TinySet(4)
+def test_augmentation_pipeline_is_reseeded_each_epoch(tiny_set):
+    data = tiny_set(4)
     data.transform = _Recorder()
     loader = make_loader(data, 2, shuffle=True, seed=3)
     set_loader_epoch(loader, 0, 3)
@@ -175,6 +90,6 @@ def test_augmentation_pipeline_is_reseeded_each_epoch():
 
 
 @pytest.mark.parametrize(("batch_size", "workers"), [(0, 0), (2, -1)])
-def test_make_loader_rejects_bad_sizes(batch_size, workers):
+def test_make_loader_rejects_bad_sizes(tiny_set, batch_size, workers):
     with pytest.raises(ConfigError, match="must be"):
-        make_loader(TinySet(2), batch_size, shuffle=False, num_workers=workers)
+        make_loader(tiny_set(2), batch_size, shuffle=False, num_workers=workers)
