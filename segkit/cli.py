@@ -11,7 +11,7 @@ from typing import Any
 
 import segkit._env  # noqa: F401
 from segkit import __version__
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, command_line_names
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -128,7 +128,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         tta=args.tta,
         tile=args.tile,
         skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
         progress=True,
+        **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
     )
     if result.get("skipped"):
         print(f"skipped {len(result['skipped'])} unreadable images", file=sys.stderr)
@@ -294,7 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="loader worker processes (0: threads of this process read; fastest on 2 cores)",
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    s.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
+    s.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable images (and those over --max-pixels) with a warning",
+    )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that exist already (refused by default; inputs never are)",
+    )
+    s.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse images with more pixels, before decoding them (default: about 179 million, "
+        "segkit.data.io.MAX_IMAGE_PIXELS; 0: no limit)",
+    )
 
     s = add("prepare", help="convert a data set's release into segkit's training layout")
     s.add_argument("dataset", choices=["carvana", "helen"], help="which release SRC holds")
@@ -343,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segkit`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        code = _COMMANDS[args.command](args)
+        with command_line_names():  # messages name --skip-bad, not skip_bad=True
+            code = _COMMANDS[args.command](args)
     except (SegkitError, OSError, ValueError, ImportError) as exc:
         if args.debug:
             raise
@@ -353,9 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"segkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how_far = f": {exc}" if str(exc) else ""
+        print(f"segkit {args.command}: interrupted{how_far}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2)
     return code or 0
 
 

@@ -99,7 +99,9 @@ def run_demo(
     else:
         inputs = [s.image_path for s in held_out]
         rle = None
-    pred = predict(best, inputs, out / "predictions", overlay=True, rle_csv=rle, batch_size=4)
+    pred = predict(
+        best, inputs, out / "predictions", overlay=True, rle_csv=rle, batch_size=4, overwrite=True
+    )  # the demo's own folder: re-runnable
     seconds = time.perf_counter() - start
     key = "soft_dice" if task == "carvana" else "f1_overall"
     print("\n[demo] summary")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+#: whether messages name options as the ``segkit`` command spells them (see :func:`option`)
+_COMMAND_LINE = False
 
 
 class SegkitError(Exception):
@@ -28,6 +32,45 @@ class WeightsError(SegkitError, RuntimeError):
 
 class TrainingError(SegkitError, RuntimeError):
     """Training cannot go on (for example a NaN loss)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM; the message says how far it got.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl+C stops on it too.
+
+    Args:
+        message: how far the run got and what it kept.
+        signum: the signal that stopped it (the command exits with ``128 + signum``).
+    """
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def option(name: str, value: object = True) -> str:
+    """How a user passes option ``name`` in the interface in use, for error messages.
+
+    ``option("skip_bad")`` is ``skip_bad=True`` in Python and ``--skip-bad`` inside
+    :func:`command_line_names` (the ``segkit`` command); ``option("max_pixels", "N")`` is
+    ``max_pixels=N`` or ``--max-pixels N``.
+    """
+    if _COMMAND_LINE:
+        flag = "--" + name.replace("_", "-")
+        return flag if value is True else f"{flag} {value}"
+    return f"{name}={value}"
+
+
+@contextmanager
+def command_line_names() -> Iterator[None]:
+    """Within this block :func:`option` names options as the ``segkit`` command spells them."""
+    global _COMMAND_LINE
+    previous, _COMMAND_LINE = _COMMAND_LINE, True
+    try:
+        yield
+    finally:
+        _COMMAND_LINE = previous
 
 
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:

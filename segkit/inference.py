@@ -34,12 +34,14 @@ import numpy as np
 import torch
 
 from segkit import viz
+from segkit._signals import SigtermAsInterrupt
 from segkit.data.io import (
+    MAX_IMAGE_PIXELS,
     read_image,
     write_image,
     write_mask,
 )
-from segkit.errors import DataError
+from segkit.errors import DataError, Interrupted, option
 from segkit.inference_io import (
     ImageFiles,
     Outputs,
@@ -265,7 +267,7 @@ class _Stream:
         """Predict one collated batch (its same-shape groups) and queue the outputs."""
         for index, message in batch["errors"]:
             if not self.skip_bad:
-                raise DataError(f"{message} (Or pass skip_bad=True to skip such images.)")
+                raise DataError(f"{message} (Or pass {option('skip_bad')} to skip such images.)")
             logger.warning("skipped %s", message)
             self.skipped.append(str(self.paths[index]))
         device = next(self.model.parameters()).device
@@ -302,6 +304,8 @@ def predict(
     save_masks: bool = True,
     skip_bad: bool = False,
     writers: int = 2,
+    overwrite: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
     """Predict label maps for image files or folders and write them at each input's resolution.
 
@@ -326,12 +330,22 @@ def predict(
         overlap: fraction of a tile that neighbouring windows share.
         resize_back: "bilinear" (probabilities, accurate) or "nearest" (labels, faster).
         save_masks: write the label PNGs (False: only the RLE CSV / overlays).
-        skip_bad: skip unreadable images with a warning instead of failing.
+        skip_bad: skip unreadable images (and those over ``max_pixels``) with a warning
+            instead of failing.
         writers: threads that resize back, encode and write outputs (and read, see above).
+        overwrite: replace output files (label PNGs, overlays, the RLE CSV) that exist already;
+            without it they are refused before anything is written. Inputs are never replaced.
+        max_pixels: refuse an image whose header claims more pixels, before decoding it
+            (decompression-bomb guard; default about 179 million; None: no limit of segkit's
+            own, OpenCV's 2**30 still applies).
 
     Returns:
         ``count`` (images predicted), ``outputs`` (label PNG paths), ``skipped``, ``rle_csv``,
         ``out_dir``, ``seconds`` and ``images_per_s``.
+
+    Raises:
+        Interrupted: SIGINT or SIGTERM stopped the run (a ``KeyboardInterrupt``); the outputs
+            of finished images are kept, the RLE CSV is not written, no temporary file is left.
     """
     if batch_size < 1 or writers < 1:
         raise ValueError(f"batch_size and writers must be >= 1, got {batch_size} and {writers}.")
@@ -365,7 +379,7 @@ def predict(
         swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in flip_pairs) or "none"
         logger.info("flip TTA swaps these classes back after mirroring: %s", swapped)
     out_dir = Path(out_dir)
-    check_outputs(paths, out_dir, overlay)
+    check_outputs(paths, out_dir, overlay, save_masks, rle_csv, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     encode = None
     if rle_csv is not None:
@@ -385,7 +399,7 @@ def predict(
         rle_encode=encode,
     )
     mean, std = spec.mean or (0.0, 0.0, 0.0), spec.std or (1.0, 1.0, 1.0)
-    files = ImageFiles(paths, None if tile else size)
+    files = ImageFiles(paths, None if tile else size, max_pixels)
     per_call = 1 if tile else batch_size
     # On the CPU the model's threads already use every core, and reading or writing in other
     # threads at the same time stalls them (a parallel region waits for its slowest thread).
@@ -407,8 +421,9 @@ def predict(
     start = time.perf_counter()
     bar = tqdm(total=len(paths), disable=not progress, unit="img")
     batches: Any = None
+    signals = SigtermAsInterrupt()
     try:
-        with ThreadPoolExecutor(writers) as pool, torch.inference_mode():
+        with signals, ThreadPoolExecutor(writers) as pool, torch.inference_mode():
             if in_turn:
                 batches = pooled_batches(files, per_call, pool)
             else:
@@ -420,6 +435,10 @@ def predict(
                 bar.update(len(batch["index"]) + len(batch["errors"]))
             results.drain()
         done = True
+    except KeyboardInterrupt:
+        raise Interrupted(
+            results.stopped_message(len(paths), signals.signum), signals.signum
+        ) from None
     finally:
         close_batches(batches)
         bar.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import queue
+import signal
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.data.io import IMAGE_EXTENSIONS, list_files, read_resized
+from segkit.data.io import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, list_files, name_some, read_resized
 from segkit.data.transforms import flip_pairs_from_names  # noqa: F401  (part of this API)
-from segkit.errors import DataError
+from segkit.errors import DataError, option
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -56,17 +57,21 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def read_for_model(path: str | Path, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+def read_for_model(
+    path: str | Path, size: int | None, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original size.
 
     A JPEG at least twice as large as ``size`` is decoded at 1/2, 1/4 or 1/8 scale (much
     faster) before an area resize (:func:`segkit.data.io.read_resized`). EXIF orientation is
-    ignored, so the label map lines up with the stored pixel grid.
+    ignored, so the label map lines up with the stored pixel grid. An image whose header claims
+    more than ``max_pixels`` pixels is refused before decoding (None: no limit of segkit's own).
 
     Raises:
-        DataError: the file is missing, not an image, corrupt or truncated (names the file).
+        DataError: the file is missing, not an image, corrupt, truncated or too large (names
+            the file).
     """
-    return read_resized(path, size)
+    return read_resized(path, size, max_pixels=max_pixels)
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -78,16 +83,21 @@ class ImageFiles(torch.utils.data.Dataset):
     are normalised on the model's device by :func:`normalize`.
     """
 
-    def __init__(self, paths: Sequence[str | Path], size: int | None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        size: int | None,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+    ) -> None:
         self.paths = [Path(p) for p in paths]
-        self.size = size
+        self.size, self.max_pixels = size, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            image, size = read_for_model(self.paths[index], self.size)
+            image, size = read_for_model(self.paths[index], self.size, self.max_pixels)
         except DataError as exc:
             return {"index": index, "error": str(exc)}
         return {"image": torch.from_numpy(image), "index": index, "size": size}
@@ -187,10 +197,31 @@ def prefetch(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
         reader.join()
 
 
-def check_outputs(paths: list[Path], out_dir: Path, overlay: bool) -> None:
-    """Refuse duplicate stems (outputs would collide) and outputs that would overwrite inputs."""
+def output_names(stem: str, save_masks: bool = True, overlay: bool = False) -> list[str]:
+    """The files prediction writes for an input named ``<stem>.*``."""
+    return [f"{stem}.png"] * save_masks + [f"{stem}_overlay.jpg"] * overlay
+
+
+def check_outputs(
+    paths: list[Path],
+    out_dir: Path,
+    overlay: bool,
+    save_masks: bool = True,
+    rle_csv: str | Path | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuse what prediction must not write, before anything is written.
+
+    Duplicate stems (outputs would collide) and outputs that would overwrite inputs are always
+    refused; outputs (label PNGs, overlays, the RLE CSV) that exist already are refused unless
+    ``overwrite``: segkit does not replace a file it did not write in this run.
+
+    Raises:
+        DataError: names the file and the way out.
+    """
     inputs = {p.resolve() for p in paths}
     seen: dict[str, Path] = {}
+    targets = []
     for path in paths:
         if path.stem in seen:
             raise DataError(
@@ -198,12 +229,25 @@ def check_outputs(paths: list[Path], out_dir: Path, overlay: bool) -> None:
                 f"so both would be written to {path.stem}.png. Predict them into separate folders."
             )
         seen[path.stem] = path
-        for name in [f"{path.stem}.png"] + [f"{path.stem}_overlay.jpg"] * overlay:
+        for name in output_names(path.stem, save_masks=True, overlay=overlay):
             if (out_dir / name).resolve() in inputs:
                 raise DataError(
                     f"Writing {str(out_dir / name)!r} would overwrite an input image. "
                     "Choose another output folder."
                 )
+        targets += [out_dir / name for name in output_names(path.stem, save_masks, overlay)]
+    if overwrite:
+        return
+    present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
+    existing = [str(t) for t in targets if t.name in present]
+    if rle_csv is not None and Path(rle_csv).exists():
+        existing.insert(0, str(rle_csv))
+    if existing:
+        more = f" ({len(existing)} files: {name_some(existing, 3)})" if len(existing) > 1 else ""
+        raise DataError(
+            f"{existing[0]!r} already exists and prediction would replace it{more}. Pass "
+            f"{option('overwrite')} to replace such files, or choose another output folder."
+        )
 
 
 class Outputs:
@@ -215,6 +259,7 @@ class Outputs:
     def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
         self.pending: deque[tuple[Path, Future]] = deque()
         self.outputs: list[str] = []
+        self.done = 0
         self.out_dir, self.save_masks, self.csv_path = out_dir, save_masks, rle_csv
         self._file = self._writer = None
         if rle_csv is not None:
@@ -233,6 +278,18 @@ class Outputs:
                 self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
             if self._writer is not None:
                 self._writer.writerow([path.name, rle])
+            self.done += 1
+
+    def stopped_message(self, total: int, signum: int) -> str:
+        """How far a run stopped by signal ``signum`` got, and what it kept."""
+        finished = self.done + sum(
+            f.done() and not f.cancelled() and f.exception() is None for _, f in self.pending
+        )
+        kept = f"their outputs are in {str(self.out_dir)!r}"
+        if self.csv_path is not None:
+            kept += f"; {str(self.csv_path)!r} was not written (it needs every image)"
+        name = signal.Signals(signum).name
+        return f"stopped by {name} after {finished} of {total} images; {kept}"
 
     def close(self, complete: bool) -> None:
         """Close the CSV; move it into place only when every image got its row."""

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segkit._files import write_bytes_atomic  # noqa: F401  (part of segkit.data.io's API)
-from segkit.errors import DataError
+from segkit.errors import DataError, option
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".gif", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -24,6 +24,11 @@ MASK_EXTENSIONS = (".png", ".gif", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 _JPEG_MAGIC = b"\xff\xd8"
 _PILLOW_LIMIT = threading.Lock()
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: the default pixel limit of prediction's reader: Pillow's decompression-bomb error threshold
+#: (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 13400 x 13400); a 3-channel image this large
+#: decodes to 537 MB
+MAX_IMAGE_PIXELS = 178_956_970
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -111,6 +116,18 @@ def _unreadable(path: str | Path, kind: str) -> DataError:
     )
 
 
+def _opencv_refused(path: str | Path, exc: cv2.error) -> DataError:
+    """OpenCV's own refusal (an assertion, e.g. its 2**30-pixel limit) as one line naming the file."""
+    if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+        return DataError(
+            f"Image {str(path)!r} is larger than OpenCV's decoding limit of 2**30 pixels. If the "
+            "file is trusted, set the environment variable OPENCV_IO_MAX_IMAGE_PIXELS higher "
+            "before starting, or tile the image into smaller files."
+        )
+    reason = " ".join(str(exc).split())
+    return DataError(f"OpenCV cannot decode {str(path)!r} ({reason}); re-save or remove the file.")
+
+
 #: start-of-frame markers (FF C0..CF except DHT C4, JPG C8 and DAC CC): they carry the size
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -163,7 +180,10 @@ def decode_image(data: np.ndarray, path: str | Path, flag: int = cv2.IMREAD_COLO
 
     EXIF orientation is ignored: pixels come as stored, on the same grid as their label map.
     """
-    image = cv2.imdecode(data, flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        image = cv2.imdecode(data, flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:
+        raise _opencv_refused(path, exc) from None
     if image is None:
         raise _unreadable(path, "image")
     _check_jpeg_complete(data, path)
@@ -213,8 +233,46 @@ def decode_strategy(decode: str, width: int, height: int, size: int) -> int:
     return cv2.IMREAD_COLOR
 
 
+def header_size(data: np.ndarray, path: str | Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of image file ``path`` holding ``data`` (None: not
+    found).
+
+    PNG and JPEG headers are read from ``data``; other formats through Pillow, which reads only
+    the header of ``path`` when it opens it.
+    """
+    head = data[:24].tobytes()
+    if head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(_JPEG_MAGIC):
+        return _jpeg_header(data)[1]
+    try:
+        return _pillow_size(path)
+    except (OSError, ValueError, SyntaxError):
+        return None  # not an image Pillow knows: the decoder says what is wrong
+
+
+def check_pixels(path: str | Path, size: tuple[int, int] | None, max_pixels: int | None) -> None:
+    """Refuse an image whose header claims more than ``max_pixels`` pixels (None: no limit).
+
+    Raises:
+        DataError: names the file, its size and the option that raises the limit.
+    """
+    if max_pixels is None or size is None or size[0] * size[1] <= max_pixels:
+        return
+    width, height = size
+    raise DataError(
+        f"Image {str(path)!r} is {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), above "
+        f"the limit of {max_pixels / 1e6:.0f} Mpx that guards against decompression bombs; it was "
+        f"not decoded. If the file is trusted, raise the limit with "
+        f"{option('max_pixels', width * height)}."
+    )
+
+
 def read_resized(
-    path: str | Path, size: int | None, decode: str = "reduced"
+    path: str | Path,
+    size: int | None,
+    decode: str = "reduced",
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """An RGB image resized to ``size`` x ``size`` (``None``: as stored) and its original
     ``(height, width)``: area averaging when shrinking, bilinear when enlarging, as training's
@@ -225,11 +283,17 @@ def read_resized(
     OpenCV's reduced modes would only drop pixels there (aliasing). The size comes from the
     JPEG header, so no second reader opens the file.
 
+    ``max_pixels`` refuses an image whose header claims more pixels, before decoding it
+    (:func:`check_pixels`; None: no limit of segkit's own).
+
     Raises:
-        DataError: the file is missing, not an image, corrupt or truncated (names the file).
+        DataError: the file is missing, not an image, corrupt or truncated, or too large
+            (names the file).
     """
     data = _read_bytes(path)
     flag, dims = cv2.IMREAD_COLOR, None
+    if max_pixels is not None:
+        check_pixels(path, header_size(data, path), max_pixels)
     if size is not None and data[:2].tobytes() == _JPEG_MAGIC:
         _, dims = _jpeg_header(data)
         if dims is not None:
@@ -252,22 +316,27 @@ def image_size(path: str | Path) -> tuple[int, int]:
     briefly and one thread at a time, so other readers keep their protection otherwise.
     """
     try:
-        try:
-            with Image.open(path) as im:
-                return im.size
-        except Image.DecompressionBombError:
-            with _PILLOW_LIMIT:
-                limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    im = Image.open(path)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = limit
-            with im:
-                return im.size
+        return _pillow_size(path)
     except FileNotFoundError:
         raise DataNotFoundError(f"File {str(path)!r} does not exist.") from None
     except (OSError, ValueError, SyntaxError):
         raise _unreadable(path, "image") from None
+
+
+def _pillow_size(source: str | Path) -> tuple[int, int]:
+    """``(width, height)`` from Pillow, which reads the header only (see :func:`image_size`)."""
+    try:
+        with Image.open(source) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        with _PILLOW_LIMIT:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+        with im:
+            return im.size
 
 
 def _palette_labels(im: Image.Image, path: str | Path) -> np.ndarray:
