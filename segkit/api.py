@@ -72,11 +72,10 @@ def resolve_data_root(data: DataConfig) -> Path:
         return root
     if data.dataset != "carvana":
         raise ConfigError(f"data.prepare_size is only supported for carvana, not {data.dataset!r}.")
-    from segkit.data import prepare_carvana
+    from segkit.data.carvana import ensure_prepared
 
-    dst = _prepared_root(data)
-    prepare_carvana(root, dst, size=data.prepare_size, workers=None)
-    return dst
+    # a folder prepare_carvana wrote at this size is used as it is
+    return ensure_prepared(root, _prepared_root(data), data.prepare_size)
 
 
 def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:

@@ -312,3 +312,32 @@ def test_prepare_refuses_dst_holding_the_source(kaggle, tmp_path):
         prepare_carvana(src, tmp_path / "outer", size=16)
     assert str(tmp_path / "outer") in str(exc.value) and str(src) in str(exc.value)
     assert sorted(p.name for p in (tmp_path / "outer").iterdir()) == ["kaggle"]
+
+
+def test_a_config_pointed_at_a_prepared_folder_uses_it_as_it_is(kaggle, tmp_path):
+    """Issue 18, bug 1: the example's prepare_size on a folder `segkit prepare` wrote."""
+    from segkit.api import resolve_data_root
+    from segkit.config import load_config
+
+    dst = tmp_path / "prepared"
+    prepare_carvana(kaggle, dst, size=32, workers=2)
+    before = tree_hash(dst)
+    example = Path(__file__).resolve().parents[1] / "examples/carvana_single_class/config.yaml"
+    cfg = load_config(example, [f"data.root={dst}", "data.prepare_size=32"])
+    assert resolve_data_root(cfg.data) == dst
+    assert tree_hash(dst) == before  # nothing prepared a second time
+    assert not (tmp_path / "prepared_prepared32").exists()
+    cfg.data.prepare_size = None
+    assert resolve_data_root(cfg.data) == dst
+
+
+def test_a_prepared_folder_at_another_size_says_what_to_do(kaggle, tmp_path):
+    from segkit.api import resolve_data_root
+    from segkit.config import DataConfig
+
+    dst = tmp_path / "prepared"
+    prepare_carvana(kaggle, dst, size=32, workers=2)
+    data = DataConfig(dataset="carvana", root=str(dst), prepare_size=128)
+    with pytest.raises(DataError, match=r"prepared at 32x32.*data.prepare_size=32 \(or null\)"):
+        resolve_data_root(data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]

@@ -291,6 +291,50 @@ class _Preparer:
         return row, True
 
 
+def prepared_side(root: str | Path) -> int | None:
+    """The side of the square images in a folder written by :func:`prepare_carvana`.
+
+    Returns None when ``root`` holds no ``index.csv`` (it is not a prepared folder), or when
+    the first listed image is missing or unreadable (reading the folder then says why).
+    """
+    root = Path(root)
+    if not (root / "index.csv").is_file():
+        return None
+    index = read_index(root)
+    if index.empty:
+        return None
+    try:
+        width, height = image_size(root / str(index["image"].iloc[0]))
+    except (DataError, OSError):
+        return None
+    return width if width == height else None
+
+
+def ensure_prepared(
+    root: str | Path, dst: str | Path, size: int, workers: int | None = None
+) -> Path:
+    """The folder to train on when a config asks for Carvana prepared at ``size``.
+
+    A folder already written by :func:`prepare_carvana` at ``size`` is used as is; the Kaggle
+    layout is prepared into ``dst`` (pairs already there are kept).
+
+    Raises:
+        DataError: ``root`` was prepared at another size.
+    """
+    side = prepared_side(root)
+    if side is None and not (Path(root) / "index.csv").is_file():
+        prepare_carvana(root, dst, size=size, workers=workers)
+        return Path(dst)
+    if side is not None and side != size:
+        raise DataError(
+            f"data.root {str(root)!r} was prepared at {side}x{side}, but data.prepare_size is "
+            f"{size}: set data.prepare_size={side} (or null) to train on it as it is, or point "
+            "data.root at the Kaggle folder (train/, train_masks/) to prepare it at "
+            f"{size}x{size}."
+        )
+    return Path(root)
+
+
 def prepare_carvana(
     src: str | Path,
     dst: str | Path,
