@@ -52,8 +52,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from segkit.api import train
     from segkit.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    resume, overrides = args.resume, list(args.overrides)
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
+        resume, overrides = True, [resume, *overrides]  # `--resume key=value`: an override
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=resume, overwrite=args.overwrite)
     best = result.get("best_value")
     if best is not None:
         print(
@@ -360,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segkit`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides += extra  # overrides after an option: train CFG --resume a=1 b=2
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with command_line_names():  # messages name --skip-bad, not skip_bad=True
             code = _COMMANDS[args.command](args)

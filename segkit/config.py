@@ -279,6 +279,58 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+#: settings that decide what a checkpoint's weights mean: a resume may not change them
+RESUME_FIXED = (
+    "model.arch",
+    "model.encoder",
+    "model.base_channels",
+    "model.upsample",
+    "model.options",
+    "data.dataset",
+    "data.classes",
+    "data.image_size",
+    "augment.normalize",
+)
+#: settings a resume may change without a word (how long and where it runs, how it reads)
+RESUME_FREE = (
+    "train.epochs",
+    "train.out_dir",
+    "train.progress",
+    "train.device",
+    "train.empty_cache",
+    "data.num_workers",
+    "data.persistent_workers",
+    "data.prepared_root",
+    "model.encoder_weights",
+)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict) or (prefix and prefix.endswith(".options")):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between the config a checkpoint was trained with and the current one.
+
+    Compares dotted keys present in both (a checkpoint may hold only some sections); keys of
+    :data:`RESUME_FREE` are left out.
+
+    Returns:
+        ``{dotted key: (saved value, current value)}``.
+    """
+    old, new = _flatten(saved), _flatten(current)
+    return {
+        key: (old[key], new[key])
+        for key in old
+        if key in new and old[key] != new[key] and key not in RESUME_FREE
+    }
+
+
 def _parse_value(text: str) -> Any:
     try:
         return load_yaml(text)

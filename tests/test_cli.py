@@ -160,6 +160,34 @@ def test_missing_config_file(tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
 
 
+def test_resume_refuses_settings_that_change_the_checkpoint_and_records_only_what_ran(
+    trained, tmp_path, capsys
+):
+    """Issue 18, bug 2: a resume that trains nothing leaves config.yaml as the run wrote it."""
+    import shutil
+
+    out = shutil.copytree(trained, tmp_path / "copy")
+    cfg, written = out / "config.yaml", out / "run" / "config.yaml"
+    before = written.read_text()
+    assert run("train", cfg, "data.image_size=80", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "data.image_size=80 (the run has 64)" in err and len(err.splitlines()) == 1
+    assert run("train", cfg, "model.encoder=resnet34", "--resume") == 2
+    assert "model.encoder='resnet34'" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=r"optim.lr=0.5 \(the run has 0.001\)"):
+        assert run("train", cfg, "optim.lr=0.5", "--resume") == 0  # already done: trains nothing
+    assert "already completed 1 epochs" in capsys.readouterr().out
+    assert written.read_text() == before
+
+
+def test_resume_never_takes_an_override_as_its_path(trained, tmp_path, capsys):
+    import shutil
+
+    out = shutil.copytree(trained, tmp_path / "copy")
+    assert run("train", out / "config.yaml", "--resume", "train.epochs=1", "train.seed=0") == 0
+    assert "already completed 1 epochs" in capsys.readouterr().out
+
+
 def test_evaluate_val_split_json(trained, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert (

@@ -284,6 +284,35 @@ def trainer_state(trainer: Trainer, complete: bool = True) -> dict[str, Any]:
     }
 
 
+def check_resume_config(saved: dict[str, Any], trainer: Trainer, path: str | Path) -> None:
+    """Refuse a resume that changes what the checkpoint's weights mean; warn of other changes.
+
+    Raises:
+        ConfigError: a setting of :data:`segkit.config.RESUME_FIXED` differs from the run's.
+    """
+    from segkit.config import RESUME_FIXED, resume_changes
+    from segkit.errors import ConfigError
+
+    current = trainer.full_config or {
+        "train": to_plain(trainer.cfg),
+        "scheduler": to_plain(trainer.scheduler_cfg),
+    }
+    changes = resume_changes(to_plain(saved), current)
+    said = [f"{k}={new!r} (the run has {old!r})" for k, (old, new) in changes.items()]
+    fixed = [text for key, text in zip(changes, said) if key in RESUME_FIXED]
+    if fixed:
+        raise ConfigError(
+            f"Cannot resume {str(path)!r} with {', '.join(fixed)}: the checkpoint's weights "
+            "were trained with the run's value. Resume without that override, or start a new "
+            "run (another train.out_dir, or --overwrite) to train with it."
+        )
+    if said:
+        warnings.warn(
+            f"Resuming {path} with changed settings: {', '.join(said)}; they apply from here on.",
+            stacklevel=3,
+        )
+
+
 def restore_trainer(trainer: Trainer, path: str | Path) -> None:
     """Load a checkpoint into a trainer: weights, optimizer, schedule, counters, RNG, hooks.
 
@@ -293,6 +322,7 @@ def restore_trainer(trainer: Trainer, path: str | Path) -> None:
     # on the CPU: load_state_dict copies onto each parameter's device, and the RNG states
     # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
     state = load_checkpoint(path, map_location="cpu")
+    check_resume_config(state.get("config") or {}, trainer, path)
     hint = "Resume with the model and optimizer settings the run was started with."
     try:
         if getattr(trainer.model, "spec", None) is not None:  # a short, specific explanation

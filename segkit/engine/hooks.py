@@ -227,11 +227,12 @@ def is_run_config(path: Path) -> bool:
 
 
 class ConfigHook(HookBase):
-    """Write the run's resolved configuration as ``config.yaml``."""
+    """Write the run's resolved configuration as ``config.yaml`` (not when nothing will train:
+    a resume of a finished run leaves the file as the epochs that ran wrote it)."""
 
     def before_train(self) -> None:
         t = self.trainer
-        if t.full_config is not None and t.dist.is_main:
+        if t.full_config is not None and t.dist.is_main and t.epoch < t.cfg.epochs:
             import yaml
 
             text = yaml.safe_dump(t.full_config, sort_keys=False)
