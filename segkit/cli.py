@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"training {result['status'].replace('_', ' ')} after {result['epochs']} epoch(s): best "
             f"{result['monitor']}={best:.4f} at epoch {result['best_epoch']}"
         )
-    print(f"run folder: {result['out_dir']}  (best.pt, last.pt, history.csv, config.yaml)")
+    out = Path(result["out_dir"])
+    written = ["best.pt", "last.pt", "history.csv", "config.yaml", "curves.png", "predictions.png"]
+    print(f"run folder: {out}  ({', '.join(n for n in written if (out / n).is_file())})")
     return 130 if result.get("status") == "interrupted" else 0
 
 
@@ -132,13 +135,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
         tile=args.tile,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
-        progress=True,
+        progress=sys.stderr.isatty(),  # no bar drawn into log files
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
     )
     if result.get("skipped"):
         print(f"skipped {len(result['skipped'])} unreadable images", file=sys.stderr)
+    count = result["count"]
     print(
-        f"predicted {result['count']} images into {args.out} ({result.get('images_per_s', 0):.1f} images/s)"
+        f"predicted {count} image{'s' * (count != 1)} into {args.out} "
+        f"({result.get('images_per_s', 0):.1f} images/s)"
     )
     if args.rle:
         print(f"wrote {args.rle}")
@@ -149,14 +154,31 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if args.dataset == "carvana":
         from segkit.data import prepare_carvana
 
+        size = args.size or 128
         index = prepare_carvana(
-            args.src, args.dst, size=args.size, workers=args.workers, overwrite=args.overwrite
+            args.src,
+            args.dst,
+            size=size,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            threshold=args.threshold,
         )
-        print(f"prepared {len(index)} Carvana pairs at {args.size}x{args.size} in {args.dst}")
+        done, kept = index.attrs["written"], index.attrs["skipped"]
+        parts = [f"prepared {done} Carvana pair{'s' * (done != 1)}"] * bool(done or not kept)
+        parts += [f"{kept} already prepared (--overwrite redoes them)"] * bool(kept)
+        print(f"{', '.join(parts)} at {size}x{size} in {args.dst}")
+        for note in index.attrs.get("notes", []):
+            print(f"note: {note}", file=sys.stderr)
     else:
         from segkit.data import prepare_helen
 
-        prepare_helen(args.src, args.dst)
+        if args.size is not None or args.threshold is not None:
+            raise SegkitError(
+                f"prepare helen copies the release as it is; {'--size' if args.size else '--threshold'} "
+                "applies to carvana only (training resizes Helen images to data.image_size). "
+                "Drop the option."
+            )
+        prepare_helen(args.src, args.dst, overwrite=args.overwrite)
         print(f"copied the Helen release into the split layout in {args.dst}")
 
 
@@ -193,19 +215,39 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"onnxruntime max abs difference from PyTorch: {result['max_abs_diff']:.3g}")
 
 
+def _print_matches(what: str, pattern: str, lister: Callable[[str], list[str]]) -> int:
+    """Print the names ``lister`` finds for ``pattern``; on none, say so and what would match."""
+    names = lister(pattern)
+    if names:
+        print("\n".join(names))
+        return 0
+    from segkit.errors import suggest
+
+    wider = f"*{pattern}*"
+    found = [] if any(c in pattern for c in "*?[") else lister(wider)
+    hint = f" '{wider}' matches {len(found)}, e.g. {', '.join(found[:5])}." if found else ""
+    print(
+        f"No {what} matches {pattern!r} (a wildcard pattern: * any text, ? one character)."
+        f"{hint or suggest(pattern, lister('*'))} `segkit {what}s` lists them all.",
+        file=sys.stderr,
+    )
+    return 1
+
+
 @command("models")
-def cmd_models(args: argparse.Namespace) -> None:
+def cmd_models(args: argparse.Namespace) -> int:
     from segkit.models import list_models
 
-    print("\n".join(list_models(args.pattern)))
+    return _print_matches("model", args.pattern, list_models)
 
 
 @command("encoders")
-def cmd_encoders(args: argparse.Namespace) -> None:
+def cmd_encoders(args: argparse.Namespace) -> int:
     from segkit.models import list_encoders
 
-    print("\n".join(list_encoders(args.pattern)))
+    code = _print_matches("encoder", args.pattern, list_encoders)
     print("(any timm backbone also works as tu-<timm name>)", file=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = functools.partial(sub.add_parser, parents=[debug])
 
     s = add("demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes")
-    s.add_argument("--out", default="segkit-demo", help="folder for everything the demo writes")
+    s.add_argument(
+        "--out",
+        default="segkit-demo",
+        help="folder for everything the demo writes (default: %(default)s)",
+    )
     s.add_argument(
         "--task", choices=["carvana", "helen"], default="carvana", help="which example task to run"
     )
@@ -231,9 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="training epochs (default: the demo's own)"
     )
     s.add_argument(
-        "--cars", type=int, default=8, help="synthetic cars (16 views each) for --task carvana"
+        "--cars",
+        type=int,
+        default=None,
+        help="--task carvana: synthetic cars, 16 views each (default: the demo's own)",
     )
-    s.add_argument("--faces", type=int, default=60, help="synthetic faces for --task helen")
+    s.add_argument(
+        "--faces", type=int, default=60, help="--task helen: synthetic faces (default: 60)"
+    )
 
     s = add("train", help="train from a YAML config with dotted overrides")
     s.add_argument("config", help="YAML config, e.g. examples/carvana_single_class/config.yaml")
@@ -261,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--split",
         default=None,
-        help="split to score (default: data.test_split; 'val' = held-out part)",
+        help="split to score (default: the config's data.test_split: 'test' for Helen, 'val' "
+        "for the Carvana example, whose Kaggle test set has no masks); 'val' = the held-out part",
     )
     s.add_argument(
         "--batch-size", type=int, default=None, help="images per batch (default: data.batch_size)"
@@ -322,18 +374,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", choices=["carvana", "helen"], help="which release SRC holds")
     s.add_argument("src", help="the release as downloaded (never modified)")
     s.add_argument("dst", help="where the prepared copy goes")
-    s.add_argument("--size", type=int, default=128, help="carvana: square size")
+    s.add_argument(
+        "--size", type=int, default=None, help="carvana: side of the square output (default: 128)"
+    )
     s.add_argument(
         "--workers", type=int, default=None, help="carvana: threads (default: CPU count)"
+    )
+    s.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="carvana: read masks with soft (anti-aliased) edges as car where value >= THRESHOLD "
+        "(e.g. 128 for 0..255 masks; default: masks must hold 0/1 or 0/255 only)",
     )
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 
     s = add("synth", help="write a synthetic data set in the real layout")
     s.add_argument("dataset", choices=["carvana", "helen"], help="which layout to write")
     s.add_argument("dst", help="folder to write the data set into")
-    s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces")
-    s.add_argument("--seed", type=int, default=0, help="random seed of the synthetic images")
-    s.add_argument("--layout", choices=["split", "official"], default="split", help="helen layout")
+    s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces (default: 2)")
+    s.add_argument(
+        "--seed", type=int, default=0, help="random seed of the synthetic images (default: 0)"
+    )
+    s.add_argument(
+        "--layout",
+        choices=["split", "official"],
+        default="split",
+        help="helen layout (default: split)",
+    )
     s.add_argument(
         "--overwrite",
         action="store_true",
@@ -369,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra  # overrides after an option: train CFG --resume a=1 b=2
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    shown = warnings.formatwarning  # warnings as one plain line, not file:line and source
+    warnings.formatwarning = lambda message, *_, **__: f"segkit: warning: {message}\n"
     try:
         with command_line_names():  # messages name --skip-bad, not skip_bad=True
             code = _COMMANDS[args.command](args)
@@ -385,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         how_far = f": {exc}" if str(exc) else ""
         print(f"segkit {args.command}: interrupted{how_far}", file=sys.stderr)
         return 128 + getattr(exc, "signum", 2)
+    finally:
+        warnings.formatwarning = shown
     return code or 0
 
 

@@ -24,6 +24,7 @@ def demo_config(task: str, data_root: Path, run_dir: Path, epochs: int | None = 
             batch_size=8,
             num_workers=0,
             val_fraction=0.34,
+            test_split="val",  # synthetic Carvana, like Kaggle's, has no test masks
         )
         loss = LossConfig(name="soft_dice")
         train = TrainConfig(epochs=epochs or 15, accumulate=2, monitor="val_soft_dice")
@@ -71,7 +72,7 @@ def run_demo(
     out: str | Path = "segkit-demo",
     task: str = "carvana",
     epochs: int | None = None,
-    cars: int = 8,
+    cars: int | None = None,
     faces: int = 60,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary."""
@@ -81,7 +82,7 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out).resolve()
     data_root = out / "data" / task
-    _make_data(task, data_root, cars, faces)
+    _make_data(task, data_root, cars or 8, faces)
     cfg = demo_config(task, data_root, out / "run", epochs)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo-config.yaml")

@@ -11,6 +11,7 @@ import os
 import queue
 import signal
 import threading
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,33 @@ import torch
 from segkit.data.io import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, list_files, name_some, read_resized
 from segkit.data.transforms import flip_pairs_from_names  # noqa: F401  (part of this API)
 from segkit.errors import DataError, option
+
+#: a data set folder that holds each sample's files side by side names its photo
+#: ``<name>_image.*`` (Helen's release: ``_image.jpg`` + ``_label.png`` + ``_viz.jpg``)
+IMAGE_TAG = "_image"
+
+
+def sample_images(files: list[Path], folder: Path) -> list[Path]:
+    """The photos among ``files`` of ``folder``: all of them, unless the folder keeps each
+    sample's files side by side as ``<name>_image.*`` beside ``<name>_<other>.*`` (labels,
+    visualisations), where only the ``_image`` files are photos (with a warning naming the rest).
+    """
+    bases = {p.stem[: -len(IMAGE_TAG)] for p in files if p.stem.endswith(IMAGE_TAG)}
+    others = [
+        p for p in files if not p.stem.endswith(IMAGE_TAG) and p.stem.rpartition("_")[0] in bases
+    ]
+    if not others:
+        return files
+    kinds = sorted({p.stem.rpartition("_")[2] for p in others})
+    example = f"*_{others[0].stem.rpartition('_')[2]}{others[0].suffix}"
+    warnings.warn(
+        f"{str(folder)!r} holds a data set's files side by side: predicting its "
+        f"{len(files) - len(others)} *{IMAGE_TAG} image(s), not the {len(others)} "
+        f"{'/'.join('_' + k for k in kinds)} file(s) beside them. Pass those files (e.g. "
+        f"{str(folder / example)!r}) to predict them.",
+        stacklevel=2,
+    )
+    return [p for p in files if p not in set(others)]
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -40,11 +68,14 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
         if path.is_dir():
             images = [p for p in list_files(path, IMAGE_EXTENSIONS) if p.is_file()]
             if not images:
+                inside = (path / "images").is_dir()
+                hint = f" It holds images/: pass {str(path / 'images')!r}." if inside else ""
                 raise DataError(
                     f"No images found in folder {str(path)!r} (looked for "
-                    f"{', '.join(IMAGE_EXTENSIONS)}). Pass image files or a folder that holds them."
+                    f"{', '.join(IMAGE_EXTENSIONS)}). Pass image files or a folder that holds "
+                    f"them.{hint}"
                 )
-            found.extend(images)
+            found.extend(sample_images(images, path))
         elif path.is_file():
             found.append(path)
         else:

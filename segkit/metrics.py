@@ -285,7 +285,11 @@ def _label_files(folder: Path) -> dict[str, Path]:
         raise DataError(f"Label folder {str(folder)!r} does not exist or is not a folder.")
     paths = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in LABEL_SUFFIXES]
     if not paths:
-        raise DataError(f"Label folder {str(folder)!r} holds no label images ({LABEL_SUFFIXES}).")
+        inner = [folder / n for n in ("labels", "masks") if (folder / n).is_dir()]
+        hint = f" It holds {inner[0].name}/: pass {str(inner[0])!r}." if inner else ""
+        raise DataError(
+            f"Label folder {str(folder)!r} holds no label images ({LABEL_SUFFIXES}).{hint}"
+        )
     files: dict[str, Path] = {}
     for path in paths:
         key = pair_key(path.stem)

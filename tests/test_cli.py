@@ -94,6 +94,61 @@ def test_models_and_encoders_with_pattern(capsys):
     assert "resnet18" in out and "resnet34" not in out
 
 
+def test_a_pattern_that_matches_nothing_says_so_and_what_would(capsys):
+    assert run("models", "Unet") == 1
+    err = capsys.readouterr().err
+    assert "No model matches 'Unet'" in err and "'*Unet*' matches" in err and "smp.Unet" in err
+    assert run("encoders", "resnet") == 1
+    err = capsys.readouterr().err
+    assert "No encoder matches 'resnet'" in err and "resnet18" in err
+    assert run("models", "smp.Unte*") == 1
+    assert "No model matches" in capsys.readouterr().err
+
+
+def test_help_shows_the_defaults(capsys):
+    from segkit.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    assert "(default: 128)" in " ".join(sub["prepare"].format_help().split())
+    assert "(default: segkit-demo)" in " ".join(sub["demo"].format_help().split())
+
+
+def test_prepare_twice_says_already_prepared_and_notes_upscaling(tmp_path, capsys):
+    from segkit.data import synth_carvana
+
+    raw = synth_carvana(tmp_path / "raw", cars=1, views=2, size=(47, 32))
+    assert run("prepare", "carvana", raw, tmp_path / "p", "--size", "64") == 0
+    captured = capsys.readouterr()
+    assert "prepared 2 Carvana pairs at 64x64" in captured.out
+    assert "2 source image(s) are smaller than 64x64 (e.g. synth0000_01: 47x32)" in captured.err
+    assert run("prepare", "carvana", raw, tmp_path / "p", "--size", "64") == 0
+    assert "2 already prepared (--overwrite redoes them) at 64x64" in capsys.readouterr().out
+
+
+def test_prepare_reads_soft_masks_with_a_threshold_and_a_failure_leaves_no_folders(
+    tmp_path, capsys
+):
+    from segkit.data import synth_carvana
+
+    raw = synth_carvana(tmp_path / "raw", cars=1, views=2, size=(64, 48), mask_format="png")
+    for path in (raw / "train_masks").glob("*.png"):  # anti-aliased edges: 0..255
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(path), cv2.GaussianBlur(mask, (5, 5), 0))
+    assert run("prepare", "carvana", raw, tmp_path / "p", "--size", "32") == 2
+    assert "--threshold 128" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    assert run("prepare", "carvana", raw, tmp_path / "p", "--size", "32", "--threshold", "128") == 0
+    mask = cv2.imread(str(next((tmp_path / "p" / "masks").iterdir())), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(mask)) == {0, 1}
+
+
+def test_prepare_helen_refuses_carvana_options(tmp_path, capsys):
+    assert run("synth", "helen", tmp_path / "official", "--n", "1", "--layout", "official") == 0
+    assert run("prepare", "helen", tmp_path / "official", tmp_path / "s", "--size", "128") == 2
+    assert "--size applies to carvana only" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_synth_and_prepare_carvana(tmp_path, capsys):
     raw = tmp_path / "raw"
     assert run("synth", "carvana", raw, "--n", "1") == 0
@@ -185,7 +240,9 @@ def test_resume_never_takes_an_override_as_its_path(trained, tmp_path, capsys):
 
     out = shutil.copytree(trained, tmp_path / "copy")
     assert run("train", out / "config.yaml", "--resume", "train.epochs=1", "train.seed=0") == 0
-    assert "already completed 1 epochs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already completed 1 epochs" in out
+    assert "best.pt, last.pt, history.csv, config.yaml, curves.png, predictions.png" in out
 
 
 def test_evaluate_val_split_json(trained, tmp_path, capsys):
@@ -334,7 +391,10 @@ def test_predict_bad_image_fails_naming_it_unless_skip_bad(trained, carvana_raw,
     assert (
         run("predict", "--checkpoint", ckpt, good, bad, "--out", tmp_path / "o2", "--skip-bad") == 0
     )
-    assert "skipped 1" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "skipped 1" in captured.err
+    assert "predicted 1 image into" in captured.out
+    assert "|" not in captured.err  # no progress bar when stderr is not a terminal
     assert (tmp_path / "o2" / f"{good.stem}.png").is_file()
 
 

@@ -374,6 +374,37 @@ def test_folder_without_images(tmp_path):
         find_images([tmp_path / "empty"])
 
 
+def test_a_helen_release_folder_predicts_its_images_only_and_scores(tmp_path, capsys):
+    """Issue 18, bug 3: not the _label.png and _viz.jpg files beside the photos."""
+    from segkit.cli import main
+    from segkit.data import synth_helen
+
+    synth_helen(tmp_path / "helen", n=3, size=32, layout="official", split="test")
+    folder = tmp_path / "helen" / "test"
+    with pytest.warns(UserWarning, match=r"3 \*_image image\(s\), not the 6 _label/_viz file"):
+        paths = find_images([folder])
+    assert sorted(p.name for p in paths) == [f"synth000{i}_1_image.jpg" for i in (1, 2, 3)]
+    ckpt = _checkpoint(tmp_path / "m.pt", _helen_model())
+    assert (
+        main(["predict", "--checkpoint", str(ckpt), str(folder), "--out", str(tmp_path / "p")]) == 0
+    )
+    assert len(list((tmp_path / "p").iterdir())) == 3
+    assert main(["score", str(folder), str(tmp_path / "p")]) == 0
+    assert "f1_overall" in capsys.readouterr().out
+
+
+def test_a_split_folder_without_images_points_at_images_and_labels(tmp_path):
+    from segkit.data import synth_helen
+    from segkit.metrics import score_folders
+
+    synth_helen(tmp_path / "helen", n=2, size=32, split="test")
+    test = tmp_path / "helen" / "test"
+    with pytest.raises(DataError, match="It holds images/: pass .*images"):
+        find_images([test])
+    with pytest.raises(DataError, match="It holds labels/: pass .*labels"):
+        score_folders(test, test / "labels", list(HELEN_CLASSES))
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", [0, 1])
 def test_unreadable_image_fails_naming_the_file(tmp_path, workers):

@@ -256,6 +256,7 @@ class _Preparer:
     overwrite: bool
     split: str
     rle: dict[str, str] | None
+    threshold: int | None = None
 
     def __call__(self, sample: Sample) -> tuple[dict[str, Any], bool]:
         car_id, view = parse_carvana_id(sample.id)
@@ -277,12 +278,16 @@ class _Preparer:
                 f"Image {str(sample.image_path)!r} is {width}x{height} but its mask "
                 f"{str(sample.mask_path)!r} is {mask.shape[1]}x{mask.shape[0]}. Re-export the mask."
             )
+        if self.threshold is not None and mask.size and mask.max() > 1:
+            mask = (mask >= self.threshold).astype(np.uint8)  # soft (anti-aliased) edges
         mask = map_255_to_1(mask)
         if mask.size and mask.max() > 1:
             bad = np.unique(mask[mask > 1]).tolist()
             raise DataError(
                 f"Mask {str(sample.mask_path)!r} is not binary: it holds {name_some(bad, 8)} "
-                "besides 0 and 1 (255 counts as 1). Save it with 0 = background, 1 or 255 = car."
+                "besides 0 and 1 (255 counts as 1). Save it with 0 = background, 1 or 255 = car, "
+                "or, for soft (anti-aliased) edges, pass threshold=128 (--threshold 128) to read "
+                "values >= 128 as car."
             )
         # by pixel centres, as the image is resized (INTER_NEAREST would shift it by 7 px)
         small = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST_EXACT)
@@ -343,6 +348,7 @@ def prepare_carvana(
     overwrite: bool = False,
     decode: str = "reduced",
     split: str = "train",
+    threshold: int | None = None,
 ) -> pd.DataFrame:
     """Resize the Kaggle Carvana data to ``size x size`` PNGs (masks 0/1) with a thread pool.
 
@@ -359,9 +365,12 @@ def prepare_carvana(
         overwrite: redo pairs that are already prepared (default: skip them).
         decode: "reduced" (libjpeg DCT scaling, see :func:`decode_strategy`) or "full".
         split: which split folder of ``src`` to prepare.
+        threshold: masks holding values above 1 other than 255 (soft, anti-aliased edges) are
+            read as car where ``value >= threshold``; None refuses them.
 
     Returns:
-        The index as a DataFrame; ``attrs["written"]`` / ``attrs["skipped"]`` count the pairs.
+        The index as a DataFrame; ``attrs["written"]`` / ``attrs["skipped"]`` count the pairs
+        and ``attrs["notes"]``, when present, what a user may want to know (sources enlarged).
 
     Raises:
         DataError: bad source layout, unpaired files, unreadable or non-binary masks, size
@@ -386,13 +395,39 @@ def prepare_carvana(
             )
     for sample in samples:
         parse_carvana_id(sample.id)  # reject badly named files before writing anything
-    (dst / "images").mkdir(parents=True, exist_ok=True)
-    (dst / "masks").mkdir(parents=True, exist_ok=True)
-    job = _Preparer(dst, size, decode, overwrite, split, rle)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(job, samples))
+    if threshold is not None and not 1 <= threshold <= 255:
+        raise ValueError(f"threshold must be between 1 and 255, got {threshold!r}.")
+    folders = [dst, dst / "images", dst / "masks"]
+    created = [f for f in folders if not f.exists()]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    job = _Preparer(dst, size, decode, overwrite, split, rle, threshold)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(job, samples))
+    except BaseException:
+        for folder in reversed(created):  # a failed first run leaves no empty folders behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     index = pd.DataFrame([row for row, _ in results], columns=INDEX_COLUMNS)
     write_bytes_atomic(dst / "index.csv", index.to_csv(index=False).encode())
     index.attrs["written"] = sum(wrote for _, wrote in results)
     index.attrs["skipped"] = len(results) - index.attrs["written"]
+    notes = _upscale_notes(index, size)
+    if notes:
+        index.attrs["notes"] = notes
     return index
+
+
+def _upscale_notes(index: pd.DataFrame, size: int) -> list[str]:
+    """A note when sources are smaller than ``size`` (they were enlarged, adding no detail)."""
+    small = index[(index["width"] < size) | (index["height"] < size)]
+    if small.empty:
+        return []
+    row = small.iloc[0]
+    return [
+        f"{len(small)} source image(s) are smaller than {size}x{size} (e.g. {row['id']}: "
+        f"{row['width']}x{row['height']}) and were enlarged to it; a smaller size keeps "
+        "their detail without inventing any."
+    ]
