@@ -42,9 +42,7 @@ class DataConfig:
     root: str = "data/helenstar_release"  #: data set root (relative to the config file)
     train_split: str = "train"  #: split that is trained on
     val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
-    test_split: str = (
-        "test"  #: split `segkit evaluate` scores by default ("val": the held-out part)
-    )
+    test_split: str = "test"  #: split `segkit evaluate` scores by default (val: held out)
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
     split_file: str | None = None  #: CSV of held-out ids ({root_name}: the root folder name)
     image_size: int = 256  #: square side the images are resized to
