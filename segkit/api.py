@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 
 from segkit.config import Config, DataConfig, from_dict, to_dict
+from segkit.data.meta import DatasetMeta, split_ids
 from segkit.errors import ConfigError, DataError
 
 
@@ -35,6 +35,7 @@ class Experiment:
     optimizer: torch.optim.Optimizer
     class_names: list[str]
     groups: dict[str, list[int]] | None
+    meta: DatasetMeta | None = None
 
 
 def _prepared_root(data: DataConfig) -> Path:
@@ -44,24 +45,23 @@ def _prepared_root(data: DataConfig) -> Path:
     return root.parent / f"{root.name}_prepared{data.prepare_size}"
 
 
-#: where the real data of each data set comes from (for the missing-data message)
-DATA_SOURCES = {
-    "carvana": "unpack train.zip and train_masks.zip of Kaggle's Carvana Image Masking Challenge "
-    "there (train/*.jpg, train_masks/*_mask.gif)",
-    "helen": "unpack helenstar_release (Lin et al., CVPR 2019: train/ and test/ with "
-    "<name>_image.jpg + <name>_label.png) there",
-}
-
-
 def resolve_data_root(data: DataConfig) -> Path:
-    """The folder the adapter reads: ``data.root``, or its prepared copy when ``prepare_size`` is set."""
+    """The folder the adapter reads: ``data.root``, or its prepared copy when ``prepare_size`` is set.
+
+    The preparation step is the data set's own (``DatasetMeta.prepare``).
+    """
+    from segkit.data import dataset_metas, get_dataset_meta
+
+    meta = get_dataset_meta(data.dataset)
     root = Path(data.root)
     if not root.exists():
-        source = DATA_SOURCES.get(data.dataset, "put your images and masks there")
+        source = meta.source or "put your images and masks there"
+        with_synth = [name for name, m in dataset_metas().items() if m.synth is not None]
         synth = (
             f"; or make a synthetic set there with `segkit synth {data.dataset} {root}`"
-            if data.dataset in DATA_SOURCES
-            else "; `segkit synth carvana|helen DST` makes a synthetic set to try segkit on"
+            if meta.synth is not None
+            else f"; `segkit synth {'|'.join(with_synth)} DST` makes a synthetic set to try "
+            "segkit on"
         )
         raise DataError(
             f"No {data.dataset!r} data: looked for data.root {str(root)!r}, which does not exist. "
@@ -70,12 +70,14 @@ def resolve_data_root(data: DataConfig) -> Path:
         )
     if data.prepare_size is None:
         return root
-    if data.dataset != "carvana":
-        raise ConfigError(f"data.prepare_size is only supported for carvana, not {data.dataset!r}.")
-    from segkit.data.carvana import ensure_prepared
-
-    # a folder prepare_carvana wrote at this size is used as it is
-    return ensure_prepared(root, _prepared_root(data), data.prepare_size)
+    if meta.prepared is None:
+        able = [name for name, m in dataset_metas().items() if m.prepared is not None]
+        raise ConfigError(
+            f"data.prepare_size is set, but data set {data.dataset!r} has no preparation step "
+            f"(those that have one: {', '.join(able) or 'none'}). Unset data.prepare_size."
+        )
+    # the data set's own step: a folder already prepared at this size is used as it is
+    return Path(meta.prepared(root, _prepared_root(data), data.prepare_size))
 
 
 def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
@@ -95,13 +97,10 @@ def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
         return val
     if not 0.0 < data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {data.val_fraction}.")
+    group = type(ds).meta.split_group  # e.g. all views of one car on one side
     try:
-        if data.dataset == "carvana":
-            from segkit.data import split_by_car
-
-            _, val = split_by_car(ids, val_fraction=data.val_fraction, seed=seed)
-        else:
-            _, val = train_test_split(ids, test_size=data.val_fraction, random_state=seed)
+        groups = [group(i) for i in ids] if group is not None else None
+        _, val = split_ids(ids, data.val_fraction, seed, groups)
     except ValueError as exc:  # scikit-learn: one side of the split would be empty
         raise ConfigError(
             f"data.val_fraction={data.val_fraction} cannot split {len(ids)} samples into training "
@@ -136,7 +135,8 @@ def _dataset(cfg: Config, root: Path, split: str) -> Any:
     if cfg.data.classes is not None:
         options["classes"] = cfg.data.classes
     ds = build_dataset(cfg.data.dataset, root, split=split, **options)
-    ds.ignore_index = cfg.loss.ignore_index
+    if cfg.loss.ignore_index is not None:  # else the data set's own (DatasetMeta.ignore_index)
+        ds.ignore_index = cfg.loss.ignore_index
     return ds
 
 
@@ -172,32 +172,39 @@ def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
 
 
 def class_groups(class_names: list[str]) -> dict[str, list[int]] | None:
-    """The F1 groups reported for a label set (Helen's eyes/brows/mouth/overall), if any."""
-    from segkit.data.helen import HELEN_CLASSES
-    from segkit.metrics import HELEN_GROUPS
+    """The report groups of the registered data set with these classes, if it declares any."""
+    from segkit.data.meta import meta_for_classes
 
-    return dict(HELEN_GROUPS) if list(class_names) == list(HELEN_CLASSES) else None
+    return meta_for_classes(class_names).groups_for(class_names)
 
 
-def attach_transforms(cfg: Config, train_set: Any, val_set: Any, spec: Any) -> None:
-    """Set the albumentations pipelines on both data sets (normalisation from the model spec)."""
+def attach_transforms(
+    cfg: Config,
+    train_set: Any,
+    val_set: Any,
+    spec: Any,
+    flip_pairs: list[tuple[int, int]] | None = None,
+) -> None:
+    """Set the albumentations pipelines on both data sets.
+
+    Images are normalised with ``spec.mean`` / ``spec.std``, the one record of what the model
+    is fed (:func:`build_experiment` writes ``augment.normalize``'s choice there); flips swap
+    ``flip_pairs`` (default: the training set's).
+    """
     from segkit.data import build_transforms
-    from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    norm = cfg.augment.normalize
-    if norm == "model":
-        mean, std = tuple(spec.mean), tuple(spec.std)
-    elif norm == "imagenet":
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    elif norm == "none":
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    else:
-        raise ConfigError(f"augment.normalize must be model, imagenet or none, got {norm!r}.")
-    pairs = list(getattr(train_set, "flip_pairs", ()) or ())
-    size, ignore = cfg.data.image_size, cfg.loss.ignore_index
+    if flip_pairs is None:
+        flip_pairs = list(getattr(train_set, "flip_pairs", ()) or ())
+    size, ignore = cfg.data.image_size, train_set.ignore_index
     for ds, train in ((train_set, True), (val_set, False)):
         ds.transform = build_transforms(
-            cfg.augment, size, train, mean, std, flip_pairs=pairs, ignore_index=ignore
+            cfg.augment,
+            size,
+            train,
+            spec.mean,
+            spec.std,
+            flip_pairs=flip_pairs,
+            ignore_index=ignore,
         )
 
 
@@ -221,17 +228,24 @@ def build_experiment(cfg: Config) -> Experiment:
     from segkit.engine import seed_everything
     from segkit.losses import build_loss
     from segkit.models import model_from_config
+    from segkit.plugins import import_plugins
 
+    import_plugins(cfg.imports)
     train_set, val_set = build_datasets(cfg)
     class_names = list(train_set.class_names)
+    meta: DatasetMeta = train_set.metadata()
     # train.seed decides the initial weights too, not whatever drew from torch's RNG before
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     model = model_from_config(cfg.model, class_names)
+    record_training_data(model.spec, cfg, meta)
     attach_transforms(cfg, train_set, val_set, model.spec)
-    model.spec.options.setdefault("image_size", cfg.data.image_size)
     lc = cfg.loss
     loss = build_loss(
-        lc.name, smooth=lc.smooth, ignore_index=lc.ignore_index, class_weights=lc.class_weights
+        lc.name,
+        smooth=lc.smooth,
+        ignore_index=meta.ignore_index,
+        class_weights=lc.class_weights,
+        **lc.options,
     )
     return Experiment(
         cfg,
@@ -241,8 +255,27 @@ def build_experiment(cfg: Config) -> Experiment:
         loss,
         build_optimizer(cfg, model),
         class_names,
-        class_groups(class_names),
+        meta.groups_for(class_names),
+        meta,
     )
+
+
+def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
+    """Write into a new model's spec what prediction must repeat: the mean/std the images are
+    normalised with (``augment.normalize``), the training image size, the data set's metadata
+    and the plugin modules the run imported.
+    """
+    from segkit.data.meta import training_normalization
+    from segkit.plugins import modules_of
+
+    mean, std = training_normalization(cfg.augment.normalize, spec.mean, spec.std, meta)
+    if len(spec.mean) != len(mean):  # more input channels: the statistics repeat
+        mean = tuple(mean[i % len(mean)] for i in range(len(spec.mean)))
+        std = tuple(std[i % len(std)] for i in range(len(spec.std)))
+    spec.mean, spec.std = tuple(mean), tuple(std)
+    spec.options.setdefault("image_size", cfg.data.image_size)
+    spec.meta = meta.to_dict()
+    spec.imports = modules_of(cfg.imports, cfg.data.dataset, spec.arch, cfg.loss.name)
 
 
 def train(
@@ -311,19 +344,25 @@ def evaluate(
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
+    from segkit.plugins import import_plugins
 
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_checkpoint(ckpt)
+    import_plugins(cfg.imports)
     if root is not None:
         cfg.data.root = str(root)
         cfg.data.prepared_root = None
     split = split or cfg.data.test_split
     model = model_from_checkpoint(checkpoint, device="cpu")
+    meta = DatasetMeta.from_dict(model.spec.meta or {})  # what training recorded
+    cfg.loss.ignore_index = meta.ignore_index
     if split == "val" and not cfg.data.val_split:
         _, ds = build_datasets(cfg)
     else:
         ds = _dataset(cfg, resolve_data_root(cfg.data), split)
-    attach_transforms(cfg, ds, ds, model.spec)
+    names = list(model.spec.class_names or ds.class_names)
+    flip_pairs = meta.pairs_for(names)
+    attach_transforms(cfg, ds, ds, model.spec, flip_pairs)
     loader = make_loader(
         ds,
         batch_size or cfg.data.batch_size,
@@ -331,19 +370,17 @@ def evaluate(
         num_workers=cfg.data.num_workers if num_workers is None else num_workers,
         seed=cfg.train.seed,
     )
-    names = list(model.spec.class_names or ds.class_names)
     if tta == "flip":
-        from segkit.data.transforms import flip_pairs_from_names
         from segkit.models import FlipTTA
 
-        model = FlipTTA(model, flip_pairs_from_names(names))
+        model = FlipTTA(model, flip_pairs)
     result = evaluate_model(
         model,
         loader,
         class_names=names,
-        groups=class_groups(names),
+        groups=meta.groups_for(names),
         device=device,
-        ignore_index=cfg.loss.ignore_index,
+        ignore_index=meta.ignore_index,
     )
     result = {k: float(v) for k, v in result.items()}
     if json_out is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import segkit._env  # noqa: F401
 from segkit import __version__
+from segkit.demo import DEMO_TASKS
 from segkit.errors import SegkitError, command_line_names
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
@@ -88,31 +89,52 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
-def _class_names(spec: str) -> list[str]:
-    from segkit.data.helen import HELEN_CLASSES
+def _labels(spec: str) -> tuple[list[str], dict[str, list[int]] | None]:
+    """Class names and report groups for ``--classes``: a data set, a count, a file, a checkpoint."""
+    from segkit.data import dataset_metas
+    from segkit.data.meta import DatasetMeta, meta_for_classes
 
-    if spec == "helen":
-        return list(HELEN_CLASSES)
+    metas = dataset_metas()
+    if spec in metas and metas[spec].classes:
+        meta = metas[spec]
+        return list(meta.classes), meta.groups_for(meta.classes)
     if spec.isdigit():
-        return [str(i) for i in range(int(spec))]
+        names = [str(i) for i in range(int(spec))]
+        return names, None
     path = Path(spec)
+    if path.suffix == ".pt" and path.is_file():
+        from segkit.data.meta import upgrade_spec
+        from segkit.engine import load_checkpoint
+
+        state = load_checkpoint(path)
+        model_spec = upgrade_spec(state.get("model_spec") or {}, state.get("config"))
+        names = list(model_spec.get("class_names") or [])
+        return names, DatasetMeta.from_dict(model_spec["meta"]).groups_for(names)
     if not path.is_file():
+        named = ", ".join(n for n, m in metas.items() if m.classes)
         raise SegkitError(
-            f"--classes {spec!r} is neither 'helen', a number, nor a file of class names "
-            "(one per line)."
+            f"--classes {spec!r} is neither a data set with a fixed label set ({named}), a "
+            "number, a checkpoint (.pt) nor a file of class names (one per line)."
         )
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return names, meta_for_classes(names).groups_for(names)
 
 
 @command("score")
 def cmd_score(args: argparse.Namespace) -> None:
-    from segkit.api import check_json_path, class_groups, write_json
+    from segkit.api import check_json_path, write_json
     from segkit.metrics import score_folders
 
     if args.json:
         check_json_path(args.json)
-    names = _class_names(args.classes)
-    result = score_folders(args.gt_dir, args.pred_dir, names, groups=class_groups(names))
+    if args.classes is None:
+        from segkit.metrics import count_classes
+
+        names, groups = [str(i) for i in range(count_classes(args.gt_dir, args.pred_dir))], None
+        print(f"scoring {len(names)} classes found in the labels (--classes names them)")
+    else:
+        names, groups = _labels(args.classes)
+    result = score_folders(args.gt_dir, args.pred_dir, names, groups=groups)
     print_metrics(result)
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
@@ -149,60 +171,53 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"wrote {args.rle}")
 
 
+def _dataset_step(kind: str, name: str) -> Callable[..., str]:
+    """The data set's ``prepare`` or ``synth`` step (``DatasetMeta``), or a clear error."""
+    from segkit.data import dataset_metas
+    from segkit.errors import ConfigError, unknown_name
+
+    able = {n: getattr(m, kind) for n, m in dataset_metas().items() if getattr(m, kind)}
+    if name not in able:
+        raise ConfigError(unknown_name(f"data set with a {kind} step", name, able))
+    return able[name]
+
+
+def _report(result: str | tuple[str, list[str]]) -> None:
+    """Print a data set step's message, and its notes on stderr."""
+    message, notes = (result, []) if isinstance(result, str) else result
+    print(message)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 @command("prepare")
 def cmd_prepare(args: argparse.Namespace) -> None:
-    if args.dataset == "carvana":
-        from segkit.data import prepare_carvana
-
-        size = args.size or 128
-        index = prepare_carvana(
+    step = _dataset_step("prepare", args.dataset)
+    _report(
+        step(
             args.src,
             args.dst,
-            size=size,
+            size=args.size,
             workers=args.workers,
             overwrite=args.overwrite,
             threshold=args.threshold,
         )
-        done, kept = index.attrs["written"], index.attrs["skipped"]
-        parts = [f"prepared {done} Carvana pair{'s' * (done != 1)}"] * bool(done or not kept)
-        parts += [f"{kept} already prepared (--overwrite redoes them)"] * bool(kept)
-        print(f"{', '.join(parts)} at {size}x{size} in {args.dst}")
-        for note in index.attrs.get("notes", []):
-            print(f"note: {note}", file=sys.stderr)
-    else:
-        from segkit.data import prepare_helen
-
-        if args.size is not None or args.threshold is not None:
-            raise SegkitError(
-                f"prepare helen copies the release as it is; {'--size' if args.size else '--threshold'} "
-                "applies to carvana only (training resizes Helen images to data.image_size). "
-                "Drop the option."
-            )
-        prepare_helen(args.src, args.dst, overwrite=args.overwrite)
-        print(f"copied the Helen release into the split layout in {args.dst}")
+    )
 
 
 @command("synth")
 def cmd_synth(args: argparse.Namespace) -> None:
-    from segkit.data import synth_carvana, synth_helen
-    from segkit.data.synth import check_helen_destination
-
-    if args.dataset == "carvana":
-        synth_carvana(args.dst, cars=args.n, seed=args.seed, overwrite=args.overwrite)
-        print(f"wrote {args.n} synthetic cars x 16 views in the Kaggle layout to {args.dst}")
-    else:
-        test = max(1, args.n // 5) if args.test is None else args.test
-        splits = [("train", args.n, args.seed)] + [("test", test, args.seed + 1)] * (test > 0)
-        for split, _, _ in splits:  # check every split before writing any
-            check_helen_destination(args.dst, args.layout, split, args.overwrite)
-        # like the release, a test split too: `segkit evaluate` scores it by default
-        for split, n, seed in splits:
-            synth_helen(
-                args.dst, n=n, seed=seed, layout=args.layout, split=split, overwrite=args.overwrite
-            )
-        print(
-            f"wrote {args.n} train + {test} test synthetic faces ({args.layout} layout) to {args.dst}"
+    step = _dataset_step("synth", args.dataset)
+    _report(
+        step(
+            args.dst,
+            n=args.n,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            layout=args.layout,
+            test=args.test,
         )
+    )
 
 
 @command("export")
@@ -255,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segkit", description="Semantic segmentation on PyTorch.")
     p.add_argument("--version", action="version", version=f"segkit {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    imports = {
+        "action": "append",
+        "metavar": "MODULE",
+        "dest": "imports",
+        "help": "import a plugin module first (registers data sets, models, losses, ...); "
+        "repeatable",
+    }
+    p.add_argument("--import", default=[], **imports)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --debug after the command too (segkit train CFG --debug); SUPPRESS keeps the one given
     # before the command when it is not repeated
@@ -262,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
     )
+    debug.add_argument("--import", default=argparse.SUPPRESS, **imports)
     add = functools.partial(sub.add_parser, parents=[debug])
 
     s = add("demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes")
@@ -271,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for everything the demo writes (default: %(default)s)",
     )
     s.add_argument(
-        "--task", choices=["carvana", "helen"], default="carvana", help="which example task to run"
+        "--task", choices=DEMO_TASKS, default=DEMO_TASKS[0], help="which example task to run"
     )
     s.add_argument(
         "--epochs", type=int, default=None, help="training epochs (default: the demo's own)"
@@ -330,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("score", help="score two folders of label PNGs against each other by file name")
     s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
     s.add_argument("pred_dir", help="folder of predicted label PNGs (matched by file name)")
-    s.add_argument("--classes", default="helen", help="'helen', a class count, or a file of names")
+    s.add_argument(
+        "--classes",
+        default=None,
+        help="a data set's label set (e.g. helen), a class count, a checkpoint, or a file of "
+        "names (default: the count the labels show)",
+    )
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 
     s = add("predict", help="label PNGs (and overlays, RLE) at each input's own resolution")
@@ -371,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     s = add("prepare", help="convert a data set's release into segkit's training layout")
-    s.add_argument("dataset", choices=["carvana", "helen"], help="which release SRC holds")
+    s.add_argument("dataset", help="which data set's release SRC holds (e.g. carvana, helen)")
     s.add_argument("src", help="the release as downloaded (never modified)")
     s.add_argument("dst", help="where the prepared copy goes")
     s.add_argument(
@@ -390,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 
     s = add("synth", help="write a synthetic data set in the real layout")
-    s.add_argument("dataset", choices=["carvana", "helen"], help="which layout to write")
+    s.add_argument("dataset", help="which data set's layout to write (e.g. carvana, helen)")
     s.add_argument("dst", help="folder to write the data set into")
     s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces (default: 2)")
     s.add_argument(
@@ -440,7 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = warnings.formatwarning  # warnings as one plain line, not file:line and source
     warnings.formatwarning = lambda message, *_, **__: f"segkit: warning: {message}\n"
     try:
+        from segkit.plugins import import_plugins
+
         with command_line_names():  # messages name --skip-bad, not skip_bad=True
+            import_plugins(args.imports, where="--import")
             code = _COMMANDS[args.command](args)
     except (SegkitError, OSError, ValueError, ImportError) as exc:
         if args.debug:

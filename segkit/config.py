@@ -31,7 +31,7 @@ class AugmentConfig:
     scale: float = 0.1  #: scale range of the light affine (1 +- scale)
     rotate: float = 10.0  #: rotation range of the light affine, in degrees
     color: float = 0.0  #: probability of brightness/contrast/hue jitter
-    normalize: str = "model"  #: "model" (as the model expects), "imagenet" or "none"
+    normalize: str = "model"  #: model (what it expects), imagenet, none (x/255) or dataset
 
 
 @dataclass
@@ -60,7 +60,7 @@ class ModelConfig:
     """Which network to build; see `segkit models` and `segkit encoders`."""
 
     arch: str = "smp.Unet"  #: "unet" (from scratch) or "smp.<Architecture>"
-    encoder: str = "resnet18"  #: smp encoder name, or "tu-<timm name>"
+    encoder: str | None = "resnet18"  #: smp encoder name, "tu-<timm name>"; null for unet
     encoder_weights: str | None = None  #: None, "imagenet" or a path to a local weights file
     base_channels: int = 64  #: width of the from-scratch U-Net
     upsample: str = "transpose"  #: from-scratch U-Net upsampling: "transpose" or "bilinear"
@@ -75,6 +75,7 @@ class LossConfig:
     smooth: float = 1.0  #: Dice smoothing term
     ignore_index: int | None = None  #: label value (e.g. 255) left out of loss and metrics
     class_weights: list[float] | None = None  #: per-class loss weights
+    options: dict[str, Any] = field(default_factory=dict)  #: term options, e.g. gamma: 2
 
 
 @dataclass
@@ -128,6 +129,7 @@ class Config:
     """A whole experiment."""
 
     name: str = "experiment"  #: experiment name
+    imports: list[str] = field(default_factory=list)  #: modules to import first (plugins)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -456,8 +458,18 @@ def config_reference() -> str:
     ]
     defaults = Config()
     for section in dataclasses.fields(Config):
-        if not dataclasses.is_dataclass(section.type) and section.name == "name":
+        if section.name == "name":
             lines += ["## name", "", f"Experiment name (default `{defaults.name}`).", ""]
+            continue
+        if section.name == "imports":
+            lines += [
+                "## imports",
+                "",
+                "Modules imported before anything is built, so that the data sets, models, losses,",
+                "optimizers and schedulers they register can be named in this config (default",
+                "`[]`); see docs/adding_a_dataset.md. `segkit --import MODULE` does the same.",
+                "",
+            ]
             continue
         cls = type(getattr(defaults, section.name))
         doc = (cls.__doc__ or "").strip().splitlines()[0]

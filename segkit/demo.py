@@ -12,6 +12,9 @@ from typing import Any
 
 from segkit.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig, save_config
 
+#: the example tasks the demo runs (``segkit demo --task``)
+DEMO_TASKS = ("carvana", "helen")
+
 
 def demo_config(task: str, data_root: Path, run_dir: Path, epochs: int | None = None) -> Config:
     """The demo's config: the Carvana example's recipe, or Helen's with the smp ResNet18 U-Net."""

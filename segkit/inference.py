@@ -41,6 +41,7 @@ from segkit.data.io import (
     write_image,
     write_mask,
 )
+from segkit.data.meta import DatasetMeta
 from segkit.errors import DataError, Interrupted, option
 from segkit.inference_io import (
     ImageFiles,
@@ -49,7 +50,7 @@ from segkit.inference_io import (
     close_batches,
     collate_images,
     find_images,
-    flip_pairs_from_names,
+    flip_pairs_from_names,  # noqa: F401  (re-exported: part of segkit.inference's API)
     normalize,
     pooled_batches,
     prefetch,
@@ -372,8 +373,8 @@ def predict(
         raise ValueError(f"Tile size {tile} is smaller than the model's divisor {spec.divisor}.")
     if size is None and tile is None:
         size = train_size
-    if flip_pairs is None:
-        flip_pairs = flip_pairs_from_names(spec.class_names)
+    if flip_pairs is None:  # what training flipped (recorded in the spec), else from the names
+        flip_pairs = DatasetMeta.from_dict(spec.meta or {}).pairs_for(spec.class_names or [])
     if tta == "flip":
         names = spec.class_names or [str(c) for c in range(spec.classes)]
         swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in flip_pairs) or "none"

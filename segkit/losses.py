@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.errors import ConfigError, unknown_name
+from segkit.errors import ConfigError, suggest, unknown_name
 
 MODES = ("binary", "multiclass")
 
@@ -256,6 +256,39 @@ def list_losses() -> list[str]:
     return sorted(_LOSSES)
 
 
+#: keyword arguments every loss takes (the shared settings), never options
+SHARED_ARGS = ("smooth", "ignore_index", "class_weights", "mode")
+
+
+def loss_option_names(cls: type[SegmentationLoss]) -> list[str]:
+    """The keyword options a registered loss class takes besides the shared settings."""
+    names = getattr(cls, "option_names", None)
+    if names is not None:
+        return list(names())
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return [
+        p
+        for p, v in params.items()
+        if p != "self" and p not in SHARED_ARGS and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)
+    ]
+
+
+def _check_options(cls: type[SegmentationLoss], options: dict[str, Any]) -> None:
+    valid = loss_option_names(cls)
+    for key in options:
+        if key not in valid:
+            name = next((n for n, c in _LOSSES.items() if c is cls), cls.__name__)
+            takes = f" It takes: {', '.join(valid)}." if valid else " It takes no options."
+            raise ConfigError(f"Loss {name!r} has no option {key!r}.{suggest(key, valid)}{takes}")
+
+
+def loss_modules(expression: str) -> list[str]:
+    """The modules that define the loss classes an expression names (for plugin records)."""
+    return [_LOSSES[name].__module__ for _, name, _ in parse_loss_expression(expression)]
+
+
 @register_loss("soft_dice")
 class SoftDiceLoss(SegmentationLoss):
     """``1 - mean_c (2·Σ(p·t) + s) / (Σp² + Σt² + s)`` (Carvana tutorial's soft Dice)."""
@@ -301,6 +334,100 @@ class BCELoss(SegmentationLoss):
         return binary_cross_entropy(logits, target, mode, self.ignore_index, self.weights(logits))
 
 
+# ------------------------------------------------------------ from segmentation_models_pytorch
+
+
+class SmpLoss(SegmentationLoss):
+    """A loss of ``segmentation_models_pytorch.losses`` behind segkit's calling convention.
+
+    Subclasses name the smp class (``smp_class``); keyword options go to it unchanged (see
+    :meth:`option_names`). ``ignore_index``, ``class_weights`` (where smp takes them) and
+    ``smooth`` (where smp has a smoothing term) come from the shared loss settings.
+    """
+
+    smp_class: str = ""
+    #: smp arguments segkit sets itself, never options
+    MANAGED = ("mode", "from_logits", "ignore_index", "class_weights", "smooth")
+
+    def __init__(
+        self,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+        class_weights: Sequence[float] | None = None,
+        mode: str | None = None,
+        **options: Any,
+    ):
+        super().__init__(smooth, ignore_index, class_weights, mode)
+        params = self._smp_params()
+        if class_weights is not None and "class_weights" not in params:
+            raise ConfigError(f"The {self.smp_class} loss takes no class_weights; leave them out.")
+        _check_options(type(self), options)
+        self.options = dict(options)
+        self._built: dict[str, nn.Module] = {}
+
+    @classmethod
+    def _smp_params(cls) -> list[str]:
+        import inspect
+
+        import segmentation_models_pytorch.losses as smp_losses
+
+        return list(inspect.signature(getattr(smp_losses, cls.smp_class)).parameters)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The smp keyword arguments this loss takes as options (e.g. ``gamma``, ``alpha``)."""
+        return [p for p in cls._smp_params() if p not in cls.MANAGED]
+
+    def _loss(self, mode: str) -> nn.Module:
+        if mode not in self._built:
+            import segmentation_models_pytorch.losses as smp_losses
+
+            params = self._smp_params()
+            kwargs = dict(self.options, mode=mode)
+            if "ignore_index" in params:
+                kwargs["ignore_index"] = self.ignore_index
+            if "class_weights" in params and self.class_weights is not None:
+                kwargs["class_weights"] = self.class_weights
+            if "smooth" in params:
+                kwargs["smooth"] = self.smooth
+            self._built[mode] = getattr(smp_losses, self.smp_class)(**kwargs)
+        return self._built[mode]
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        if self.ignore_index is not None and bool((target == self.ignore_index).all()):
+            return logits.sum() * 0.0  # nothing counted: 0 (smp gives NaN), graph kept
+        return self._loss(mode)(logits, target)
+
+
+@register_loss("focal")
+class FocalLoss(SmpLoss):
+    """smp's focal loss ``-(1 - p_t)^gamma · log p_t`` (options: gamma, alpha, normalized, ...)."""
+
+    smp_class = "FocalLoss"
+    MANAGED = ("mode", "from_logits", "ignore_index", "class_weights")
+
+
+@register_loss("tversky")
+class TverskyLoss(SmpLoss):
+    """smp's Tversky loss ``1 - TP / (TP + alpha·FP + beta·FN)`` (options: alpha, beta, gamma)."""
+
+    smp_class = "TverskyLoss"
+
+
+@register_loss("lovasz")
+class LovaszLoss(SmpLoss):
+    """smp's Lovász hinge (binary) / Lovász-softmax (multiclass) loss (option: per_image)."""
+
+    smp_class = "LovaszLoss"
+
+
+@register_loss("jaccard")
+class JaccardLoss(SmpLoss):
+    """smp's soft Jaccard (IoU) loss ``1 - |p·t| / |p + t - p·t|`` (options: log_loss, ...)."""
+
+    smp_class = "JaccardLoss"
+
+
 class CombinedLoss(SegmentationLoss):
     """A weighted sum of registered losses, e.g. ``0.5*ce + dice``.
 
@@ -320,24 +447,91 @@ class CombinedLoss(SegmentationLoss):
         return total
 
 
-_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z_]\w*)\s*$")
+_TERM = re.compile(
+    r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*$", re.S
+)
 
 
-def parse_loss_expression(expression: str) -> list[tuple[float, str]]:
-    """``"0.5*ce + dice"`` -> ``[(0.5, "ce"), (1.0, "dice")]``; ConfigError when malformed."""
+def _split_terms(expression: str) -> list[str]:
+    """Split at ``+`` outside parentheses (``focal(gamma=2) + dice``)."""
+    parts, depth, current = [], 0, ""
+    for char in str(expression):
+        depth += (char == "(") - (char == ")")
+        if char == "+" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _term_options(text: str | None, expression: str) -> dict[str, Any]:
+    """``"gamma=2, alpha=0.25"`` -> ``{"gamma": 2, "alpha": 0.25}`` (values read as YAML)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(
+                f"Cannot read the loss options {text!r} in {expression!r}: write them as "
+                "name=value pairs, e.g. 'focal(gamma=2, alpha=0.25)'."
+            )
+        options[key.strip()] = yaml.safe_load(value.strip())
+    return options
+
+
+def parse_loss_expression(expression: str) -> list[tuple[float, str, dict[str, Any]]]:
+    """``"0.5*ce + focal(gamma=1)"`` -> ``[(0.5, "ce", {}), (1.0, "focal", {"gamma": 1})]``.
+
+    Raises:
+        ConfigError: a malformed expression or an unknown loss name (with close names).
+    """
     terms = []
-    for part in str(expression).split("+"):
+    for part in _split_terms(expression):
         match = _TERM.match(part)
         if not match:
             raise ConfigError(
                 f"Cannot parse loss {expression!r} at {part.strip()!r}. Write a name or a "
-                "weighted sum such as 'ce + dice' or '0.5*ce + 1.0*soft_dice'."
+                "weighted sum such as 'ce + dice', '0.5*ce + 1.0*soft_dice' or "
+                "'ce + focal(gamma=2)'."
             )
-        weight, name = match.groups()
+        weight, name, args = match.groups()
         if name not in _LOSSES:
-            raise ConfigError(unknown_name("loss", name, _LOSSES))
-        terms.append((1.0 if weight is None else float(weight), name))
+            raise ConfigError(unknown_name("loss", name, _LOSSES) + " See `list_losses()`.")
+        options = _term_options(args, expression)
+        terms.append((1.0 if weight is None else float(weight), name, options))
     return terms
+
+
+def _options_per_term(
+    terms: list[tuple[float, str, dict[str, Any]]], options: dict[str, Any], expression: str
+) -> list[dict[str, Any]]:
+    """Each term's options: shared ``options`` keys it takes, ``options[<term name>]``, then
+    the options written in the expression. A key no term takes is a ConfigError."""
+    names = {name for _, name, _ in terms}
+    taken: set[str] = set()
+    out = []
+    for _, name, own in terms:
+        valid = loss_option_names(_LOSSES[name])
+        mine = {k: v for k, v in options.items() if k in valid and k not in names}
+        taken |= set(mine)
+        per_term = options.get(name) or {}
+        if not isinstance(per_term, dict):
+            raise ConfigError(
+                f"loss.options.{name} must be a mapping of {name}'s options, got {per_term!r}."
+            )
+        out.append({**mine, **per_term, **own})
+    for key in options:
+        if key not in taken and key not in names:
+            valid = sorted({o for _, n, _ in terms for o in loss_option_names(_LOSSES[n])})
+            hint = suggest(key, valid) or (
+                f" Its terms take: {', '.join(valid)}." if valid else " Its terms take none."
+            )
+            raise ConfigError(f"No term of the loss {expression!r} takes the option {key!r}.{hint}")
+    return out
 
 
 def build_loss(
@@ -346,22 +540,34 @@ def build_loss(
     ignore_index: int | None = None,
     class_weights: Sequence[float] | None = None,
     mode: str | None = None,
+    **options: Any,
 ) -> SegmentationLoss:
     """Build a loss by name or weighted-sum expression.
 
     Args:
-        name: ``soft_dice``, ``dice``, ``ce``, ``bce`` or e.g. ``"0.5*ce + 1.0*soft_dice"``.
-        smooth: Dice smoothing term.
+        name: a registered name (``soft_dice``, ``dice``, ``ce``, ``bce``, ``focal``,
+            ``tversky``, ``lovasz``, ``jaccard``, ...) or a weighted sum such as
+            ``"0.5*ce + 1.0*soft_dice"``; a term may carry options: ``"ce + focal(gamma=1)"``.
+        smooth: Dice smoothing term (every term that has one).
         ignore_index: label value whose pixels are left out of every term.
         class_weights: one weight per class (binary: background, foreground).
         mode: ``"binary"``, ``"multiclass"``, or ``None`` to infer from the logits' channels.
+        **options: keyword options of the terms (``gamma=1``), given to each term that takes
+            them, or per term (``focal={"gamma": 1}``); ``loss.options`` in a config.
 
     Returns:
         A module called as ``loss(logits N x C x H x W, target N x H x W int64)``.
+
+    Raises:
+        ConfigError: unknown name, malformed expression, or an option no term takes.
     """
-    options = dict(smooth=smooth, ignore_index=ignore_index, class_weights=class_weights, mode=mode)
+    shared = dict(smooth=smooth, ignore_index=ignore_index, class_weights=class_weights, mode=mode)
     terms = parse_loss_expression(name)
-    losses = [(w, n, _LOSSES[n](**options)) for w, n in terms]
+    per_term = _options_per_term(terms, options, name)
+    losses = []
+    for (w, n, _), opts in zip(terms, per_term):
+        _check_options(_LOSSES[n], opts)
+        losses.append((w, n, _LOSSES[n](**shared, **opts)))
     if len(losses) == 1 and losses[0][0] == 1.0:
         return losses[0][2]
-    return CombinedLoss(losses, **options)
+    return CombinedLoss(losses, **shared)

@@ -18,15 +18,6 @@ import torch
 
 from segkit.errors import DataError
 
-#: the face-parsing literature's class groups over the Helen labels
-#: (0 bg, 1 face, 2 lb, 3 rb, 4 le, 5 re, 6 nose, 7 ulip, 8 imouth, 9 llip, 10 hair)
-HELEN_GROUPS: dict[str, list[int]] = {
-    "eyes": [4, 5],
-    "brows": [2, 3],
-    "mouth": [7, 8, 9],
-    "overall": [2, 3, 4, 5, 6, 7, 8, 9],
-}
-
 LABEL_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
 
 # ---------------------------------------------------------------------------- functional
@@ -176,7 +167,7 @@ class ConfusionMatrix:
         defined, background included), ``accuracy``. Undefined scores are NaN.
 
         Args:
-            groups: group name -> class indices, e.g. :data:`HELEN_GROUPS`.
+            groups: group name -> class indices, e.g. ``{"eyes": [4, 5]}``.
             class_names: names for the keys (default: the constructor's, else indices).
         """
         names = _check_names(class_names, self.num_classes) if class_names else self.class_names
@@ -302,6 +293,19 @@ def _label_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def count_classes(*folders: str | Path) -> int:
+    """The class count label folders show: their largest label value + 1 (at least 2)."""
+    from segkit.data.io import read_mask
+
+    largest = 1
+    for folder in folders:
+        for path in _label_files(Path(folder)).values():
+            labels = read_mask(path)
+            top = int(labels.max()) if labels.size else 0
+            largest = max(largest, 1 if top == 255 else top)  # 0/255: a binary mask
+    return largest + 1
+
+
 def score_folders(
     gt_dir: str | Path,
     pred_dir: str | Path,
@@ -319,7 +323,7 @@ def score_folders(
         gt_dir: folder of ground-truth label images (PNG etc., one channel of class indices).
         pred_dir: folder of predictions with the same file names (stems, roles aside).
         classes: the number of classes or their names.
-        groups: class groups, e.g. :data:`HELEN_GROUPS`.
+        groups: class groups, e.g. ``{"eyes": [4, 5]}``.
         ignore_index: ground-truth value left out.
 
     Returns:

@@ -124,7 +124,7 @@ def test_round_trip_through_yaml(tmp_path):
 def test_all_keys_lists_dotted_names():
     keys = all_keys()
     assert "train.epochs" in keys and "data.root" in keys and "model.encoder_weights" in keys
-    assert all("." in k or k == "name" for k in keys)
+    assert all("." in k or k in ("name", "imports") for k in keys)
 
 
 def test_docs_config_reference_matches_dataclasses():

@@ -47,6 +47,27 @@ EXPECTED = {
         (-math.log(0.7 / 1.7) + math.log(1.2) + math.log(1.1)) / 6
         + (math.log(1.1) + math.log(1.3) - math.log(0.6 / 1.6)) / 6,
     ),
+    # the wrapped smp losses, with their default options and segkit's smooth=1
+    "focal": (
+        # mean over pixels of -(1 - p_t)^2 · log p_t
+        sum(-((1 - q) ** 2) * math.log(q) for q in (0.8, 0.6, 0.9, 0.5)) / 4,
+        # one-vs-rest per channel, averaged over channels: sigmoid(log p) = p / (1 + p)
+        sum(
+            sum(-((1 - q) ** 2) * math.log(q) for q in qs) / 2
+            for qs in ((0.7 / 1.7, 1 / 1.1), (1 / 1.2, 1 / 1.3), (1 / 1.1, 0.6 / 1.6))
+        )
+        / 3,
+    ),
+    # (TP + 1) / (TP + 0.5·FP + 0.5·FN + 1); a class absent from the target counts 0
+    "tversky": (
+        1 - 2.4 / 3.0,
+        (1 - 1.7 / 1.9 + 0 + 1 - 1.6 / 1.85) / 3,
+    ),
+    # (I + 1) / (U + 1), U = Σp + Σt - I; a class absent from the target counts 0
+    "jaccard": (1 - 2.4 / 3.6, (1 - 1.7 / 2.1 + 0 + 1 - 1.6 / 2.1) / 3),
+    # hinge errors 1 - logit·sign sorted [1, 1 - logit(0.6), ...] with Lovász gradient
+    # [1/3, 1/3, 1/3, 0]; softmax: per present class, |fg - p| sorted, gradient [1, 0]
+    "lovasz": ((2 - math.log(1.5)) / 3, (0.3 + 0.4) / 2),
 }
 
 
@@ -114,7 +135,7 @@ def test_weighted_sum_expression():
     assert combo(MC_LOGITS, MC_TARGET).item() == pytest.approx(expected, rel=1e-5)
     plain = build_loss("ce + dice")(BIN_LOGITS, BIN_TARGET).item()
     assert plain == pytest.approx(EXPECTED["ce"][0] + EXPECTED["dice"][0], rel=1e-5)
-    assert parse_loss_expression(" 2 * bce+.5*dice ") == [(2.0, "bce"), (0.5, "dice")]
+    assert parse_loss_expression(" 2 * bce+.5*dice ") == [(2.0, "bce", {}), (0.5, "dice", {})]
 
 
 @pytest.mark.parametrize(
@@ -191,3 +212,25 @@ def test_bad_inputs_are_explained():
 def test_target_with_channel_axis_is_accepted():
     value = build_loss("soft_dice")(BIN_LOGITS, BIN_TARGET.unsqueeze(1))
     assert value.item() == pytest.approx(EXPECTED["soft_dice"][0], rel=1e-5)
+
+
+def test_loss_options_reach_the_terms():
+    # gamma=0 turns focal into plain BCE: mean of -log p_t
+    bce = -(math.log(0.8) + math.log(0.6) + math.log(0.9) + math.log(0.5)) / 4
+    assert build_loss("focal", gamma=0)(BIN_LOGITS, BIN_TARGET).item() == pytest.approx(bce)
+    gamma1 = sum(-(1 - q) * math.log(q) for q in (0.8, 0.6, 0.9, 0.5)) / 4
+    assert build_loss("focal(gamma=1)")(BIN_LOGITS, BIN_TARGET).item() == pytest.approx(gamma1)
+    both = build_loss("bce + focal", focal={"gamma": 1})(BIN_LOGITS, BIN_TARGET).item()
+    assert both == pytest.approx(bce + gamma1)
+    # Tversky alpha=0.3, beta=0.7, smooth=0: TP / (TP + 0.3·FP + 0.7·FN) = 1.4 / (1.4 + .18 + .42)
+    tv = build_loss("tversky", smooth=0, alpha=0.3, beta=0.7)(BIN_LOGITS, BIN_TARGET).item()
+    assert tv == pytest.approx(1 - 1.4 / 2.0, rel=1e-5)
+
+
+def test_loss_option_errors_name_the_option():
+    with pytest.raises(ConfigError, match="'gama'.*Did you mean 'gamma'"):
+        build_loss("focal", gama=1)
+    with pytest.raises(ConfigError, match="takes the option 'gamma'"):
+        build_loss("ce + dice", gamma=1)
+    with pytest.raises(ConfigError, match="name=value"):
+        build_loss("focal(2)")

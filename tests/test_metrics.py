@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from sklearn.metrics import confusion_matrix, f1_score, jaccard_score, precision_score, recall_score
 
+from segkit.data.helen import HELEN_GROUPS
 from segkit.errors import DataError
 from segkit.metrics import (
-    HELEN_GROUPS,
     ConfusionMatrix,
     SoftDiceAccumulator,
     format_f1_lines,

@@ -13,7 +13,13 @@ from segkit.data.carvana import (
     split_by_car,
 )
 from segkit.data.folder import FolderDataset
-from segkit.data.helen import HELEN_CLASSES, HELEN_FLIP_PAIRS, HelenDataset, prepare_helen
+from segkit.data.helen import (
+    HELEN_CLASSES,
+    HELEN_FLIP_PAIRS,
+    HELEN_GROUPS,
+    HelenDataset,
+    prepare_helen,
+)
 from segkit.data.io import (
     DataNotFoundError,
     decode_strategy,
@@ -23,7 +29,14 @@ from segkit.data.io import (
     write_image,
     write_mask,
 )
-from segkit.data.registry import build_dataset, list_datasets, register_dataset
+from segkit.data.meta import DatasetMeta, split_ids
+from segkit.data.registry import (
+    build_dataset,
+    dataset_metas,
+    get_dataset_meta,
+    list_datasets,
+    register_dataset,
+)
 from segkit.data.rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
 from segkit.data.synth import synth_carvana, synth_helen
 from segkit.data.transforms import (
@@ -37,10 +50,12 @@ __all__ = [
     "CARVANA_CLASSES",
     "HELEN_CLASSES",
     "HELEN_FLIP_PAIRS",
+    "HELEN_GROUPS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CarvanaDataset",
     "DataNotFoundError",
+    "DatasetMeta",
     "FolderDataset",
     "HelenDataset",
     "LabelAwareHorizontalFlip",
@@ -48,6 +63,8 @@ __all__ = [
     "SegmentationDataset",
     "build_dataset",
     "build_transforms",
+    "dataset_metas",
+    "get_dataset_meta",
     "decode_strategy",
     "read_resized",
     "list_datasets",
@@ -61,6 +78,7 @@ __all__ = [
     "rle_decode",
     "rle_encode",
     "split_by_car",
+    "split_ids",
     "synth_carvana",
     "synth_helen",
     "write_image",

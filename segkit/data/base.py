@@ -6,13 +6,14 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from segkit.data.io import map_255_to_1, name_some, read_image, read_mask
+from segkit.data.meta import DatasetMeta
 from segkit.errors import DataError
 
 
@@ -103,11 +104,13 @@ class SegmentationDataset(Dataset):
     albumentations transform, called as ``transform(image=..., mask=...)`` on the uint8
     arrays, ``image`` becomes a CHW float32 tensor and ``mask`` an HxW int64 tensor.
 
-    Subclasses set ``class_names`` (every label value, background included), ``task`` and
-    ``flip_pairs``, find their samples and call ``super().__init__(samples, transform)``.
+    Subclasses declare a ``meta`` (:class:`~segkit.data.meta.DatasetMeta`: class names, flip
+    pairs, report groups, ...) or, in the older style, ``class_names`` and ``flip_pairs``
+    attributes; they find their samples and call ``super().__init__(samples, transform)``.
     Binary data sets map mask value 255 to 1 before checking values.
     """
 
+    meta: ClassVar[DatasetMeta] = DatasetMeta()
     class_names: Sequence[str] = ("background", "foreground")
     task: str | None = None  # None: "binary" for two classes, else "multiclass"
     flip_pairs: Sequence[tuple[int, int]] = ()
@@ -131,7 +134,10 @@ class SegmentationDataset(Dataset):
             class_names: overrides the class attribute (every label value incl. background).
             root: the folder the samples came from (shown by ``repr``).
         """
-        names = list(class_names if class_names is not None else type(self).class_names)
+        declared = type(self).meta
+        names = list(
+            class_names if class_names is not None else declared.classes or type(self).class_names
+        )
         if len(names) < 2:
             raise DataError(
                 f"{type(self).__name__} needs at least 2 class names (background and one class), "
@@ -139,10 +145,24 @@ class SegmentationDataset(Dataset):
             )
         self.class_names = names
         self.task = type(self).task or ("binary" if len(names) == 2 else "multiclass")
-        self.flip_pairs = [(int(a), int(b)) for a, b in type(self).flip_pairs]
+        own_pairs = type(self).flip_pairs
+        self.flip_pairs = (
+            [(int(a), int(b)) for a, b in own_pairs] if own_pairs else declared.pairs_for(names)
+        )
+        if declared.ignore_index is not None and self.ignore_index is None:
+            self.ignore_index = declared.ignore_index
         self.samples = list(samples)
         self.transform = transform
         self.root = Path(root) if root is not None else None
+
+    def metadata(self) -> DatasetMeta:
+        """This data set's :class:`~segkit.data.meta.DatasetMeta` as built: the declared one
+        with the classes, flip pairs and ignore index this instance uses."""
+        return type(self).meta.replace(
+            classes=tuple(self.class_names),
+            flip_pairs=tuple(self.flip_pairs),
+            ignore_index=self.ignore_index,
+        )
 
     @property
     def num_classes(self) -> int:

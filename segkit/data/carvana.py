@@ -38,6 +38,7 @@ from segkit.data.io import (
     write_image,
     write_mask,
 )
+from segkit.data.meta import DatasetMeta
 from segkit.data.registry import register_dataset
 from segkit.data.rle import read_rle_csv, rle_decode
 from segkit.errors import DataError
@@ -81,20 +82,10 @@ def split_by_car(
     Raises:
         ValueError: ``val_fraction`` not in (0, 1), or fewer than two cars.
     """
-    ids = list(ids)
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
-    cars = [parse_carvana_id(i)[0] for i in ids]
-    if len(set(cars)) < 2:
-        raise DataError(
-            f"Cannot split {len(ids)} image(s) by car: they show {len(set(cars))} car(s). "
-            "A split by car needs at least two cars; add data or use a separate val_split."
-        )
-    from sklearn.model_selection import GroupShuffleSplit  # imported here: it takes seconds
+    from segkit.data.meta import split_ids
 
-    splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-    train_idx, val_idx = next(splitter.split(np.zeros(len(ids)), groups=cars))
-    return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(val_idx)]
+    ids = list(ids)
+    return split_ids(ids, val_fraction, seed, [parse_carvana_id(i)[0] for i in ids], "car")
 
 
 def _strip_mask_suffix(path: Path) -> str:
@@ -176,6 +167,33 @@ def _prepared_samples(root: Path, split: str | None) -> list[Sample]:
     return samples
 
 
+def _prepare(
+    src: str | Path,
+    dst: str | Path,
+    size: int | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    threshold: int | None = None,
+    **_: Any,
+) -> tuple[str, list[str]]:
+    """``segkit prepare carvana``: resized PNG pairs; the message and notes to show."""
+    size = size or 128
+    index = prepare_carvana(
+        src, dst, size=size, workers=workers, overwrite=overwrite, threshold=threshold
+    )
+    done, kept = index.attrs["written"], index.attrs["skipped"]
+    parts = [f"prepared {done} Carvana pair{'s' * (done != 1)}"] * bool(done or not kept)
+    parts += [f"{kept} already prepared (--overwrite redoes them)"] * bool(kept)
+    return f"{', '.join(parts)} at {size}x{size} in {dst}", list(index.attrs.get("notes", []))
+
+
+def _synth(dst: str | Path, cars: int, seed: int, overwrite: bool) -> str:
+    from segkit.data.synth import synth_carvana
+
+    synth_carvana(dst, cars=cars, seed=seed, overwrite=overwrite)
+    return f"wrote {cars} synthetic cars x 16 views in the Kaggle layout to {dst}"
+
+
 @register_dataset("carvana")
 class CarvanaDataset(SegmentationDataset):
     """Carvana car masks in the Kaggle or the prepared layout (detected automatically).
@@ -189,6 +207,16 @@ class CarvanaDataset(SegmentationDataset):
         ids: keep only these sample ids (``<car id>_<NN>``, in this order).
     """
 
+    meta = DatasetMeta(
+        classes=tuple(CARVANA_CLASSES),
+        flip_pairs=(),
+        source="unpack train.zip and train_masks.zip of Kaggle's Carvana Image Masking "
+        "Challenge there (train/*.jpg, train_masks/*_mask.gif)",
+        split_group=lambda sample_id: parse_carvana_id(sample_id)[0],  # all views of a car
+        prepare=_prepare,
+        prepared=lambda root, dst, size: ensure_prepared(root, dst, size),
+        synth=lambda dst, n=2, seed=0, overwrite=False, **_: _synth(dst, n, seed, overwrite),
+    )
     class_names = CARVANA_CLASSES
     task = "binary"
 

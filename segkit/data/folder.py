@@ -15,7 +15,6 @@ from segkit.data.io import (
     require_dir,
 )
 from segkit.data.registry import register_dataset
-from segkit.data.transforms import flip_pairs_from_names
 from segkit.errors import DataError
 
 
@@ -89,6 +88,6 @@ class FolderDataset(SegmentationDataset):
             mask_word="mask",
         )
         self.split = split
+        # left/right classes swap under a horizontal flip, found from their names (l_eye/r_eye):
+        # the declared meta leaves flip_pairs None
         super().__init__(select_ids(samples, ids, base), transform, _class_names(classes), root)
-        # left/right classes swap under a horizontal flip, found from their names (l_eye/r_eye)
-        self.flip_pairs = flip_pairs_from_names(self.class_names)

@@ -25,12 +25,21 @@ from segkit.data.io import (
     refuse_overlap,
     require_dir,
 )
+from segkit.data.meta import DatasetMeta
 from segkit.data.registry import register_dataset
 from segkit.errors import DataError
 
 HELEN_CLASSES = ["bg", "face", "lb", "rb", "le", "re", "nose", "ulip", "imouth", "llip", "hair"]
 #: left/right class pairs that a horizontal flip swaps (brows, eyes; "l" = viewer's left)
 HELEN_FLIP_PAIRS = [(2, 3), (4, 5)]
+#: the face-parsing literature's class groups over the Helen labels, whose F1 is reported
+#: (0 bg, 1 face, 2 lb, 3 rb, 4 le, 5 re, 6 nose, 7 ulip, 8 imouth, 9 llip, 10 hair)
+HELEN_GROUPS: dict[str, list[int]] = {
+    "eyes": [4, 5],
+    "brows": [2, 3],
+    "mouth": [7, 8, 9],
+    "overall": [2, 3, 4, 5, 6, 7, 8, 9],
+}
 
 HELEN_LAYOUTS = {
     "official": "<root>/<split>/<name>_image.jpg + <name>_label.png (helenstar_release)",
@@ -105,6 +114,47 @@ def find_helen_samples(root: str | Path, split: str | None = "train") -> tuple[s
     return layout, [Sample(s.image_path.stem, s.image_path, s.mask_path) for s in samples]
 
 
+def _prepare(
+    src: str | Path,
+    dst: str | Path,
+    overwrite: bool = False,
+    size: int | None = None,
+    threshold: int | None = None,
+    **_: Any,
+) -> str:
+    """``segkit prepare helen``: the official release copied into the split layout."""
+    if size is not None or threshold is not None:
+        raise DataError(
+            f"prepare helen copies the release as it is; {'--size' if size else '--threshold'} "
+            "applies to carvana only (training resizes Helen images to data.image_size). "
+            "Drop the option."
+        )
+    prepare_helen(src, dst, overwrite=overwrite)
+    return f"copied the Helen release into the split layout in {dst}"
+
+
+def _synth(
+    dst: str | Path,
+    n: int = 50,
+    seed: int = 0,
+    overwrite: bool = False,
+    layout: str = "split",
+    test: int | None = None,
+    **_: Any,
+) -> str:
+    """``segkit synth helen``: ``n`` train faces and a test split (a fifth of ``n``)."""
+    from segkit.data.synth import check_helen_destination, synth_helen
+
+    test = max(1, n // 5) if test is None else test
+    splits = [("train", n, seed)] + [("test", test, seed + 1)] * (test > 0)
+    for split, _, _ in splits:  # check every split before writing any
+        check_helen_destination(dst, layout, split, overwrite)
+    # like the release, a test split too: `segkit evaluate` scores it by default
+    for split, count, split_seed in splits:
+        synth_helen(dst, n=count, seed=split_seed, layout=layout, split=split, overwrite=overwrite)
+    return f"wrote {n} train + {test} test synthetic faces ({layout} layout) to {dst}"
+
+
 @register_dataset("helen")
 class HelenDataset(SegmentationDataset):
     """Helen face parsing in the official or the split layout (detected automatically).
@@ -116,9 +166,17 @@ class HelenDataset(SegmentationDataset):
         ids: keep only these sample ids (in this order).
     """
 
+    meta = DatasetMeta(
+        classes=tuple(HELEN_CLASSES),
+        flip_pairs=tuple(HELEN_FLIP_PAIRS),
+        groups=HELEN_GROUPS,
+        source="unpack helenstar_release (Lin et al., CVPR 2019: train/ and test/ with "
+        "<name>_image.jpg + <name>_label.png) there",
+        prepare=_prepare,
+        synth=_synth,
+    )
     class_names = HELEN_CLASSES
     task = "multiclass"
-    flip_pairs = HELEN_FLIP_PAIRS
 
     def __init__(
         self,

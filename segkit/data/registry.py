@@ -6,9 +6,12 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from segkit.errors import ConfigError, suggest, unknown_name
+
+if TYPE_CHECKING:
+    from segkit.data.meta import DatasetMeta
 
 _DATASETS: dict[str, type] = {}
 
@@ -18,7 +21,10 @@ T = TypeVar("T", bound=type)
 def register_dataset(name: str) -> Callable[[T], T]:
     """Class decorator that makes a dataset buildable by name.
 
-    The class is called as ``cls(root, split=split, transform=transform, **options)``.
+    The class is called as ``cls(root, split=split, transform=transform, **options)``. Its
+    ``meta`` (a :class:`~segkit.data.meta.DatasetMeta`) says what segkit needs to know about
+    its labels; a class that sets ``class_names`` / ``flip_pairs`` attributes instead gets
+    one made from them.
 
     Example:
         >>> @register_dataset("my_set")
@@ -32,6 +38,19 @@ def register_dataset(name: str) -> Callable[[T], T]:
                 f"Dataset name {name!r} is already registered by {old.__module__}.{old.__name__}; "
                 "pick another name."
             )
+        from segkit.data.meta import DatasetMeta
+
+        meta = cls.__dict__.get("meta")  # declared on this class, not inherited
+        if not isinstance(meta, DatasetMeta):
+            meta = getattr(cls, "meta", None) or DatasetMeta()
+            names = cls.__dict__.get("class_names")  # the older style: class attributes
+            pairs = cls.__dict__.get("flip_pairs")
+            meta = meta.replace(
+                classes=tuple(names) if names else meta.classes,
+                flip_pairs=tuple(pairs) if pairs else meta.flip_pairs,
+                split_group=None if names else meta.split_group,
+            )
+        cls.meta = meta.replace(dataset=name)
         _DATASETS[name] = cls
         return cls
 
@@ -41,6 +60,16 @@ def register_dataset(name: str) -> Callable[[T], T]:
 def list_datasets(pattern: str = "*") -> list[str]:
     """Registered dataset names matching an fnmatch ``pattern``, sorted."""
     return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+
+
+def get_dataset_meta(name: str) -> DatasetMeta:
+    """The :class:`~segkit.data.meta.DatasetMeta` the data set ``name`` declares."""
+    return get_dataset_class(name).meta
+
+
+def dataset_metas() -> dict[str, DatasetMeta]:
+    """Every registered data set's declared metadata, by name."""
+    return {name: cls.meta for name, cls in sorted(_DATASETS.items())}
 
 
 def get_dataset_class(name: str) -> type:

@@ -211,8 +211,13 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
             "with a model that has no .spec. Build that model yourself and load "
             "load_checkpoint(path)['model'] into it with model.load_state_dict."
         )
+    from segkit.data.meta import upgrade_spec
+    from segkit.plugins import PluginError
+
     try:
-        model = rebuild_model(dict(spec))
+        model = rebuild_model(upgrade_spec(spec, state.get("config")))
+    except PluginError as exc:
+        raise CheckpointError(f"Checkpoint {str(path)!r} cannot be loaded: {exc}") from None
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} describes a model this segkit cannot build ({exc}). "

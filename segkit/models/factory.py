@@ -187,9 +187,14 @@ def rebuild_model(spec: ModelSpec | Mapping[str, Any]) -> SegmentationModel:
 
     ``spec.encoder_weights`` is kept in the returned model's spec as a record of how it was
     initialised, but the network starts random (the checkpoint's state dict replaces it).
+    The plugin modules ``spec.imports`` names are imported first.
     """
     if not isinstance(spec, ModelSpec):
         spec = ModelSpec.from_dict(dict(spec))
+    if spec.imports:  # the modules that registered its parts (a plugin architecture, ...)
+        from segkit.plugins import import_plugins
+
+        import_plugins(spec.imports, where="the checkpoint (spec.imports)")
     model = build_model(spec, encoder_weights=None)
     model.spec = dataclasses.replace(model.spec, encoder_weights=spec.encoder_weights)
     return model

@@ -52,6 +52,11 @@ class ModelSpec:
         options: extra keyword arguments for the architecture (e.g. ``decoder_channels``),
             plus the metadata keys in :data:`METADATA_OPTIONS` (``image_size``: the training
             input side, which prediction resizes to).
+        meta: the training data's recorded metadata (``DatasetMeta.to_dict()``: data set name,
+            classes, colours, ignore index, flip pairs, report groups); None in checkpoints
+            written before it was recorded.
+        imports: modules that register what this model needs (its architecture, ...): imported
+            before the model is rebuilt from a checkpoint.
     """
 
     arch: str = "smp.Unet"
@@ -67,6 +72,8 @@ class ModelSpec:
     std: tuple[float, ...] | None = None
     divisor: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] | None = None
+    imports: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain Python types (lists, not tuples) for a checkpoint or YAML."""
@@ -75,6 +82,8 @@ class ModelSpec:
             if data[key] is not None:
                 data[key] = [float(v) for v in data[key]]
         data["options"] = copy.deepcopy(self.options)
+        data["meta"] = copy.deepcopy(self.meta)
+        data["imports"] = list(self.imports)
         return data
 
     @classmethod
@@ -96,6 +105,8 @@ class ModelSpec:
         if values.get("class_names") is not None:
             values["class_names"] = [str(n) for n in values["class_names"]]
         values["options"] = copy.deepcopy(values.get("options") or {})
+        values["meta"] = copy.deepcopy(values.get("meta"))
+        values["imports"] = [str(m) for m in values.get("imports") or []]
         return cls(**values)
 
     def architecture_options(self) -> dict[str, Any]:

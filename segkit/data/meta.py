@@ -1,0 +1,275 @@
+"""What segkit knows about a data set's labels and splits, in one place: :class:`DatasetMeta`.
+
+Each dataset class declares one (like MMSegmentation's ``METAINFO``)::
+
+    @register_dataset("my_set")
+    class MySet(SegmentationDataset):
+        meta = DatasetMeta(
+            classes=("background", "left_eye", "right_eye"),
+            flip_pairs=((1, 2),),
+            groups={"eyes": (1, 2)},
+        )
+
+Training copies the plain-data part (:meth:`DatasetMeta.to_dict`: classes, colours, ignore
+index, flip pairs, report groups, data set name) into the model spec and so into every
+checkpoint, together with the mean/std the images were normalised with (``spec.mean`` /
+``spec.std``). ``evaluate``, ``predict``, ``export`` and ``score`` read it from there, so a
+checkpoint behaves as training did without knowing the data set's code.
+
+The callable parts stay with the class: ``split_group`` (sample id -> group, for a split that
+keeps a group on one side, such as all views of one car), ``prepare`` / ``prepared`` (a
+conversion run by ``segkit prepare``, and before training when ``data.prepare_size`` is set)
+and ``synth`` (a synthetic set in the real layout, for ``segkit synth``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from segkit.errors import ConfigError
+
+#: keys of :meth:`DatasetMeta.to_dict`, the part that travels in a checkpoint
+RECORDED = ("dataset", "classes", "palette", "ignore_index", "flip_pairs", "groups")
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """A data set's labels, report groups and split rule.
+
+    Attributes:
+        classes: every label value's name, background first (empty: the adapter decides,
+            e.g. the folder data set's ``classes`` option).
+        palette: one RGB colour per class for overlays (None: segkit's palette).
+        ignore_index: a label value marking pixels to leave out (the loss and the metrics
+            skip it); ``loss.ignore_index`` in a config overrides it.
+        flip_pairs: class id pairs a horizontal flip swaps (left/right eye); None: found
+            from left/right class names.
+        groups: report groups, name -> class ids; their F1/IoU is reported beside the
+            per-class scores (e.g. ``{"eyes": (4, 5)}``).
+        dataset: the registered name (filled in by ``register_dataset``).
+        source: where the real data comes from (shown when ``data.root`` does not exist).
+        split_group: ``fn(sample_id) -> group key``; a held-out validation split keeps each
+            group on one side (None: samples are split one by one).
+        prepare: ``fn(src, dst, size=..., workers=..., overwrite=..., **options)`` converting
+            the release into what the adapter reads (``segkit prepare``); returns the message
+            to show, or ``(message, notes)``.
+        prepared: ``fn(root, dst, size) -> folder`` for ``data.prepare_size``: the folder to
+            train on, prepared into ``dst`` first when ``root`` is not prepared at ``size``.
+        synth: ``fn(dst, n=..., seed=..., overwrite=..., **options)`` writing a synthetic set
+            in the real layout (``segkit synth``); returns the message to show.
+        mean: the data set's own per-channel mean (0-1 scale) for ``augment.normalize: dataset``.
+        std: the data set's own per-channel std.
+    """
+
+    classes: tuple[str, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    ignore_index: int | None = None
+    flip_pairs: tuple[tuple[int, int], ...] | None = None
+    groups: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    dataset: str | None = None
+    source: str = ""
+    split_group: Callable[[str], str] | None = None
+    prepare: Callable[..., Any] | None = None
+    prepared: Callable[..., Any] | None = None
+    synth: Callable[..., Any] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        fix = object.__setattr__  # frozen: normalise the containers once, here
+        fix(self, "classes", tuple(str(c) for c in self.classes))
+        if self.palette is not None:
+            fix(self, "palette", tuple(tuple(int(v) for v in c) for c in self.palette))
+        if self.flip_pairs is not None:
+            fix(self, "flip_pairs", tuple((int(a), int(b)) for a, b in self.flip_pairs))
+        fix(self, "groups", {str(k): tuple(int(i) for i in v) for k, v in self.groups.items()})
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError when the declared values contradict each other."""
+        n = len(self.classes)
+        if self.palette is not None and n and len(self.palette) != n:
+            raise ConfigError(
+                f"Dataset {self.dataset!r}: {len(self.palette)} palette colours for {n} classes; "
+                "give one RGB colour per class."
+            )
+        ids = [i for pair in self.flip_pairs or () for i in pair]
+        ids += [i for members in self.groups.values() for i in members]
+        bad = [i for i in ids if i < 0 or (n and i >= n)]
+        if bad:
+            raise ConfigError(
+                f"Dataset {self.dataset!r}: flip pairs / groups name class ids {sorted(set(bad))} "
+                f"outside 0..{n - 1} of its {n} classes."
+            )
+
+    def replace(self, **changes: Any) -> DatasetMeta:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The part that travels in a checkpoint, as plain lists and dicts."""
+        return {
+            "dataset": self.dataset,
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.palette] if self.palette is not None else None,
+            "ignore_index": self.ignore_index,
+            "flip_pairs": [list(p) for p in self.flip_pairs]
+            if self.flip_pairs is not None
+            else None,
+            "groups": {k: list(v) for k, v in self.groups.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetMeta:
+        """Rebuild the recorded part from :meth:`to_dict` output (unknown keys are ignored,
+        so a newer checkpoint's extra entries do not stop an older reader)."""
+        return cls(**{k: data[k] for k in RECORDED if data.get(k) is not None})
+
+    def pairs_for(self, class_names: Sequence[str]) -> list[tuple[int, int]]:
+        """The flip pairs for these class names: the declared ones, else found from names."""
+        if self.flip_pairs is not None:
+            return [tuple(p) for p in self.flip_pairs]  # type: ignore[misc]
+        from segkit.data.transforms import flip_pairs_from_names
+
+        return flip_pairs_from_names(class_names)
+
+    def groups_for(self, class_names: Sequence[str]) -> dict[str, list[int]] | None:
+        """The report groups, or None when there are none (or they do not fit the classes)."""
+        if not self.groups:
+            return None
+        if self.classes and list(self.classes) != list(class_names):
+            return None  # the groups were declared for another label set (data.classes)
+        return {k: list(v) for k, v in self.groups.items()}
+
+
+def split_ids(
+    ids: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    groups: Sequence[str] | None = None,
+    group_word: str = "group",
+) -> tuple[list[str], list[str]]:
+    """Split sample ids into train/validation, keeping each group on one side when given.
+
+    Without groups this is scikit-learn's ``train_test_split``; with groups its
+    ``GroupShuffleSplit`` (``val_fraction`` is then the fraction of groups), so that near
+    duplicates (the views of one car) never land on both sides.
+
+    Returns:
+        ``(train_ids, val_ids)``, each in the order of ``ids``; the same for the same seed.
+
+    Raises:
+        ValueError: ``val_fraction`` not in (0, 1), or too few samples or groups to split.
+    """
+    import numpy as np
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split  # slow: here
+
+    from segkit.errors import DataError
+
+    ids = list(ids)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    if groups is None:
+        train, val = train_test_split(ids, test_size=val_fraction, random_state=seed)
+        keep = set(val)
+        return [i for i in ids if i not in keep], [i for i in ids if i in keep]
+    groups = list(groups)
+    if len(set(groups)) < 2:
+        raise DataError(
+            f"Cannot split {len(ids)} image(s) by {group_word}: they show {len(set(groups))} "
+            f"{group_word}(s). A split by {group_word} needs at least two {group_word}s; add data "
+            "or use a separate val_split."
+        )
+    splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    train_idx, val_idx = next(splitter.split(np.zeros(len(ids)), groups=groups))
+    return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(val_idx)]
+
+
+def meta_for_classes(class_names: Sequence[str]) -> DatasetMeta:
+    """The declared metadata of the registered data set with exactly these classes, else
+    metadata that only knows the names (flip pairs found from left/right names).
+
+    Used where nothing recorded the data set: ``segkit score --classes N`` and checkpoints
+    written before the metadata travelled with them.
+    """
+    from segkit.data.registry import dataset_metas
+
+    names = [str(n) for n in class_names]
+    for meta in dataset_metas().values():
+        if meta.classes and list(meta.classes) == names:
+            return meta
+    return DatasetMeta(classes=tuple(names))
+
+
+def legacy_meta(spec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metadata an old checkpoint (without ``spec["meta"]``) would have recorded.
+
+    The classes come from the spec; flip pairs and report groups from the registered data
+    set with those classes (what segkit used to guess from the names); the ignore index
+    from the training config.
+    """
+    names = list(spec.get("class_names") or [])
+    meta = meta_for_classes(names) if names else DatasetMeta()
+    loss = (config or {}).get("loss") or {}
+    data = (config or {}).get("data") or {}
+    out = meta.replace(classes=tuple(names), ignore_index=loss.get("ignore_index")).to_dict()
+    out["dataset"] = meta.dataset or data.get("dataset")
+    if out["flip_pairs"] is None and names:
+        out["flip_pairs"] = [list(p) for p in meta.pairs_for(names)]
+    return out
+
+
+def training_normalization(
+    normalize: str, model_mean: Sequence[float], model_std: Sequence[float], meta: DatasetMeta
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std that training normalises with, as ``augment.normalize`` chooses.
+
+    ``model``: what the network expects (its spec); ``imagenet``: ImageNet statistics;
+    ``none``: ``x / 255``; ``dataset``: the data set's declared ``mean``/``std``. The result
+    is written into the model spec, the one place predict, evaluate and export read it from.
+
+    Raises:
+        ConfigError: an unknown choice, or ``dataset`` for a data set that declares none.
+    """
+    from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    if normalize == "model":
+        return tuple(model_mean), tuple(model_std)
+    if normalize == "imagenet":
+        return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    if normalize == "none":
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if normalize == "dataset":
+        if meta.mean is None or meta.std is None:
+            raise ConfigError(
+                f"augment.normalize=dataset, but data set {meta.dataset!r} declares no mean/std "
+                "in its DatasetMeta. Use model, imagenet or none, or declare them."
+            )
+        return tuple(meta.mean), tuple(meta.std)
+    raise ConfigError(
+        f"augment.normalize must be model, imagenet, none or dataset, got {normalize!r}."
+    )
+
+
+def upgrade_spec(spec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A checkpoint's model spec with what older segkit versions did not record filled in.
+
+    Checkpoints without ``meta`` get the metadata :func:`legacy_meta` finds, and their mean/std
+    are set to what training normalised with (``augment.normalize`` of the stored config):
+    those versions recorded the network's default even when training used another, and
+    prediction then fed the model differently scaled input.
+    """
+    out = dict(spec)
+    if out.get("meta") is not None:
+        return out
+    out["meta"] = legacy_meta(out, config)
+    normalize = ((config or {}).get("augment") or {}).get("normalize", "model")
+    if normalize in ("imagenet", "none") and out.get("mean") is not None:
+        channels = len(out["mean"])
+        mean, std = training_normalization(normalize, out["mean"], out["std"], DatasetMeta())
+        out["mean"] = [mean[i % 3] for i in range(channels)]
+        out["std"] = [std[i % 3] for i in range(channels)]
+    return out
