@@ -120,6 +120,23 @@ def _labels(spec: str) -> tuple[list[str], dict[str, list[int]] | None]:
     return names, meta_for_classes(names).groups_for(names)
 
 
+def _labels_from_folders(
+    gt_dir: str, pred_dir: str
+) -> tuple[list[str], dict[str, list[int]] | None]:
+    """Without ``--classes``: the class count the labels show, named as the one registered
+    data set with that many classes when there is exactly one."""
+    from segkit.data import dataset_metas
+    from segkit.metrics import count_classes
+
+    count = count_classes(gt_dir, pred_dir)
+    fits = [n for n, m in dataset_metas().items() if len(m.classes) == count > 2]
+    if len(fits) == 1:
+        print(f"scoring as {fits[0]!r}: its {count} classes (--classes chooses others)")
+        return _labels(fits[0])
+    print(f"scoring {count} classes found in the labels (--classes names them)")
+    return [str(i) for i in range(count)], None
+
+
 @command("score")
 def cmd_score(args: argparse.Namespace) -> None:
     from segkit.api import check_json_path, write_json
@@ -128,10 +145,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     if args.json:
         check_json_path(args.json)
     if args.classes is None:
-        from segkit.metrics import count_classes
-
-        names, groups = [str(i) for i in range(count_classes(args.gt_dir, args.pred_dir))], None
-        print(f"scoring {len(names)} classes found in the labels (--classes names them)")
+        names, groups = _labels_from_folders(args.gt_dir, args.pred_dir)
     else:
         names, groups = _labels(args.classes)
     result = score_folders(args.gt_dir, args.pred_dir, names, groups=groups)
