@@ -53,12 +53,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from segkit.api import train
     from segkit.config import load_config
+    from segkit.engine.distributed import process_rank
 
     resume, overrides = args.resume, list(args.overrides)
     if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
         resume, overrides = True, [resume, *overrides]  # `--resume key=value`: an override
     cfg = load_config(args.config, overrides)
     result = train(cfg, resume=resume, overwrite=args.overwrite)
+    code = 130 if result.get("status") == "interrupted" else 0
+    if process_rank() != 0:  # under torchrun rank 0 speaks for every process
+        return code
     best = result.get("best_value")
     if best is not None:
         print(
@@ -68,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(result["out_dir"])
     written = ["best.pt", "last.pt", "history.csv", "config.yaml", "curves.png", "predictions.png"]
     print(f"run folder: {out}  ({', '.join(n for n in written if (out / n).is_file())})")
-    return 130 if result.get("status") == "interrupted" else 0
+    return code
 
 
 @command("evaluate")

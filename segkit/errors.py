@@ -49,6 +49,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def command_line() -> bool:
+    """Whether the code runs for the ``segkit`` command (inside :func:`command_line_names`)."""
+    return _COMMAND_LINE
+
+
 def option(name: str, value: object = True) -> str:
     """How a user passes option ``name`` in the interface in use, for error messages.
 

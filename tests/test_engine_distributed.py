@@ -237,3 +237,47 @@ def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path):
     stopped = [(tmp_path / f"run-stopped{rank}.txt").read_text() for rank in (0, 1)]
     assert stopped[0].startswith("Another rank's loss is not finite at epoch 1, step 2 of 2")
     assert stopped[1].startswith("The loss is nan at epoch 1, step 2 of 2")
+
+
+CLI_SCRIPT = """
+import sys
+import torch
+torch.set_num_threads(1)
+from segkit.cli import main
+
+sys.exit(main(["train", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_validates_the_saved_model_and_prints_the_summary_once(tmp_path):
+    """BatchNorm statistics drift apart between ranks while the weights stay equal; the logged
+    validation must be that of rank 0's model, the one saved (and later evaluated)."""
+    from segkit.api import build_experiment, config_from_checkpoint
+    from segkit.data import synth_helen
+    from segkit.engine import model_from_checkpoint
+
+    synth_helen(tmp_path / "helen", n=8, size=32)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data:\n  root: helen\n  image_size: 32\n  num_workers: 0\n  batch_size: 2\n"
+        "  val_fraction: 0.5\nmodel:\n  arch: unet\n  base_channels: 4\n"
+        "loss:\n  name: ce\n"  # a mean over pixels: the same however ranks split the images
+        "train:\n  out_dir: run\n  epochs: 2\n  progress: false\n  device: cpu\n"
+    )
+    script = tmp_path / "script.py"
+    script.write_text(CLI_SCRIPT)
+    proc = torchrun_two(script, cfg, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1, proc.stdout  # rank 0 only
+    assert proc.stdout.count("training completed") == 1, proc.stdout
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    logged = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    last = tmp_path / "run" / "last.pt"
+    exp = build_experiment(config_from_checkpoint(load_checkpoint(last)))
+    loader = make_loader(exp.val_set, 2, shuffle=False)
+    model = model_from_checkpoint(last)
+    saved = evaluate_model(model, loader, exp.class_names, exp.groups, "cpu", loss_fn=exp.loss)
+    assert "loss" in saved and "miou" in saved
+    for key, value in saved.items():
+        assert float(logged[f"val_{key}"]) == pytest.approx(value, rel=1e-6, nan_ok=True), key

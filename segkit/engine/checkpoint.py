@@ -152,27 +152,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        message = str(exc)
-        if "Unsupported global" in message:
-            raise CheckpointError(
-                f"Checkpoint {str(path)!r} holds Python objects that cannot be loaded safely "
-                "(segkit opens checkpoints with torch.load(weights_only=True), which runs no code). "
-                "Use a checkpoint written by segkit, or re-save only tensors and plain values."
-            ) from None
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip, or a pickle
-            raise CheckpointError(
-                f"{str(path)!r} is not a PyTorch checkpoint (torch.save writes a zip archive). "
-                "Pass the best.pt or last.pt of a run folder."
-            ) from None
-        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "Unsupported operand" in ln), None)
-        reason = reason or (lines[0] if lines else type(exc).__name__)
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} could not be read ({reason}); the file is corrupt or "
-            "truncated. Use another checkpoint of the run (best.pt or last.pt) or train again."
-        ) from None
+        raise _unreadable(path, exc) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         kind = "a state dict without segkit metadata" if isinstance(state, dict) else type(state)
         raise CheckpointError(
@@ -186,6 +166,82 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"segkit understands ({VERSION}). Upgrade segkit to load it."
         )
     return state
+
+
+def pickle_globals(path: Path) -> list[str] | None:
+    """The globals (``module.name``) a checkpoint's pickle names, read without running it.
+
+    None when the pickle cannot be parsed to its end (a corrupt or truncated file). Reads the
+    ``data.pkl`` of a ``torch.save`` zip, or a bare pickle.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        found: list[str] = []
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:  # protocol 4+
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str) and "UNICODE" in op.name:
+                strings.append(arg)
+        return found
+    except Exception:  # any parse failure: not a whole pickle
+        return None
+
+
+#: modules whose globals a checkpoint of tensors and plain values names
+_TENSOR_MODULES = ("torch", "collections", "builtins", "_codecs")
+#: the globals every torch.save of tensors names (not worth naming in a message)
+_TENSOR_GLOBALS = ("collections.OrderedDict", "torch._utils._rebuild_tensor_v2")
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """Why ``torch.load(path, weights_only=True)`` failed, as segkit's own message.
+
+    A whole pickle that the weights-only loader refuses (``pickle.UnpicklingError``, whatever
+    the wording of this torch version) names globals to call on load: that is code, not a
+    corrupt file. torch's advice to load without ``weights_only`` is never repeated.
+    """
+    import pickle
+
+    names = pickle_globals(path)
+    if names is not None:
+        unique = list(dict.fromkeys(names))
+        foreign = [n for n in unique if n.split(".")[0] not in _TENSOR_MODULES]
+        refused = isinstance(exc, pickle.UnpicklingError)  # torch's type for a refusal
+        if foreign or refused:
+            shown = foreign or [n for n in unique if n not in _TENSOR_GLOBALS]
+            named = f" (it names {', '.join(shown[:3])})" if shown else ""
+            return CheckpointError(
+                f"Checkpoint {str(path)!r} asks to run code on load{named}; segkit refuses it: "
+                "it loads checkpoints with torch.load(weights_only=True), which runs no code. "
+                "Only load checkpoints you trust, written by segkit train; a file from elsewhere "
+                "should hold tensors and plain values only (e.g. a state dict)."
+            )
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip, or a pickle
+        return CheckpointError(
+            f"{str(path)!r} is not a PyTorch checkpoint (torch.save writes a zip archive). "
+            "Pass the best.pt or last.pt of a run folder."
+        )
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "weights_only" not in ln]  # never torch's advice
+    reason = next((ln for ln in lines if "Unsupported operand" in ln), None)
+    reason = reason or (lines[0] if lines else type(exc).__name__)
+    return CheckpointError(
+        f"Checkpoint {str(path)!r} could not be read ({reason}); the file is corrupt or "
+        "truncated. Use another checkpoint of the run (best.pt or last.pt) or train again."
+    )
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -46,6 +46,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+def process_rank() -> int:
+    """This process's rank under ``torchrun`` (0 otherwise), from the environment."""
+    return int(os.environ["RANK"]) if launched_by_torchrun() else 0
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """Turn a config device ("auto", "cpu", "cuda", "cuda:1") into a ``torch.device``.
 
@@ -130,6 +135,13 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     else:
         dist.all_reduce(tensor)
     return tensor
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (e.g. BatchNorm running statistics); no-op alone."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
 
 
 def any_rank(flag: bool, info: DistInfo) -> bool:

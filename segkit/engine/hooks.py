@@ -156,7 +156,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 class HistoryHook(HookBase):
     """``history.csv``: a row per epoch (epoch, lr, train_loss, val_loss, val metrics, seconds,
-    images_per_s). A resumed run keeps the rows up to its checkpoint and continues the file."""
+    images_per_s). A resumed run keeps the rows up to its checkpoint and continues the file.
+
+    For an epoch resumed in its middle, ``seconds`` and ``images_per_s`` cover only the part
+    run after the resume (``train_loss`` covers the whole epoch).
+    """
 
     FIRST = ("epoch", "lr", "train_loss", "val_loss")
     LAST = ("seconds", "images_per_s")

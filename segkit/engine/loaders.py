@@ -13,6 +13,31 @@ from torch.utils.data import DataLoader, Dataset
 from segkit.errors import ConfigError
 
 
+def worker_error(exc: BaseException) -> BaseException | None:
+    """The exception a DataLoader worker raised, as it was raised there (None: not one).
+
+    torch raises a worker's exception again in the main process with the worker's whole
+    traceback as its message; a segkit error then reads as one line again, the same as with
+    ``num_workers=0``.
+    """
+    text, kind = str(exc), type(exc)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return None
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    marker = f"\n{name}: "
+    at = text.rfind(marker)
+    if at < 0:
+        return None
+    try:
+        return kind(text[at + len(marker) :].rstrip("\n"))
+    except Exception:  # an exception type that does not take one message
+        return None
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (all devices); optionally make torch deterministic.
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segkit._files import remove_stale_temp_files
 from segkit.config import SchedulerConfig, TrainConfig
 from segkit.engine import distributed as D
 from segkit.engine.checkpoint import (
@@ -30,10 +31,17 @@ from segkit.engine.checkpoint import (
 )
 from segkit.engine.evaluation import Evaluator, run_evaluation, unpack_batch
 from segkit.engine.hooks import CheckpointHook, HookBase, default_hooks, is_run_config
-from segkit.engine.loaders import release_workers, seed_everything, set_loader_epoch
+from segkit.engine.loaders import release_workers, seed_everything, set_loader_epoch, worker_error
 from segkit.engine.runtime import StopOnSignal, check_train_config, resolve_amp
 from segkit.engine.schedulers import build_scheduler, current_lr
-from segkit.errors import CheckpointError, ConfigError, DataError, TrainingError
+from segkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    SegkitError,
+    TrainingError,
+    command_line,
+)
 
 #: files whose presence marks a run folder as holding a run (a lone config.yaml does not:
 #: a run that failed before its first epoch ended may simply be started again)
@@ -186,6 +194,8 @@ class Trainer:
             seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
         self.resumed = bool(resume)
         self._check_run_folder(resume, overwrite)
+        if self.dist.is_main and (removed := remove_stale_temp_files(self.out_dir)):
+            print(removed, flush=True)  # what a kill -9 during a write left behind
         if resume:
             self.load(self._resume_path(resume))
         if self.dist.is_main:
@@ -204,6 +214,8 @@ class Trainer:
                 if self.status == "interrupted":
                     self._report_interrupt()
                 self._call("after_train")
+        except SegkitError as exc:  # a loader worker's error: as one line, as without workers
+            raise (worker_error(exc) or exc) from exc
         finally:
             for hook in self.hooks:
                 hook.close()
@@ -321,7 +333,12 @@ class Trainer:
         self.step += 1
 
     def validate(self) -> dict[str, float]:
-        """Evaluate on the validation loader; returns ``val_loss`` and ``val_<metric>`` values."""
+        """Evaluate on the validation loader; returns ``val_loss`` and ``val_<metric>`` values.
+
+        Under DDP every rank first takes rank 0's buffers (BatchNorm running statistics drift
+        apart between ranks), so the metrics are those of the model that rank 0 saves.
+        """
+        D.broadcast_buffers(self.model, self.dist)
         result = run_evaluation(
             self.eval_net,
             self.val_loader,
@@ -426,10 +443,24 @@ class Trainer:
                 (self.out_dir / name).unlink(missing_ok=True)
         D.barrier(self.dist)
 
+    def _no_checkpoint_message(self) -> str:
+        """Why a run folder with a history but no checkpoint cannot be resumed, and the way on."""
+        config = self.out_dir / "config.yaml"
+        again = "Trainer(...).fit(overwrite=True)"
+        if command_line() and config.is_file():
+            again = f"segkit train {config} --overwrite"
+        return (
+            f"Run folder {str(self.out_dir)!r} holds history.csv but no checkpoint: the earlier "
+            "run was stopped before it wrote last.pt, so there is nothing to resume. Choose "
+            f"another train.out_dir, or start this one afresh with: {again}"
+        )
+
     def _refuse_earlier_run(self) -> None:
         names = [n for n in RUN_FILES if (self.out_dir / n).exists()]
         if D.any_rank(bool(names), self.dist):  # every rank raises, or none does
             held = ", ".join(names) or "files"
+            if names == ["history.csv"]:
+                raise ConfigError(self._no_checkpoint_message())
             raise ConfigError(
                 f"Run folder {str(self.out_dir)!r} already holds {held} from an earlier run. "
                 "Continue it with --resume (fit(resume=True)), choose another train.out_dir, or "
@@ -439,6 +470,8 @@ class Trainer:
     def _resume_path(self, resume: str | Path | bool) -> Path:
         if resume is True:
             path = self.out_dir / "last.pt"
+            if not path.is_file() and (self.out_dir / "history.csv").is_file():
+                raise CheckpointError(self._no_checkpoint_message())
             if not path.is_file():
                 raise CheckpointError(
                     f"Cannot resume: {str(path)!r} does not exist (no earlier run in {self.out_dir}). "
