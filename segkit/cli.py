@@ -175,6 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         tile=args.tile,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
+        color=args.color,
         progress=sys.stderr.isatty(),  # no bar drawn into log files
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
     )
@@ -385,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--overlay", action="store_true", help="also write colour overlays")
+    s.add_argument(
+        "--color",
+        action="store_true",
+        help="also write <name>_color.png in the data set's class colours",
+    )
     s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
     s.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
     s.add_argument(

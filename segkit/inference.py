@@ -197,6 +197,8 @@ class _Job:
     batch_size: int = 8
     overlay: bool = False
     save_masks: bool = True
+    color: bool = False
+    colors: np.ndarray | None = None  #: RGB per class (the data set's palette)
     rle_encode: Callable[[np.ndarray], str] | None = None
 
     def probs(self, model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -211,12 +213,22 @@ class _Job:
         labels = probs_to_labels(probs, size, self.threshold, self.resize_back)
         if self.save_masks:
             write_mask(self.out_dir / f"{path.stem}.png", labels)
+        colors = self.colors
+        if colors is None or len(colors) <= int(labels.max()):
+            colors = viz.palette(max(self.classes, int(labels.max()) + 1))
+        if self.color:
+            write_image(self.out_dir / f"{path.stem}_color.png", viz.colorize(labels, colors))
         if self.overlay:
             image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-            colors = viz.palette(max(self.classes, int(labels.max()) + 1))
             blended = viz.overlay(image, labels, colors=colors)
             write_image(self.out_dir / f"{path.stem}_overlay.jpg", blended, quality=90)
         return self.rle_encode(labels) if self.rle_encode else None
+
+
+def _palette(spec: Any) -> np.ndarray | None:
+    """The class colours training recorded (``spec.meta["palette"]``), or None."""
+    colors = (getattr(spec, "meta", None) or {}).get("palette")
+    return np.asarray(colors, dtype=np.uint8).reshape(-1, 3) if colors else None
 
 
 def load_model(
@@ -307,6 +319,7 @@ def predict(
     writers: int = 2,
     overwrite: bool = False,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
+    color: bool = False,
 ) -> dict[str, Any]:
     """Predict label maps for image files or folders and write them at each input's resolution.
 
@@ -339,6 +352,8 @@ def predict(
         max_pixels: refuse an image whose header claims more pixels, before decoding it
             (decompression-bomb guard; default about 179 million; None: no limit of segkit's
             own, OpenCV's 2**30 still applies).
+        color: also write ``<stem>_color.png``, each class in the data set's colour (the
+            palette recorded in the checkpoint, e.g. a colour-coded data set's class table).
 
     Returns:
         ``count`` (images predicted), ``outputs`` (label PNG paths), ``skipped``, ``rle_csv``,
@@ -380,7 +395,7 @@ def predict(
         swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in flip_pairs) or "none"
         logger.info("flip TTA swaps these classes back after mirroring: %s", swapped)
     out_dir = Path(out_dir)
-    check_outputs(paths, out_dir, overlay, save_masks, rle_csv, overwrite)
+    check_outputs(paths, out_dir, overlay, save_masks, rle_csv, overwrite, color)
     out_dir.mkdir(parents=True, exist_ok=True)
     encode = None
     if rle_csv is not None:
@@ -398,6 +413,8 @@ def predict(
         overlay=overlay,
         save_masks=save_masks,
         rle_encode=encode,
+        color=color,
+        colors=_palette(spec),
     )
     mean, std = spec.mean or (0.0, 0.0, 0.0), spec.std or (1.0, 1.0, 1.0)
     files = ImageFiles(paths, None if tile else size, max_pixels)

@@ -228,9 +228,12 @@ def prefetch(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
         reader.join()
 
 
-def output_names(stem: str, save_masks: bool = True, overlay: bool = False) -> list[str]:
+def output_names(
+    stem: str, save_masks: bool = True, overlay: bool = False, color: bool = False
+) -> list[str]:
     """The files prediction writes for an input named ``<stem>.*``."""
-    return [f"{stem}.png"] * save_masks + [f"{stem}_overlay.jpg"] * overlay
+    names = [f"{stem}.png"] * save_masks + [f"{stem}_overlay.jpg"] * overlay
+    return names + [f"{stem}_color.png"] * color
 
 
 def check_outputs(
@@ -240,6 +243,7 @@ def check_outputs(
     save_masks: bool = True,
     rle_csv: str | Path | None = None,
     overwrite: bool = False,
+    color: bool = False,
 ) -> None:
     """Refuse what prediction must not write, before anything is written.
 
@@ -260,13 +264,13 @@ def check_outputs(
                 f"so both would be written to {path.stem}.png. Predict them into separate folders."
             )
         seen[path.stem] = path
-        for name in output_names(path.stem, save_masks=True, overlay=overlay):
+        for name in output_names(path.stem, True, overlay, color):
             if (out_dir / name).resolve() in inputs:
                 raise DataError(
                     f"Writing {str(out_dir / name)!r} would overwrite an input image. "
                     "Choose another output folder."
                 )
-        targets += [out_dir / name for name in output_names(path.stem, save_masks, overlay)]
+        targets += [out_dir / name for name in output_names(path.stem, save_masks, overlay, color)]
     if overwrite:
         return
     present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()

@@ -13,6 +13,7 @@ from segkit.data.carvana import (
     split_by_car,
 )
 from segkit.data.folder import FolderDataset
+from segkit.data.formats import CityscapesDataset, ColorMaskDataset, VOCDataset
 from segkit.data.helen import (
     HELEN_CLASSES,
     HELEN_FLIP_PAIRS,
@@ -54,6 +55,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CarvanaDataset",
+    "CityscapesDataset",
+    "ColorMaskDataset",
     "DataNotFoundError",
     "DatasetMeta",
     "FolderDataset",
@@ -61,6 +64,7 @@ __all__ = [
     "LabelAwareHorizontalFlip",
     "Sample",
     "SegmentationDataset",
+    "VOCDataset",
     "build_dataset",
     "build_transforms",
     "dataset_metas",

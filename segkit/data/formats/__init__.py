@@ -1,0 +1,26 @@
+"""Readers for data sets in the layouts they are released in (each registers itself):
+Pascal VOC (``voc``), Cityscapes (``cityscapes``) and colour-coded masks (``color_masks``)."""
+
+from segkit.data.formats.cityscapes import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    CityscapesDataset,
+    label_ids_to_train_ids,
+    train_ids_to_label_ids,
+)
+from segkit.data.formats.color_masks import ColorMaskDataset, colors_to_ids, read_class_table
+from segkit.data.formats.voc import VOC_CLASSES, VOCDataset, voc_palette
+
+__all__ = [
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "VOC_CLASSES",
+    "CityscapesDataset",
+    "ColorMaskDataset",
+    "VOCDataset",
+    "colors_to_ids",
+    "label_ids_to_train_ids",
+    "read_class_table",
+    "train_ids_to_label_ids",
+    "voc_palette",
+]

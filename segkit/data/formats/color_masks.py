@@ -1,0 +1,226 @@
+"""Colour-coded RGB masks mapped to class ids by a class-colour table.
+
+::
+
+    <root>/[<split>/]images/<name>.jpg
+    <root>/[<split>/]masks/<name>.png       RGB: each class painted in its colour
+    class_dict.csv                          name,r,g,b  (CamVid's file), or a YAML table
+
+The table's row order gives the class ids (first row: id 0) and its colours travel into the
+model's metadata, so overlays and ``segkit predict --color`` paint predictions the same way.
+CamVid's Kaggle layout (``train/`` + ``train_labels/<name>_L.png``) reads with
+``images="{split}"``, ``masks="{split}_labels"``, ``mask_suffix="_L"``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.data.base import Sample, SegmentationDataset, pair_files, select_ids, unique_keys
+from segkit.data.io import (
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    DataNotFoundError,
+    list_files,
+    read_image,
+    require_dir,
+)
+from segkit.data.meta import DatasetMeta
+from segkit.data.registry import register_dataset
+from segkit.errors import DataError
+
+Color = tuple[int, int, int]
+
+
+def _color(value: Any, where: str) -> Color:
+    try:
+        rgb = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise DataError(f"{where}: colour {value!r} is not three values 0..255 (r, g, b).")
+    return rgb  # type: ignore[return-value]
+
+
+def _csv_table(path: Path) -> list[tuple[str, Color]]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if not {"name", "r", "g", "b"} <= set(header):
+        raise DataError(
+            f"Class table {str(path)!r} needs a header with the columns name,r,g,b (as CamVid's "
+            f"class_dict.csv), got {','.join(header) or 'an empty file'}."
+        )
+    at = [header.index(k) for k in ("name", "r", "g", "b")]
+    return [
+        (row[at[0]].strip(), _color([row[i] for i in at[1:]], f"{path} line {n}"))
+        for n, row in enumerate(rows[1:], start=2)
+        if any(cell.strip() for cell in row)
+    ]
+
+
+def _yaml_table(path: Path) -> list[tuple[str, Color]]:
+    from segkit._yaml import load_yaml
+
+    data = load_yaml(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "classes" in data:
+        data = data["classes"]
+    if isinstance(data, dict):  # name: [r, g, b]
+        return [(str(k), _color(v, f"{path} class {k!r}")) for k, v in data.items()]
+    if isinstance(data, list) and all(isinstance(d, dict) for d in data):
+        return [
+            (str(d.get("name")), _color(d.get("color", d.get("colour")), f"{path} item {n}"))
+            for n, d in enumerate(data, start=1)
+        ]
+    raise DataError(
+        f"Class table {str(path)!r} is neither a mapping 'name: [r, g, b]' nor a list of "
+        "{name: ..., color: [r, g, b]} items."
+    )
+
+
+def read_class_table(path: str | Path) -> tuple[list[str], list[Color]]:
+    """Class names and colours of a CSV (``name,r,g,b``) or YAML table, in id order.
+
+    Raises:
+        DataError: missing or malformed file, repeated names or colours (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"Class table {str(path)!r} does not exist. Give a CSV with name,r,g,b columns or a "
+            "YAML file (relative paths are taken from the data root)."
+        )
+    table = _yaml_table(path) if path.suffix.lower() in (".yaml", ".yml") else _csv_table(path)
+    names, colors = [n for n, _ in table], [c for _, c in table]
+    for what, values in (("name", names), ("colour", colors)):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise DataError(f"Class table {str(path)!r} repeats the {what} {twice[0]}.")
+    if len(names) < 2:
+        raise DataError(f"Class table {str(path)!r} lists {len(names)} class(es); give at least 2.")
+    return names, colors
+
+
+def colors_to_ids(
+    rgb: np.ndarray,
+    colors: Sequence[Color],
+    names: Sequence[str],
+    path: str | Path = "<array>",
+    unknown_to: int | None = None,
+) -> np.ndarray:
+    """Map an HxWx3 RGB mask to class ids (HxW uint8) by the table's colours.
+
+    Args:
+        unknown_to: id for pixels of a colour not in the table; None: such a colour is an error.
+
+    Raises:
+        DataError: a colour not in the table (names the file, the colour and the nearest class).
+    """
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    table = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], dtype=np.int32)
+    order = np.argsort(table)
+    at = np.clip(np.searchsorted(table[order], codes), 0, len(table) - 1)
+    ids = order[at]
+    known = table[ids] == codes
+    if not known.all():
+        if unknown_to is None:
+            raise _unknown_color(codes[~known], colors, names, path)
+        ids = np.where(known, ids, unknown_to)
+    return ids.astype(np.uint8)
+
+
+def _unknown_color(
+    codes: np.ndarray, colors: Sequence[Color], names: Sequence[str], path
+) -> DataError:
+    values, counts = np.unique(codes, return_counts=True)
+    code = int(values[np.argmax(counts)])
+    color = np.array([(code >> 16) & 255, (code >> 8) & 255, code & 255])
+    nearest = int(np.argmin(((np.array(colors) - color) ** 2).sum(axis=1)))
+    return DataError(
+        f"Mask {str(path)!r} holds colour {tuple(color.tolist())} ({int(counts.max())} pixels"
+        + (f", {len(values) - 1} other unknown colours" if len(values) > 1 else "")
+        + f") that is not in the class table; nearest class: {names[nearest]!r} "
+        f"{tuple(colors[nearest])}. Add the colour to the table, or set unknown='ignore' to "
+        "leave such pixels out (JPEG-saved or resized masks blur colours: keep masks PNG)."
+    )
+
+
+@register_dataset("color_masks")
+class ColorMaskDataset(SegmentationDataset):
+    """Images with RGB colour-coded masks, read as class ids through a class-colour table.
+
+    Args:
+        root: data set folder.
+        split: sub-folder holding the image and mask folders (None or ".": ``root``); with
+            ``{split}`` in ``images``/``masks`` it fills that in instead.
+        transform: albumentations pipeline, or None.
+        class_table: CSV (``name,r,g,b``) or YAML class-colour table; a relative path is taken
+            from ``root``.
+        images: image folder name.
+        masks: mask folder name.
+        mask_suffix: what mask names add to the image's (CamVid: ``_L``).
+        unknown: ``error`` (a colour not in the table stops with its file) or ``ignore``
+            (its pixels become 255 and are left out of loss and metrics).
+        ids: keep only these ids (image file stems), in this order.
+    """
+
+    meta = DatasetMeta(flip_pairs=None)
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = None,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        class_table: str | Path = "class_dict.csv",
+        images: str = "images",
+        masks: str = "masks",
+        mask_suffix: str = "",
+        unknown: str = "error",
+        ids: Iterable[str] | None = None,
+    ) -> None:
+        if unknown not in ("error", "ignore"):
+            raise DataError(f"unknown must be 'error' or 'ignore', got {unknown!r}.")
+        root = require_dir(root, "Data root")
+        table = Path(class_table)
+        self.table_path = table if table.is_absolute() else root / table
+        names, self.colors = read_class_table(self.table_path)
+        if unknown == "ignore" and len(names) > 255:
+            raise DataError(
+                f"unknown='ignore' needs id 255 free; the table has {len(names)} classes."
+            )
+        templated = "{split}" in images or "{split}" in masks
+        base = root if templated or split in (None, "", ".") else root / split
+        image_dir = base / images.format(split=split or "")
+        mask_dir = base / masks.format(split=split or "")
+        image_files = list_files(require_dir(image_dir, "Image folder"), IMAGE_EXTENSIONS)
+        mask_files = list_files(require_dir(mask_dir, "Mask folder"), MASK_EXTENSIONS)
+        strip = len(mask_suffix)
+        samples = pair_files(
+            unique_keys(image_files, lambda p: p.stem, image_dir),
+            unique_keys(
+                [p for p in mask_files if p.stem.endswith(mask_suffix)],
+                lambda p: p.stem[: len(p.stem) - strip],
+                mask_dir,
+            ),
+            base,
+            mask_word="mask",
+        )
+        self.split, self.unknown = split, unknown
+        super().__init__(select_ids(samples, ids, base), transform, names, root)
+        if unknown == "ignore":
+            self.ignore_index = 255
+
+    def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        """The colour mask as class ids (unknown colours: an error, or 255 when ignored)."""
+        rgb = read_image(sample.mask_path)
+        to = 255 if self.unknown == "ignore" else None
+        return colors_to_ids(rgb, self.colors, self.class_names, sample.mask_path, to)
+
+    def metadata(self) -> DatasetMeta:
+        """The built metadata with the table's colours as the palette."""
+        return super().metadata().replace(palette=tuple(self.colors))

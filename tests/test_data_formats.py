@@ -1,0 +1,305 @@
+"""VOC, Cityscapes and colour-coded masks: small sets written in each real layout, read back,
+their bad inputs, and one epoch of train -> evaluate -> predict through the CLI each."""
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.cli import main
+from segkit.data import build_dataset
+from segkit.data.formats import (
+    CITYSCAPES_CLASSES,
+    VOC_CLASSES,
+    colors_to_ids,
+    label_ids_to_train_ids,
+    read_class_table,
+    train_ids_to_label_ids,
+    voc_palette,
+)
+from segkit.errors import DataError
+
+#: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
+DATA = Path(
+    os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+SIZE = (48, 32)  # width x height: not square, so predictions must come back in this size
+
+
+def _image(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+
+
+def _blocks(rng: np.random.Generator, values: list[int]) -> np.ndarray:
+    """A label map of four quadrants holding ``values`` drawn at random."""
+    h, w = SIZE[1], SIZE[0]
+    mask = np.zeros((h, w), np.uint8)
+    picks = rng.choice(values, 4)
+    mask[: h // 2, : w // 2], mask[: h // 2, w // 2 :] = picks[0], picks[1]
+    mask[h // 2 :, : w // 2], mask[h // 2 :, w // 2 :] = picks[2], picks[3]
+    return mask
+
+
+def make_voc(root: Path, n: int = 6, unmasked: int = 3) -> Path:
+    """``VOCdevkit/VOC2012`` with palette-PNG masks (a 255 border), train/val lists and images
+    that have no mask (as most of the release's have not)."""
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    palette = [v for color in voc_palette() for v in color]
+    ids = [f"2007_{i:06d}" for i in range(n + unmasked)]
+    for i, sample_id in enumerate(ids):
+        cv2.imwrite(str(base / "JPEGImages" / f"{sample_id}.jpg"), _image(rng))
+        if i < n:
+            mask = _blocks(rng, [0, 8, 12, 15])
+            mask[:, SIZE[0] // 2] = 255  # the boundary band VOC draws between objects
+            png = Image.fromarray(mask, mode="P")
+            png.putpalette(palette)
+            png.save(base / "SegmentationClass" / f"{sample_id}.png")
+    lists = base / "ImageSets" / "Segmentation"
+    (lists / "train.txt").write_text("\n".join(ids[: n - 2]) + "\n")
+    (lists / "val.txt").write_text("\n".join(ids[n - 2 : n]) + "\n")
+    return root
+
+
+def make_cityscapes(root: Path, cities: tuple[str, ...] = ("aachen", "bochum")) -> Path:
+    """``leftImg8bit/<split>/<city>/`` + ``gtFine/<split>/<city>/`` with labelIds 0..33."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for city in cities:
+            img_dir = root / "leftImg8bit" / split / city
+            gt_dir = root / "gtFine" / split / city
+            img_dir.mkdir(parents=True), gt_dir.mkdir(parents=True)
+            for frame in range(2):
+                stem = f"{city}_{frame:06d}_000019"
+                cv2.imwrite(str(img_dir / f"{stem}_leftImg8bit.png"), _image(rng))
+                labels = _blocks(rng, [7, 8, 11, 26, 1, 9])  # road, sidewalk, ..., ego, parking
+                cv2.imwrite(str(gt_dir / f"{stem}_gtFine_labelIds.png"), labels)
+                cv2.imwrite(str(gt_dir / f"{stem}_gtFine_color.png"), _image(rng))
+    return root
+
+
+TABLE = [("Sky", (128, 128, 128)), ("Road", (128, 64, 128)), ("Car", (64, 0, 128))]
+
+
+def make_color_masks(root: Path, n: int = 6, stray: tuple[int, int, int] | None = None) -> Path:
+    """``images/`` + ``masks/`` (RGB colour-coded) + ``class_dict.csv`` as CamVid has it."""
+    rng = np.random.default_rng(2)
+    (root / "images").mkdir(parents=True), (root / "masks").mkdir()
+    rows = ["name,r,g,b"] + [f"{name},{r},{g},{b}" for name, (r, g, b) in TABLE]
+    (root / "class_dict.csv").write_text("\n".join(rows) + "\n")
+    colors = np.array([c for _, c in TABLE], np.uint8)
+    for i in range(n):
+        rgb = colors[_blocks(rng, [0, 1, 2])]
+        if stray is not None and i == 0:
+            rgb[0, 0] = stray
+        cv2.imwrite(str(root / "images" / f"f{i}.jpg"), _image(rng))
+        cv2.imwrite(str(root / "masks" / f"f{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return root
+
+
+# --- Pascal VOC ----------------------------------------------------------------------------
+
+
+def test_voc_reads_the_split_list_and_leaves_unmasked_images_alone(tmp_path):
+    root = make_voc(tmp_path)
+    train = build_dataset("voc", root, split="train")  # found under VOCdevkit/VOC2012
+    val = build_dataset("voc", root, split="val")
+    assert len(train) == 4 and len(val) == 2
+    assert train.class_names == list(VOC_CLASSES) and train.ignore_index == 255
+    item = train[0]
+    assert item["image"].shape == (32, 48, 3)
+    assert set(np.unique(item["mask"]).tolist()) <= {0, 8, 12, 15, 255}
+    assert (item["mask"][:, 24] == 255).all()  # palette index, not the colour
+    meta = train.metadata()
+    assert meta.palette[15] == (192, 128, 128)  # VOC's colour of "person"
+    everything = build_dataset("voc", root / "VOCdevkit" / "VOC2012", split=None)
+    assert len(everything) == 6  # every masked image, none of the 3 unmasked ones
+
+
+def test_voc_split_list_naming_a_missing_file_is_one_line(tmp_path):
+    root = make_voc(tmp_path)
+    lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    (lists / "train.txt").write_text("2007_000000\n2007_000007\n")  # 7: image, no mask
+    with pytest.raises(DataError) as err:
+        build_dataset("voc", root, split="train")
+    msg = str(err.value)
+    assert "train.txt" in msg and "2007_000007.png" in msg and "\n" not in msg
+    with pytest.raises(DataError, match=r"No split list .*trainval\.txt.*Lists there: train, val"):
+        build_dataset("voc", root, split="trainval")
+    with pytest.raises(DataError, match="No Pascal VOC layout"):
+        build_dataset("voc", lists.parent, split="train")
+
+
+# --- Cityscapes ----------------------------------------------------------------------------
+
+
+def test_cityscapes_label_ids_map_to_train_ids():
+    ids = np.array([[7, 8, 11, 26], [33, 0, 9, 1]], np.uint8)  # road ... bicycle, unlabeled,
+    train = label_ids_to_train_ids(ids)  # parking (no trainId), ego vehicle
+    np.testing.assert_array_equal(train, [[0, 1, 2, 13], [18, 255, 255, 255]])
+    np.testing.assert_array_equal(train_ids_to_label_ids([[0, 13, 18]]), [[7, 26, 33]])
+    assert len(CITYSCAPES_CLASSES) == 19 and CITYSCAPES_CLASSES[13] == "car"
+    with pytest.raises(DataError, match=r"'x\.png' holds values 34, 200 that are not"):
+        label_ids_to_train_ids(np.array([[34, 200, 7]], np.uint8), "x.png")
+
+
+def test_cityscapes_layout(tmp_path):
+    root = make_cityscapes(tmp_path)
+    ds = build_dataset("cityscapes", root, split="train")
+    assert [s.id for s in ds.samples][:2] == ["aachen_000000_000019", "aachen_000001_000019"]
+    assert len(ds) == 4 and ds.ignore_index == 255 and ds.class_names == list(CITYSCAPES_CLASSES)
+    assert set(np.unique(ds[0]["mask"]).tolist()) <= {0, 1, 2, 13, 255}
+    assert ds.metadata().palette[0] == (128, 64, 128)
+    assert len(build_dataset("cityscapes", root, split="val", cities=["bochum"])) == 2
+    bad = root / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    cv2.imwrite(str(bad), np.full((32, 48), 40, np.uint8))
+    with pytest.raises(
+        DataError, match="aachen_000000_000019_gtFine_labelIds.png' holds values 40"
+    ):
+        ds[0]
+    with pytest.raises(DataError, match="No Cityscapes split folder"):
+        build_dataset("cityscapes", root, split="test")
+
+
+# --- colour-coded masks --------------------------------------------------------------------
+
+
+def test_class_table_csv_and_yaml(tmp_path):
+    root = make_color_masks(tmp_path / "set")
+    assert read_class_table(root / "class_dict.csv") == (
+        ["Sky", "Road", "Car"],
+        [(128, 128, 128), (128, 64, 128), (64, 0, 128)],
+    )
+    yaml = tmp_path / "t.yaml"
+    yaml.write_text("Sky: [128, 128, 128]\nRoad: [128, 64, 128]\nCar: [64, 0, 128]\n")
+    assert read_class_table(yaml) == read_class_table(root / "class_dict.csv")
+    (tmp_path / "bad.csv").write_text("name,r,g,b\nSky,1,2,3\nRoad,1,2,3\n")
+    with pytest.raises(DataError, match=r"repeats the colour \(1, 2, 3\)"):
+        read_class_table(tmp_path / "bad.csv")
+    (tmp_path / "bad.csv").write_text("class,red\nSky,1\n")
+    with pytest.raises(DataError, match="name,r,g,b"):
+        read_class_table(tmp_path / "bad.csv")
+
+
+def test_colors_to_ids_against_a_loop():
+    rng = np.random.default_rng(3)
+    colors = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (10, 20, 30)]
+    ids = rng.integers(0, 4, (7, 9))
+    rgb = np.array(colors, np.uint8)[ids]
+    np.testing.assert_array_equal(colors_to_ids(rgb, colors, list("abcd")), ids)
+    rgb[2, 3] = (9, 21, 30)
+    out = colors_to_ids(rgb, colors, list("abcd"), unknown_to=255)
+    assert out[2, 3] == 255 and (out[rgb.sum(-1) != 60] == ids[rgb.sum(-1) != 60]).all()
+
+
+def test_color_masks_read_and_unknown_colour(tmp_path):
+    root = make_color_masks(tmp_path / "set", stray=(120, 60, 130))
+    ds = build_dataset("color_masks", root, split=None)
+    assert ds.class_names == ["Sky", "Road", "Car"] and ds.metadata().palette[2] == (64, 0, 128)
+    assert set(np.unique(ds[1]["mask"]).tolist()) <= {0, 1, 2}
+    with pytest.raises(DataError) as err:
+        ds[0]
+    msg = str(err.value)
+    assert "f0.png" in msg and "(120, 60, 130)" in msg and "nearest class: 'Road'" in msg
+    assert "\n" not in msg
+    lenient = build_dataset("color_masks", root, split=None, unknown="ignore")
+    assert lenient.ignore_index == 255 and lenient[0]["mask"][0, 0] == 255
+
+
+def test_color_masks_camvid_kaggle_layout(tmp_path):
+    root = make_color_masks(tmp_path / "set")
+    (root / "images").rename(root / "train")
+    (root / "train_labels").mkdir()
+    for mask in (root / "masks").iterdir():
+        mask.rename(root / "train_labels" / f"{mask.stem}_L.png")
+    ds = build_dataset(
+        "color_masks", root, "train", images="{split}", masks="{split}_labels", mask_suffix="_L"
+    )
+    assert len(ds) == 6 and ds.samples[0].id == "f0"
+
+
+# --- one epoch of each through the CLI -----------------------------------------------------
+
+
+def _train_evaluate_predict(tmp_path: Path, data: str, images: list[Path], split: str) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"data:\n{data}  image_size: 32\n  batch_size: 2\n  num_workers: 0\n"
+        "model:\n  arch: unet\n  encoder: null\n  base_channels: 4\n"
+        "loss:\n  name: ce\ntrain:\n  epochs: 1\n  out_dir: run\n  progress: false\n"
+    )
+    assert main(["train", str(cfg)]) == 0
+    ckpt = tmp_path / "run" / "best.pt"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", split]) == 0
+    out = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(ckpt), *map(str, images), "--out", str(out)]
+    assert main([*argv, "--color", "--overlay"]) == 0
+    for image in images:
+        label = cv2.imread(str(out / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert label.shape == (SIZE[1], SIZE[0])  # the data set's own size
+        color = cv2.imread(str(out / f"{image.stem}_color.png"))[..., ::-1]
+        assert color.shape == (SIZE[1], SIZE[0], 3)
+    return out
+
+
+def _palette_of(out: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    label = cv2.imread(str(out / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+    return label, cv2.imread(str(out / f"{stem}_color.png"))[..., ::-1]
+
+
+def test_voc_through_the_cli(tmp_path):
+    root = make_voc(tmp_path / "voc")
+    images = sorted((root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[-2:]
+    data = f"  dataset: voc\n  root: {root}\n  train_split: train\n  val_split: val\n"
+    out = _train_evaluate_predict(tmp_path, data, images, "val")
+    label, color = _palette_of(out, images[0].stem)
+    np.testing.assert_array_equal(color, np.array(voc_palette(21), np.uint8)[label])
+
+
+def test_cityscapes_through_the_cli(tmp_path):
+    root = make_cityscapes(tmp_path / "cs")
+    images = sorted((root / "leftImg8bit" / "val").glob("*/*.png"))[:2]
+    data = f"  dataset: cityscapes\n  root: {root}\n  train_split: train\n  val_split: val\n"
+    _train_evaluate_predict(tmp_path, data, images, "val")
+
+
+def test_color_masks_through_the_cli(tmp_path):
+    root = make_color_masks(tmp_path / "cm")
+    images = sorted((root / "images").glob("*.jpg"))[:2]
+    data = (
+        f"  dataset: color_masks\n  root: {root}\n  train_split: .\n  val_fraction: 0.34\n"
+        "  options:\n    class_table: class_dict.csv\n"
+    )
+    out = _train_evaluate_predict(tmp_path, data, images, "val")
+    label, color = _palette_of(out, images[0].stem)
+    np.testing.assert_array_equal(color, np.array([c for _, c in TABLE], np.uint8)[label])
+
+
+# --- the real Cityscapes sample (skipped when absent) --------------------------------------
+
+CITYSCAPES = DATA / "cityscapes_train8"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not CITYSCAPES.is_dir(), reason=f"no Cityscapes sample at {CITYSCAPES}")
+def test_real_cityscapes_matches_its_label_train_ids():
+    """Our mapping of labelIds against the release's own labelTrainIds files. Those were drawn
+    again from the polygons, so about 0.5% of pixels (object borders) differ; whole classes
+    mapped wrongly would differ by far more."""
+    from segkit.data.io import read_mask
+
+    ds = build_dataset("cityscapes", CITYSCAPES, split="train")
+    assert len(ds) == 8
+    for i in (0, len(ds) - 1):
+        image, mask, sample = ds.read(i)
+        assert image.shape == (1024, 2048, 3) and mask.shape == (1024, 2048)
+        theirs = read_mask(str(sample.mask_path).replace("_labelIds", "_labelTrainIds"))
+        assert (mask == theirs).mean() > 0.99
+        assert {0, 2, 10, 255} <= set(np.unique(mask).tolist())  # road, building, sky, ignored
+    trained_ids = build_dataset("cityscapes", CITYSCAPES, "train", label_type="labelTrainIds")
+    assert trained_ids.read(0)[1].max() == 255
