@@ -443,9 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 
     s = add("synth", help="write a synthetic data set in the real layout")
-    s.add_argument("dataset", help="which data set's layout to write (e.g. carvana, helen)")
+    s.add_argument(
+        "dataset",
+        help="which data set's layout to write (carvana, helen, voc, cityscapes, color_masks)",
+    )
     s.add_argument("dst", help="folder to write the data set into")
-    s.add_argument("--n", type=int, default=2, help="cars (16 views each) or faces (default: 2)")
+    s.add_argument(
+        "--n",
+        type=int,
+        default=2,
+        help="cars (16 views each), faces, images (voc, color_masks) or frames per city and split (cityscapes) (default: 2)",
+    )
     s.add_argument(
         "--seed", type=int, default=0, help="random seed of the synthetic images (default: 0)"
     )

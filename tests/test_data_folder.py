@@ -11,6 +11,7 @@ from segkit.data import (
     Sample,
     SegmentationDataset,
     build_dataset,
+    dataset_metas,
     list_datasets,
     register_dataset,
     synth_carvana,
@@ -155,10 +156,13 @@ def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
         return synth_carvana(tmp_path / "c", cars=1, views=2, size=(48, 32)), "train", {}
     if name == "folder":
         return make_folder(tmp_path / "f", classes=3), None, {"classes": 3}
+    if name in ("voc", "cityscapes", "color_masks"):  # their own synthetic sets
+        dataset_metas()[name].synth(tmp_path / name, n=3)  # writes the set, says what it wrote
+        return tmp_path / name, (None if name == "color_masks" else "train"), {}
     raise AssertionError(f"registered dataset {name!r} has no test case: add one here")
 
 
-@pytest.mark.parametrize("name", ["helen", "carvana", "folder"])
+@pytest.mark.parametrize("name", ["helen", "carvana", "folder", "voc", "cityscapes", "color_masks"])
 def test_every_builtin_dataset_builds_by_name(name, tmp_path):
     root, split, options = _builtin_case(name, tmp_path)
     ds = build_dataset(name, root, split, **options)

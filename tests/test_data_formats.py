@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from segkit.cli import main
 from segkit.data import build_dataset
@@ -20,6 +19,7 @@ from segkit.data.formats import (
     train_ids_to_label_ids,
     voc_palette,
 )
+from segkit.data.formats.synth import SYNTH_TABLE, synth_cityscapes, synth_color_masks, synth_voc
 from segkit.errors import DataError
 
 #: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
@@ -27,78 +27,23 @@ DATA = Path(
     os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
 SIZE = (48, 32)  # width x height: not square, so predictions must come back in this size
+TABLE = SYNTH_TABLE
 
 
-def _image(rng: np.random.Generator) -> np.ndarray:
-    return rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+def make_voc(root: Path) -> Path:
+    return synth_voc(root, n=6)  # 6 masked (4 train, 2 val) + 3 unmasked images
 
 
-def _blocks(rng: np.random.Generator, values: list[int]) -> np.ndarray:
-    """A label map of four quadrants holding ``values`` drawn at random."""
-    h, w = SIZE[1], SIZE[0]
-    mask = np.zeros((h, w), np.uint8)
-    picks = rng.choice(values, 4)
-    mask[: h // 2, : w // 2], mask[: h // 2, w // 2 :] = picks[0], picks[1]
-    mask[h // 2 :, : w // 2], mask[h // 2 :, w // 2 :] = picks[2], picks[3]
-    return mask
+def make_cityscapes(root: Path) -> Path:
+    return synth_cityscapes(root, n=2)
 
 
-def make_voc(root: Path, n: int = 6, unmasked: int = 3) -> Path:
-    """``VOCdevkit/VOC2012`` with palette-PNG masks (a 255 border), train/val lists and images
-    that have no mask (as most of the release's have not)."""
-    base = root / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    palette = [v for color in voc_palette() for v in color]
-    ids = [f"2007_{i:06d}" for i in range(n + unmasked)]
-    for i, sample_id in enumerate(ids):
-        cv2.imwrite(str(base / "JPEGImages" / f"{sample_id}.jpg"), _image(rng))
-        if i < n:
-            mask = _blocks(rng, [0, 8, 12, 15])
-            mask[:, SIZE[0] // 2] = 255  # the boundary band VOC draws between objects
-            png = Image.fromarray(mask, mode="P")
-            png.putpalette(palette)
-            png.save(base / "SegmentationClass" / f"{sample_id}.png")
-    lists = base / "ImageSets" / "Segmentation"
-    (lists / "train.txt").write_text("\n".join(ids[: n - 2]) + "\n")
-    (lists / "val.txt").write_text("\n".join(ids[n - 2 : n]) + "\n")
-    return root
-
-
-def make_cityscapes(root: Path, cities: tuple[str, ...] = ("aachen", "bochum")) -> Path:
-    """``leftImg8bit/<split>/<city>/`` + ``gtFine/<split>/<city>/`` with labelIds 0..33."""
-    rng = np.random.default_rng(1)
-    for split in ("train", "val"):
-        for city in cities:
-            img_dir = root / "leftImg8bit" / split / city
-            gt_dir = root / "gtFine" / split / city
-            img_dir.mkdir(parents=True), gt_dir.mkdir(parents=True)
-            for frame in range(2):
-                stem = f"{city}_{frame:06d}_000019"
-                cv2.imwrite(str(img_dir / f"{stem}_leftImg8bit.png"), _image(rng))
-                labels = _blocks(rng, [7, 8, 11, 26, 1, 9])  # road, sidewalk, ..., ego, parking
-                cv2.imwrite(str(gt_dir / f"{stem}_gtFine_labelIds.png"), labels)
-                cv2.imwrite(str(gt_dir / f"{stem}_gtFine_color.png"), _image(rng))
-    return root
-
-
-TABLE = [("Sky", (128, 128, 128)), ("Road", (128, 64, 128)), ("Car", (64, 0, 128))]
-
-
-def make_color_masks(root: Path, n: int = 6, stray: tuple[int, int, int] | None = None) -> Path:
-    """``images/`` + ``masks/`` (RGB colour-coded) + ``class_dict.csv`` as CamVid has it."""
-    rng = np.random.default_rng(2)
-    (root / "images").mkdir(parents=True), (root / "masks").mkdir()
-    rows = ["name,r,g,b"] + [f"{name},{r},{g},{b}" for name, (r, g, b) in TABLE]
-    (root / "class_dict.csv").write_text("\n".join(rows) + "\n")
-    colors = np.array([c for _, c in TABLE], np.uint8)
-    for i in range(n):
-        rgb = colors[_blocks(rng, [0, 1, 2])]
-        if stray is not None and i == 0:
-            rgb[0, 0] = stray
-        cv2.imwrite(str(root / "images" / f"f{i}.jpg"), _image(rng))
-        cv2.imwrite(str(root / "masks" / f"f{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def make_color_masks(root: Path, stray: tuple[int, int, int] | None = None) -> Path:
+    synth_color_masks(root, n=6)
+    if stray is not None:  # one pixel of a colour the table does not hold
+        rgb = cv2.imread(str(root / "masks" / "f0.png"))
+        rgb[0, 0] = stray[::-1]
+        cv2.imwrite(str(root / "masks" / "f0.png"), rgb)
     return root
 
 

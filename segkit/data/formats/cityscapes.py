@@ -106,6 +106,17 @@ def _files(folder: Path, suffix: str) -> dict[str, Path]:
     return unique_keys(files, lambda p: p.name[: -len(suffix)], folder)
 
 
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+    """``segkit synth``: a small synthetic set in this layout; the message to show."""
+    from segkit.data.formats.synth import synth_cityscapes
+
+    synth_cityscapes(dst, n=n, seed=seed, overwrite=overwrite)
+    return (
+        f"wrote {n} synthetic frames per city (aachen, bochum) and split (train, val) in the "
+        f"Cityscapes layout to {dst}"
+    )
+
+
 @register_dataset("cityscapes")
 class CityscapesDataset(SegmentationDataset):
     """Cityscapes fine (or coarse) annotations as the 19 evaluated classes, 255 left out.
@@ -125,6 +136,7 @@ class CityscapesDataset(SegmentationDataset):
         palette=CITYSCAPES_PALETTE,
         ignore_index=255,
         flip_pairs=(),
+        synth=_synth,
         source="unpack leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
         "cityscapes-dataset.com there (leftImg8bit/ and gtFine/)",
     )

@@ -150,6 +150,14 @@ def _unknown_color(
     )
 
 
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+    """``segkit synth``: a small synthetic set in this layout; the message to show."""
+    from segkit.data.formats.synth import synth_color_masks
+
+    synth_color_masks(dst, n=n, seed=seed, overwrite=overwrite)
+    return f"wrote {n} synthetic images with colour-coded masks and class_dict.csv to {dst}"
+
+
 @register_dataset("color_masks")
 class ColorMaskDataset(SegmentationDataset):
     """Images with RGB colour-coded masks, read as class ids through a class-colour table.
@@ -169,7 +177,7 @@ class ColorMaskDataset(SegmentationDataset):
         ids: keep only these ids (image file stems), in this order.
     """
 
-    meta = DatasetMeta(flip_pairs=None)
+    meta = DatasetMeta(flip_pairs=None, synth=_synth)
 
     def __init__(
         self,

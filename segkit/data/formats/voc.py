@@ -94,6 +94,14 @@ def _voc_samples(base: Path, split_list: Path, images: str, masks: str) -> list[
     return samples
 
 
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+    """``segkit synth``: a small synthetic set in this layout; the message to show."""
+    from segkit.data.formats.synth import synth_voc
+
+    synth_voc(dst, n=n, seed=seed, overwrite=overwrite)
+    return f"wrote {n} masked + {n // 2} unmasked synthetic images in the VOC layout to {dst}"
+
+
 @register_dataset("voc")
 class VOCDataset(SegmentationDataset):
     """Pascal VOC 2012 semantic segmentation (21 classes, 255 = boundary, left out).
@@ -114,6 +122,7 @@ class VOCDataset(SegmentationDataset):
         palette=tuple(voc_palette(len(VOC_CLASSES))),
         ignore_index=255,
         flip_pairs=(),
+        synth=_synth,
         source="unpack VOCtrainval_11-May-2012.tar (VOCdevkit/VOC2012 with JPEGImages/, "
         "SegmentationClass/ and ImageSets/Segmentation/) there",
     )

@@ -1,0 +1,112 @@
+"""Small synthetic sets in the VOC, Cityscapes and colour-mask layouts (``segkit synth voc``).
+
+Each image is a few rectangles of classes, painted in class-dependent colours with noise, so
+a network can learn something in an epoch; masks are written in the format's own encoding
+(VOC palette PNG with a 255 boundary, Cityscapes labelIds, CamVid-style RGB + class_dict.csv).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segkit.data.synth import _check_destination
+
+#: width x height of the synthetic images (not square on purpose)
+SIZE = (48, 32)
+
+
+def _layout(rng: np.random.Generator, values: list[int], size: tuple[int, int]) -> np.ndarray:
+    """A label map of four quadrants holding ``values`` drawn at random."""
+    w, h = size
+    mask = np.zeros((h, w), np.uint8)
+    a, b, c, d = rng.choice(values, 4)
+    mask[: h // 2, : w // 2], mask[: h // 2, w // 2 :] = a, b
+    mask[h // 2 :, : w // 2], mask[h // 2 :, w // 2 :] = c, d
+    return mask
+
+
+def _photo(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """An RGB image whose colour follows the label (plus noise)."""
+    tone = (np.arange(256)[:, None] * np.array([[37, 91, 53]])) % 200 + 28
+    noise = rng.normal(0, 12, (*mask.shape, 3))
+    return np.clip(tone[mask] + noise, 0, 255).astype(np.uint8)
+
+
+def synth_voc(dst: str | Path, n: int = 6, seed: int = 0, overwrite: bool = False) -> Path:
+    """``<dst>/VOCdevkit/VOC2012`` with ``n`` masked images (palette PNG, 255 boundary band),
+    ``n // 2`` images without a mask, and train/val lists.
+    """
+    from segkit.data.formats.voc import voc_palette
+
+    base = Path(dst) / "VOCdevkit" / "VOC2012"
+    subs = [base / s for s in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")]
+    _check_destination("synth_voc", subs, overwrite=overwrite)
+    for sub in subs:
+        sub.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    palette = [v for color in voc_palette() for v in color]
+    ids = [f"2007_{i:06d}" for i in range(n + n // 2)]
+    for i, sample_id in enumerate(ids):
+        mask = _layout(rng, [0, 8, 12, 15], SIZE)
+        cv2.imwrite(str(subs[0] / f"{sample_id}.jpg"), _photo(rng, mask)[..., ::-1])
+        if i < n:
+            mask[:, SIZE[0] // 2] = 255  # the boundary band VOC draws between objects
+            png = Image.fromarray(mask, mode="P")
+            png.putpalette(palette)
+            png.save(subs[1] / f"{sample_id}.png")
+    cut = max(1, n - max(1, n // 3))
+    (subs[2] / "train.txt").write_text("\n".join(ids[:cut]) + "\n")
+    (subs[2] / "val.txt").write_text("\n".join(ids[cut:n]) + "\n")
+    return Path(dst)
+
+
+def synth_cityscapes(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False) -> Path:
+    """``leftImg8bit/`` + ``gtFine/`` (labelIds, incl. ids without a trainId) for ``n`` frames
+    per city of aachen and bochum, in train and val."""
+    dst = Path(dst)
+    folders = [dst / top / split / city for top in ("leftImg8bit", "gtFine")
+               for split in ("train", "val") for city in ("aachen", "bochum")]  # fmt: skip
+    _check_destination("synth_cityscapes", folders, overwrite=overwrite)
+    rng = np.random.default_rng(seed)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        for city in ("aachen", "bochum"):
+            for frame in range(n):
+                stem = f"{city}_{frame:06d}_000019"
+                labels = _layout(rng, [7, 8, 11, 26, 1, 9], SIZE)  # road ... ego, parking
+                image = _photo(rng, labels)[..., ::-1]
+                cv2.imwrite(
+                    str(dst / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"), image
+                )
+                cv2.imwrite(
+                    str(dst / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"), labels
+                )
+    return dst
+
+
+#: the class table :func:`synth_color_masks` writes (a part of CamVid's)
+SYNTH_TABLE = (("Sky", (128, 128, 128)), ("Road", (128, 64, 128)), ("Car", (64, 0, 128)))
+
+
+def synth_color_masks(dst: str | Path, n: int = 6, seed: int = 0, overwrite: bool = False) -> Path:
+    """``images/`` + ``masks/`` (RGB colour-coded) + ``class_dict.csv`` (name,r,g,b)."""
+    dst = Path(dst)
+    table = dst / "class_dict.csv"
+    _check_destination(
+        "synth_color_masks", [dst / "images", dst / "masks"], [table] * (not overwrite)
+    )
+    (dst / "images").mkdir(parents=True, exist_ok=True), (dst / "masks").mkdir(exist_ok=True)
+    rows = ["name,r,g,b"] + [f"{name},{r},{g},{b}" for name, (r, g, b) in SYNTH_TABLE]
+    table.write_text("\n".join(rows) + "\n")
+    colors = np.array([c for _, c in SYNTH_TABLE], np.uint8)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        ids = _layout(rng, [0, 1, 2], SIZE)
+        cv2.imwrite(str(dst / "images" / f"f{i}.jpg"), _photo(rng, ids)[..., ::-1])
+        cv2.imwrite(str(dst / "masks" / f"f{i}.png"), colors[ids][..., ::-1])
+    return dst
