@@ -95,6 +95,13 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     return f" Did you mean {' or '.join(names)}?"
 
 
+#: appended to unknown-name messages of the registries plugins extend
+PLUGIN_HINT = (
+    " A name registered in your own module needs that module imported first: list it in the "
+    "config's imports, or pass segkit --import MODULE."
+)
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> str:
     """Message for an unknown registry name: the name, suggestions, how to list them."""
     choices = sorted(choices)

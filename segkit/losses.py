@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.errors import ConfigError, suggest, unknown_name
+from segkit.errors import PLUGIN_HINT, ConfigError, suggest, unknown_name
 
 MODES = ("binary", "multiclass")
 
@@ -500,7 +500,9 @@ def parse_loss_expression(expression: str) -> list[tuple[float, str, dict[str, A
             )
         weight, name, args = match.groups()
         if name not in _LOSSES:
-            raise ConfigError(unknown_name("loss", name, _LOSSES) + " See `list_losses()`.")
+            raise ConfigError(
+                unknown_name("loss", name, _LOSSES) + " See `list_losses()`." + PLUGIN_HINT
+            )
         options = _term_options(args, expression)
         terms.append((1.0 if weight is None else float(weight), name, options))
     return terms

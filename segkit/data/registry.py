@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from segkit.errors import ConfigError, suggest, unknown_name
+from segkit.errors import PLUGIN_HINT, ConfigError, suggest, unknown_name
 
 if TYPE_CHECKING:
     from segkit.data.meta import DatasetMeta
@@ -75,7 +75,9 @@ def dataset_metas() -> dict[str, DatasetMeta]:
 def get_dataset_class(name: str) -> type:
     """The class registered as ``name``; unknown names raise ConfigError with suggestions."""
     if name not in _DATASETS:
-        raise ConfigError(unknown_name("dataset", name, _DATASETS) + " See `list_datasets()`.")
+        raise ConfigError(
+            unknown_name("dataset", name, _DATASETS) + " See `list_datasets()`." + PLUGIN_HINT
+        )
     return _DATASETS[name]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from segkit.errors import ConfigError, unknown_name
+from segkit.errors import PLUGIN_HINT, ConfigError, unknown_name
 from segkit.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 Builder = Callable[[ModelSpec], nn.Module]
@@ -104,7 +104,7 @@ def get_model_entry(name: str) -> ModelEntry:
         return _MODELS[name]
     except KeyError:
         message = unknown_name("model architecture", str(name), _MODELS)
-        raise ConfigError(f"{message} List them with `segkit models`.") from None
+        raise ConfigError(f"{message} List them with `segkit models`.{PLUGIN_HINT}") from None
 
 
 def list_models(pattern: str = "*") -> list[str]:
