@@ -84,7 +84,7 @@ def train_variant(
 ) -> dict[str, float]:  # fmt: skip
     """One fit of the Trainer; steady-state images/s and loader wait per step (epochs 2..)."""
     from segkit.config import SchedulerConfig, TrainConfig
-    from segkit.engine import Trainer, make_loader
+    from segkit.engine import Trainer, TrainerOptions, make_loader
     from segkit.losses import build_loss
 
     loader = TimedLoader(make_loader(dataset, BATCH, shuffle=True, num_workers=workers))
@@ -94,7 +94,7 @@ def train_variant(
     with quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 on CPU (--device cpu) warns that it is slow
         trainer = Trainer(model, build_loss("soft_dice"), optimizer, loader, None, cfg,
-                          SchedulerConfig("none"))  # fmt: skip
+                          TrainerOptions(SchedulerConfig("none")))  # fmt: skip
         trainer.fit()
     release_workers(loader.loader)
     with open(out_dir / "history.csv", newline="") as fh:

@@ -43,7 +43,7 @@ def child(kind: str, n: int, prepared: Path, raw: Path, size: int, out: Path) ->
     if kind in ("train", "train_full_size"):
         from segkit.config import AugmentConfig, SchedulerConfig, TrainConfig
         from segkit.data import IMAGENET_MEAN, IMAGENET_STD, CarvanaDataset, build_transforms
-        from segkit.engine import Trainer, make_loader
+        from segkit.engine import Trainer, TrainerOptions, make_loader
         from segkit.losses import build_loss
 
         transform = build_transforms(AugmentConfig(), size, True, IMAGENET_MEAN, IMAGENET_STD)
@@ -62,7 +62,7 @@ def child(kind: str, n: int, prepared: Path, raw: Path, size: int, out: Path) ->
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         with quiet():
             trainer = Trainer(model, build_loss("soft_dice"), optimizer, loader, None, cfg,
-                              SchedulerConfig("none"))  # fmt: skip
+                              TrainerOptions(SchedulerConfig("none")))  # fmt: skip
             trainer.fit()
     elif kind == "predict":
         from segkit.inference import predict

@@ -50,7 +50,7 @@ from segkit.data import (
     build_transforms,
     prepare_carvana,
 )
-from segkit.engine import Trainer, make_loader
+from segkit.engine import Trainer, TrainerOptions, make_loader
 from segkit.losses import build_loss
 
 BATCH = 16
@@ -101,7 +101,13 @@ def segkit_fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     with quiet():  # the Trainer prints one line per epoch; this script prints one JSON line
         trainer = Trainer(
-            model, build_loss("soft_dice"), optimizer, loader, None, cfg, SchedulerConfig("none")
+            model,
+            build_loss("soft_dice"),
+            optimizer,
+            loader,
+            None,
+            cfg,
+            TrainerOptions(SchedulerConfig("none")),
         )
         start = time.perf_counter()
         trainer.fit()

@@ -286,7 +286,7 @@ def train(
     ``resume`` continues a run (True: ``last.pt`` of ``train.out_dir``); ``overwrite`` replaces
     an earlier run in ``train.out_dir``, which is refused otherwise.
     """
-    from segkit.engine import Trainer, make_loader
+    from segkit.engine import Trainer, TrainerOptions, make_loader
 
     exp = build_experiment(cfg)
     d = cfg.data
@@ -309,10 +309,12 @@ def train(
         train_loader,
         val_loader,
         cfg=cfg.train,
-        scheduler_cfg=cfg.scheduler,
-        class_names=exp.class_names,
-        groups=exp.groups,
-        full_config=to_dict(cfg),
+        options=TrainerOptions(
+            scheduler=cfg.scheduler,
+            class_names=exp.class_names,
+            groups=exp.groups,
+            full_config=to_dict(cfg),
+        ),
     )
     return trainer.fit(resume=resume, overwrite=overwrite)
 

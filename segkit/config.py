@@ -102,6 +102,16 @@ class SchedulerConfig:
 
 
 @dataclass
+class HooksConfig:
+    """Built-in hooks that can be switched on or off (``train.hooks.plot=false``)."""
+
+    history: bool = True  #: history.csv, a row per epoch
+    plot: bool = True  #: curves.png and predictions.png
+    progress: bool = True  #: a summary line per epoch (and a tqdm bar with train.progress)
+    tensorboard: bool = False  #: <out_dir>/tensorboard event files (segkit[tensorboard])
+
+
+@dataclass
 class TrainConfig:
     """The training loop."""
 
@@ -122,6 +132,8 @@ class TrainConfig:
     empty_cache: bool = True  #: torch.cuda.empty_cache() between epochs on CUDA
     preview: int = 4  #: validation samples in the prediction grid
     progress: bool = True  #: tqdm bar when on a terminal
+    ema: float | None = None  #: weight average decay, e.g. 0.999 (validated, saved as best.pt)
+    hooks: HooksConfig = field(default_factory=HooksConfig)  #: built-in hooks on/off
 
 
 @dataclass
@@ -481,14 +493,24 @@ def config_reference() -> str:
             "| key | type | default | meaning |",
             "| --- | --- | --- | --- |",
         ]
-        comments = _field_comments(cls)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
-            default = getattr(getattr(defaults, section.name), f.name)
-            tp = tp.replace("|", "\\|")
-            lines.append(
-                f"| `{section.name}.{f.name}` | `{tp}` | `{default!r}` | {comments.get(f.name, '')} |"
-            )
+        lines += _reference_rows(getattr(defaults, section.name), section.name)
         lines.append("")
     return "\n".join(lines)
+
+
+def _reference_rows(defaults: Any, prefix: str) -> list[str]:
+    """Table rows of a section's keys; a nested dataclass (train.hooks) gives a row per key."""
+    rows = []
+    comments = _field_comments(type(defaults))
+    hints = typing.get_type_hints(type(defaults))
+    for f in dataclasses.fields(defaults):
+        default = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(default):
+            rows += _reference_rows(default, f"{prefix}.{f.name}")
+            continue
+        tp = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        tp = tp.replace("|", "\\|")
+        rows.append(
+            f"| `{prefix}.{f.name}` | `{tp}` | `{default!r}` | {comments.get(f.name, '')} |"
+        )
+    return rows

@@ -88,6 +88,39 @@ def to_image(
     return np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
 
 
+def preview_panels(
+    images: Any,
+    masks: Any,
+    preds: Any,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """An ``H x W x 3`` uint8 array: a row per sample with image / ground truth / prediction.
+
+    The array form of :func:`prediction_grid` (no figure, no legend), e.g. for TensorBoard.
+
+    Args:
+        images: ``N x C x H x W`` normalised images (tensor or array).
+        masks: ``N x H x W`` ground-truth labels.
+        preds: ``N x H x W`` predicted labels.
+        num_classes: colours to allot (default: the largest label + 1).
+        mean: normalisation mean to undo (see :func:`to_image`).
+        std: normalisation std to undo.
+        alpha: overlay opacity.
+    """
+    masks, preds = _numpy(masks), _numpy(preds)
+    classes = max(int(masks.max(initial=0)), int(preds.max(initial=0))) + 1
+    colors = palette(max(classes, num_classes or 0))
+    rows = []
+    for i in range(len(preds)):
+        image = to_image(images[i], mean, std)
+        overlays = [overlay(image, m[i], alpha, colors) for m in (masks, preds)]
+        rows.append(np.concatenate([image, *overlays], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
 def prediction_grid(
     images: Any,
     masks: Any,

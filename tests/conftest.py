@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from segkit.config import SchedulerConfig, TrainConfig
-from segkit.engine import Trainer, make_loader
+from segkit.config import HooksConfig, SchedulerConfig, TrainConfig
+from segkit.engine import Trainer, TrainerOptions, make_loader
 
 
 class TinySet(torch.utils.data.Dataset):
@@ -66,15 +66,19 @@ def build_trainer(
     hooks: list | None = None,
     full_config: dict | None = None,
     class_names: list[str] | None = None,
+    hooks_cfg: HooksConfig | None = None,
     **train: Any,
 ) -> Trainer:
-    """A Trainer on :class:`TinySet` data; ``train`` overrides :class:`TrainConfig` fields."""
+    """A Trainer on :class:`TinySet` data; ``train`` overrides :class:`TrainConfig` fields
+    (``hooks_cfg`` is ``train.hooks``: ``hooks`` are Hook objects)."""
     model = model if model is not None else build_tiny_net(classes)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     data_classes = 2 if classes == 1 else classes
     train.setdefault("progress", False)
     train.setdefault("preview", 0)
     train.setdefault("epochs", 2)
+    if hooks_cfg is not None:
+        train["hooks"] = hooks_cfg
     cfg = TrainConfig(out_dir=str(out_dir), **train)
     return Trainer(
         model,
@@ -83,10 +87,12 @@ def build_trainer(
         make_loader(TinySet(n_train, data_classes, seed=0), batch_size, shuffle=shuffle),
         make_loader(TinySet(n_val, data_classes, seed=1), batch_size, shuffle=False),
         cfg=cfg,
-        scheduler_cfg=scheduler or SchedulerConfig(name="none"),
+        options=TrainerOptions(
+            scheduler=scheduler or SchedulerConfig(name="none"),
+            full_config=full_config,
+            class_names=class_names,
+        ),
         hooks=hooks,
-        full_config=full_config,
-        class_names=class_names,
     )
 
 

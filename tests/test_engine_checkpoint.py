@@ -41,7 +41,7 @@ def run_dir(make_trainer, tiny_net, tmp_path_factory) -> Path:
 
 def test_checkpoint_contents(run_dir):
     ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-    assert ckpt["format"] == "segkit-checkpoint" and ckpt["version"] == 1
+    assert ckpt["format"] == "segkit-checkpoint" and ckpt["version"] == 2
     assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"], ckpt["iteration"]) == (2, 0, 8, 8)
     assert ckpt["model_spec"] == {
         "arch": "tiny",
@@ -51,16 +51,37 @@ def test_checkpoint_contents(run_dir):
     }
     assert ckpt["config"] == {"train": {"epochs": 2}}
     assert ckpt["class_names"] == ["class_0", "class_1", "class_2"]
-    assert ckpt["monitor"] == "val_miou" and ckpt["mode"] == "max"
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
-    assert {"scheduler", "scheduler_name", "scaler", "model_spec", "epoch_lr"} <= set(ckpt)
+    assert {"scaler", "model_spec", "epoch_lr"} <= set(ckpt) and "train_model" not in ckpt
     assert ckpt["optimizer"]["state"] and ckpt["optimizer"]["param_groups"][0]["lr"] == 0.01
-    assert ckpt["hooks"]["EarlyStopHook"] == {"bad": 0 if ckpt["best_epoch"] == 2 else 1}
     assert set(ckpt["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
-    assert "val_miou" in ckpt["metrics"]
-    best = load_checkpoint(run_dir / "best.pt")
-    assert best["epoch"] == best["best_epoch"] == ckpt["best_epoch"]
-    assert best["best"] == ckpt["best"] == max(best["best"], ckpt["metrics"]["val_miou"])
+    hooks = ckpt["hooks"]
+    best = hooks["best"]
+    assert (best["monitor"], best["mode"]) == ("val_miou", "max")
+    assert hooks["early_stop"] == {"bad": 0 if best["best_epoch"] == 2 else 1}
+    assert hooks["lr"]["name"] == "none" and "val_miou" in hooks["eval"]["metrics"]
+    assert set(hooks) == {
+        "config", "eval", "best", "lr", "early_stop", "history", "plot", "progress", "checkpoint"
+    }  # fmt: skip
+    best_pt = load_checkpoint(run_dir / "best.pt")
+    assert best_pt["epoch"] == best_pt["hooks"]["best"]["best_epoch"] == best["best_epoch"]
+    assert best["best"] == max(best["best"], hooks["eval"]["metrics"]["val_miou"])
+
+
+def test_a_format_1_checkpoint_is_upgraded_on_loading():
+    """tests/data/v1_*/last.pt were written by segkit before hooks owned their state."""
+    path = Path(__file__).parent / "data" / "v1_plateau" / "last.pt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["version"] == 1
+    ckpt = load_checkpoint(path)
+    assert ckpt["version"] == 2 and not {"best", "monitor", "scheduler", "metrics"} & set(ckpt)
+    hooks = ckpt["hooks"]
+    assert hooks["best"] == {
+        "best": raw["best"], "best_epoch": raw["best_epoch"], "monitor": "val_loss", "mode": "min"
+    }  # fmt: skip
+    assert hooks["lr"]["name"] == "plateau" and hooks["lr"]["scheduler"] == raw["scheduler"]
+    assert hooks["early_stop"] == raw["hooks"]["EarlyStopHook"]
+    assert hooks["eval"]["metrics"] == raw["metrics"]
 
 
 def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):

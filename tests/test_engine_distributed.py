@@ -55,6 +55,7 @@ sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
 import segkit.engine.hooks as H
+import segkit.engine.loggers as L
 import segkit.engine.trainer as T
 import segkit.viz as V
 from conftest import build_trainer as make_trainer
@@ -91,6 +92,7 @@ def spy_grid(images, masks, preds, path, **kwargs):
 
 
 T.save_checkpoint, T.copy_checkpoint, H._write_atomic = spy_save, spy_copy, spy_write
+L._write_atomic = spy_write
 V.plot_curves, V.prediction_grid = spy_curves, spy_grid
 trainer = make_trainer(out, epochs=2, n_train=8, n_val=5, monitor="val_miou", preview=2,
                        full_config={{"name": "ddp"}})

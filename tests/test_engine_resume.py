@@ -26,7 +26,7 @@ class StopAfter(HookBase):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def after_epoch(self) -> None:
+    def after_epoch(self, log) -> None:
         if self.trainer.epoch + 1 == self.epoch:
             self.trainer.request_stop("stopped")
 
@@ -244,7 +244,7 @@ class _InterruptOnce(HookBase):
             self.sent = True
             os.kill(os.getpid(), signal.SIGINT)
 
-    def after_epoch(self) -> None:
+    def after_epoch(self, log) -> None:
         if not self.sent and self.trainer.epoch == self.epoch:
             self.sent = True
             os.kill(os.getpid(), signal.SIGINT)
@@ -278,7 +278,7 @@ def test_a_new_monitor_starts_the_plateau_schedule_afresh(make_trainer, tmp_path
     )
     with pytest.warns(UserWarning, match="monitored value changed from 'val_loss'"):
         resumed.load(tmp_path / "last.pt")
-    assert resumed.schedule.scheduler.mode == "max" and resumed.best is None
+    assert resumed.schedule.scheduler.mode == "max" and resumed.get_hook("best").best is None
 
 
 def test_overwrite_removes_what_the_earlier_run_wrote(make_trainer, tmp_path):
@@ -316,7 +316,7 @@ def test_resume_with_loader_workers_equals_the_uninterrupted_run(run, tiny_net, 
     import numpy as np
 
     from segkit.config import TrainConfig
-    from segkit.engine import Trainer, make_loader
+    from segkit.engine import Trainer, TrainerOptions, make_loader
 
     class Augmented(tiny_set):  # augmentation randomness drawn in the worker processes
         def __getitem__(self, i):
@@ -334,7 +334,7 @@ def test_resume_with_loader_workers_equals_the_uninterrupted_run(run, tiny_net, 
             make_loader(Augmented(8), 2, shuffle=True, num_workers=2),
             make_loader(tiny_set(4, seed=1), 2, shuffle=False),
             cfg=TrainConfig(out_dir=str(out), epochs=3, progress=False, preview=0),
-            scheduler_cfg=SchedulerConfig(name="none"),
+            options=TrainerOptions(scheduler=SchedulerConfig(name="none")),
             hooks=list(hooks),
         )
         trainer.fit(resume=resume)
@@ -343,3 +343,36 @@ def test_resume_with_loader_workers_equals_the_uninterrupted_run(run, tiny_net, 
     reference = run(tmp_path / "a")
     run(tmp_path / "b", [_InterruptOnce(epoch=0)])
     assert torch.equal(run(tmp_path / "b", resume=True), reference)
+
+
+@pytest.mark.parametrize(
+    ("name", "epochs", "options"),
+    [
+        ("cosine", 3, {"scheduler": SchedulerConfig(name="cosine", warmup_epochs=1), "monitor": "val_miou"}),
+        ("plateau", 4, {"scheduler": SchedulerConfig(name="plateau", patience=0, factor=0.5), "early_stop": 3}),
+    ],
+)  # fmt: skip
+def test_a_format_1_checkpoint_resumes_as_the_straight_run(
+    name, epochs, options, make_trainer, tiny_net, tmp_path
+):
+    """tests/data/v1_*: last.pt + history.csv written by segkit before hooks owned their state
+    (see make_v1_checkpoints.py); resuming them equals an uninterrupted run of today's code."""
+    import shutil
+
+    def trainer(out):
+        model = tiny_net(3, dropout=0.2)
+        return model, make_trainer(out, model=model, epochs=epochs, deterministic=True, **options)
+
+    model, straight = trainer(tmp_path / "straight")
+    expected = straight.fit()
+    shutil.copytree(TESTS / "data" / f"v1_{name}", tmp_path / "old")
+    resumed_model, resumed = trainer(tmp_path / "old")
+    result = resumed.fit(resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(weights(resumed_model), weights(model)))
+    assert (result["best_epoch"], result["best_value"]) == (
+        expected["best_epoch"],
+        expected["best_value"],
+    )
+    assert history_without_timing(tmp_path / "old" / "history.csv") == history_without_timing(
+        tmp_path / "straight" / "history.csv"
+    )

@@ -12,7 +12,14 @@ from sklearn.metrics import f1_score, jaccard_score
 from torch import nn
 
 from segkit.config import SchedulerConfig, TrainConfig
-from segkit.engine import HookBase, Trainer, load_checkpoint, make_loader, resolve_amp
+from segkit.engine import (
+    HookBase,
+    Trainer,
+    TrainerOptions,
+    load_checkpoint,
+    make_loader,
+    resolve_amp,
+)
 from segkit.engine.hooks import CONFIG_HEADER
 from segkit.errors import ConfigError, DataError, TrainingError
 
@@ -62,7 +69,8 @@ def test_run_folder_history_and_metrics_match_sklearn(make_trainer, tiny_set, tm
     assert result["best_epoch"] == 1 + int(np.argmax(mious))
     assert result["best_value"] == pytest.approx(max(mious))
     best = load_checkpoint(result["best"])
-    assert best["epoch"] == result["best_epoch"] and best["best"] == pytest.approx(max(mious))
+    assert best["epoch"] == result["best_epoch"]
+    assert best["hooks"]["best"]["best"] == pytest.approx(max(mious))
     assert result["status"] == "completed" and result["epochs"] == 3
 
 
@@ -217,7 +225,7 @@ def test_validate_every_k_epochs_leaves_blanks(make_trainer, tmp_path):
     trainer.fit()
     rows = read_history(tmp_path / "history.csv")
     assert [r["val_loss"] != "" for r in rows] == [False, True, True]
-    assert trainer.best_epoch in (2, 3)
+    assert trainer.get_hook("best").best_epoch in (2, 3)
 
 
 class CountSteps(HookBase):
@@ -413,7 +421,7 @@ class PretendCuda(HookBase):
     def before_epoch(self) -> None:
         self.trainer.device = torch.device("cpu")
 
-    def after_epoch(self) -> None:
+    def after_epoch(self, log) -> None:
         self.trainer.device = torch.device("cuda")
 
 
@@ -488,7 +496,9 @@ def test_fit_stops_persistent_loader_workers(tiny_net, tiny_set, tmp_path):
     model = tiny_net(3)
     cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, progress=False, preview=0)
     opt = torch.optim.Adam(model.parameters())
-    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, train, val, cfg, SchedulerConfig("none"))
+    trainer = Trainer(
+        model, nn.CrossEntropyLoss(), opt, train, val, cfg, TrainerOptions(SchedulerConfig("none"))
+    )
     trainer.fit()
     # left to the garbage collector, each worker's shutdown would stall a later collection
     assert train._iterator is None and val._iterator is None

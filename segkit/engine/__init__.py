@@ -10,29 +10,33 @@ Example::
 
 from segkit.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segkit.engine.distributed import DistInfo, ShardSampler, shard_loader
+from segkit.engine.ema import EMAHook
 from segkit.engine.evaluation import Evaluator, evaluate_model, predict_labels, run_evaluation
 from segkit.engine.hooks import (
+    BestHook,
     CheckpointHook,
     ConfigHook,
     EarlyStopHook,
+    EpochLog,
     EvalHook,
-    HistoryHook,
     HookBase,
     LRSchedulerHook,
-    PlotHook,
-    ProgressHook,
 )
 from segkit.engine.loaders import make_loader, seed_everything, set_loader_epoch, worker_init_fn
+from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
 from segkit.engine.runtime import resolve_amp
 from segkit.engine.schedulers import SCHEDULERS, WarmupCosine, build_scheduler
-from segkit.engine.trainer import Trainer
+from segkit.engine.trainer import Trainer, TrainerOptions
 
 __all__ = [
     "SCHEDULERS",
+    "BestHook",
     "CheckpointHook",
     "ConfigHook",
     "DistInfo",
+    "EMAHook",
     "EarlyStopHook",
+    "EpochLog",
     "EvalHook",
     "Evaluator",
     "HistoryHook",
@@ -41,7 +45,9 @@ __all__ = [
     "PlotHook",
     "ProgressHook",
     "ShardSampler",
+    "TensorBoardHook",
     "Trainer",
+    "TrainerOptions",
     "WarmupCosine",
     "build_scheduler",
     "evaluate_model",

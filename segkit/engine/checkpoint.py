@@ -1,14 +1,12 @@
 """Checkpoints: atomic writes, safe (``weights_only``) loading, rebuilding a model.
 
 A segkit checkpoint is a ``dict`` of tensors and plain Python values only, so that
-``torch.load(path, weights_only=True)`` can open it without running any code. Keys:
-
-``format`` (``"segkit-checkpoint"``), ``version``, ``model`` (state dict), ``model_spec``
-(``model.spec.to_dict()`` or ``None``), ``optimizer``, ``scheduler``, ``scheduler_name``,
-``scaler``, ``epoch`` (completed epochs), ``batch_in_epoch`` (> 0 only when interrupted inside
-an epoch), ``step`` (optimizer steps), ``iteration`` (batches), ``train_sums`` and
-``epoch_lr`` (the unfinished epoch's), ``best``, ``best_epoch``, ``monitor``, ``mode``,
-``metrics`` (last validation), ``class_names``, ``config``, ``rng``, ``hooks``.
+``torch.load(path, weights_only=True)`` can open it without running any code. What goes in
+it is :meth:`segkit.engine.Trainer.state_dict`'s business (format 2: the model, its spec,
+class names and config, the trainer's counters, optimizer, scaler and RNG, and ``hooks``:
+each hook's state under its name). This module writes and reads the files, and upgrades
+checkpoints of format 1 (best value, schedule and metrics at the top level, hook states
+under class names) when it loads them.
 """
 
 from __future__ import annotations
@@ -16,11 +14,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +25,8 @@ import torch
 from segkit._files import replace_atomically
 from segkit.errors import CheckpointError
 
-if TYPE_CHECKING:
-    from segkit.engine.trainer import Trainer
-
 FORMAT = "segkit-checkpoint"
-VERSION = 1
+VERSION = 2
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype)
 
@@ -165,6 +159,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"Checkpoint {str(path)!r} has format version {state['version']}, newer than this "
             f"segkit understands ({VERSION}). Upgrade segkit to load it."
         )
+    return upgrade(state)
+
+
+#: format 1 named hook states by class; format 2 by the hook's name
+_V1_HOOK_NAMES = {"EarlyStopHook": "early_stop", "PlotHook": "plot"}
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of an older format in the current one (a current one as it is).
+
+    Format 1 kept the best value, the schedule and the last metrics at the top level; format 2
+    keeps them in the states of the hooks that own them (``best``, ``lr``, ``eval``).
+    """
+    if int(state.get("version", 1)) >= 2:
+        return state
+    state = dict(state)
+    hooks = {_V1_HOOK_NAMES.get(k, k): v for k, v in (state.pop("hooks", None) or {}).items()}
+    measure = {"monitor": state.pop("monitor", None), "mode": state.pop("mode", None)}
+    hooks["best"] = {"best": state.pop("best", None), "best_epoch": state.pop("best_epoch", None)}
+    hooks["best"].update(measure)
+    hooks["lr"] = {
+        "scheduler": state.pop("scheduler", None),
+        "name": state.pop("scheduler_name", None),
+        **measure,
+    }
+    hooks["eval"] = {"metrics": state.pop("metrics", None) or {}}
+    state["hooks"], state["version"] = hooks, 2
     return state
 
 
@@ -310,125 +331,3 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         cuda = [s.cpu() for s in state["cuda"]]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
-
-
-def trainer_state(trainer: Trainer, complete: bool = True) -> dict[str, Any]:
-    """A trainer's checkpoint contents; ``complete=False`` marks a stop inside an epoch."""
-    spec = getattr(trainer.model, "spec", None)
-    sched = trainer.schedule.scheduler
-    config = trainer.full_config or {
-        "train": to_plain(trainer.cfg),
-        "scheduler": to_plain(trainer.scheduler_cfg),
-    }
-    return {
-        "model": trainer.model.state_dict(),
-        "model_spec": to_plain(spec.to_dict()) if hasattr(spec, "to_dict") else None,
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": sched.state_dict() if sched is not None else None,
-        "scheduler_name": trainer.scheduler_cfg.name,
-        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
-        "epoch": trainer.epoch + 1 if complete else trainer.epoch,
-        "batch_in_epoch": 0 if complete else trainer.batch_in_epoch,
-        "step": trainer.step,
-        "iteration": trainer.iteration,
-        "train_sums": [0.0, 0] if complete else list(trainer.train_sums),
-        "epoch_lr": trainer.epoch_lr,
-        "best": trainer.best,
-        "best_epoch": trainer.best_epoch,
-        "monitor": trainer.monitor,
-        "mode": trainer.mode,
-        "metrics": dict(trainer.metrics),
-        "class_names": trainer.class_names,
-        "config": config,
-        "rng": rng_state(),
-        "hooks": {type(h).__name__: h.state_dict() for h in trainer.hooks},
-    }
-
-
-def check_resume_config(saved: dict[str, Any], trainer: Trainer, path: str | Path) -> None:
-    """Refuse a resume that changes what the checkpoint's weights mean; warn of other changes.
-
-    Raises:
-        ConfigError: a setting of :data:`segkit.config.RESUME_FIXED` differs from the run's.
-    """
-    from segkit.config import RESUME_FIXED, resume_changes
-    from segkit.errors import ConfigError
-
-    current = trainer.full_config or {
-        "train": to_plain(trainer.cfg),
-        "scheduler": to_plain(trainer.scheduler_cfg),
-    }
-    changes = resume_changes(to_plain(saved), current)
-    said = [f"{k}={new!r} (the run has {old!r})" for k, (old, new) in changes.items()]
-    fixed = [text for key, text in zip(changes, said) if key in RESUME_FIXED]
-    if fixed:
-        raise ConfigError(
-            f"Cannot resume {str(path)!r} with {', '.join(fixed)}: the checkpoint's weights "
-            "were trained with the run's value. Resume without that override, or start a new "
-            "run (another train.out_dir, or --overwrite) to train with it."
-        )
-    if said:
-        warnings.warn(
-            f"Resuming {path} with changed settings: {', '.join(said)}; they apply from here on.",
-            stacklevel=3,
-        )
-
-
-def restore_trainer(trainer: Trainer, path: str | Path) -> None:
-    """Load a checkpoint into a trainer: weights, optimizer, schedule, counters, RNG, hooks.
-
-    Raises:
-        CheckpointError: the file cannot be read or does not fit the model/optimizer.
-    """
-    # on the CPU: load_state_dict copies onto each parameter's device, and the RNG states
-    # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
-    state = load_checkpoint(path, map_location="cpu")
-    check_resume_config(state.get("config") or {}, trainer, path)
-    hint = "Resume with the model and optimizer settings the run was started with."
-    try:
-        if getattr(trainer.model, "spec", None) is not None:  # a short, specific explanation
-            from segkit.models import load_state
-
-            load_state(trainer.model, state["model"], source=str(path))
-        else:
-            trainer.model.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc} {hint}") from None
-    except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} does not fit this model/optimizer ({first[:300]}). {hint}"
-        ) from None
-    same_monitor = state.get("monitor") == trainer.monitor and state.get("mode") == trainer.mode
-    sched = trainer.schedule.scheduler
-    if sched is not None and state.get("scheduler") is not None:
-        name = trainer.scheduler_cfg.name
-        if state.get("scheduler_name") != name:
-            warnings.warn(
-                f"{path}: the schedule changed from {state.get('scheduler_name')!r} to "
-                f"{name!r}; it starts afresh.",
-                stacklevel=2,
-            )
-        elif name == "plateau" and not same_monitor:  # its best value and mode are the old ones
-            warnings.warn(
-                f"{path}: the monitored value changed from {state.get('monitor')!r} "
-                f"({state.get('mode')}) to {trainer.monitor!r} ({trainer.mode}); the plateau "
-                "schedule starts afresh.",
-                stacklevel=2,
-            )
-        else:
-            sched.load_state_dict(state["scheduler"])
-            trainer.schedule.match_length(f"Checkpoint {str(path)!r}")
-    if trainer.scaler is not None and state.get("scaler"):
-        trainer.scaler.load_state_dict(state["scaler"])
-    trainer.epoch, trainer.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
-    trainer.step, trainer.iteration = int(state["step"]), int(state["iteration"])
-    trainer.train_sums = list(state["train_sums"])
-    trainer.epoch_lr = float(state.get("epoch_lr", trainer.lr))
-    trainer.metrics = dict(state.get("metrics") or {})
-    if same_monitor:
-        trainer.best, trainer.best_epoch = state["best"], state["best_epoch"]
-    for hook in trainer.hooks:
-        hook.load_state_dict(dict(state.get("hooks", {}).get(type(hook).__name__, {})))
-    trainer.pending_rng = state["rng"]

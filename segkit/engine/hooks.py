@@ -1,32 +1,85 @@
-"""Trainer hooks: evaluation, LR stepping, early stopping, history, plots, progress, checkpoints.
+"""Trainer hooks: the hook interface, the per-epoch log, and the hooks that make a run.
 
-Each hook is a small object with ``before_train / before_epoch / after_step / after_epoch /
-after_train`` methods that read and write the trainer's attributes (detectron2's design). The
-Trainer runs its built-in hooks in the order of :func:`default_hooks`, then any extra hooks,
-then :class:`CheckpointHook` last so that ``last.pt`` captures every hook's state.
+A hook is a small object with ``before_train / before_epoch / after_step / after_epoch /
+after_train`` methods (detectron2's design). Hooks read the trainer's public counters
+(``epoch``, ``iteration``, ``stepped``, ...) but never write its attributes: what one hook
+tells another goes into the :class:`EpochLog` the trainer hands to every ``after_epoch``, and
+what a hook must remember across a resume is its own :meth:`HookBase.state_dict`, stored in
+the checkpoint under the hook's :attr:`~HookBase.name`.
+
+The built-in hooks run in this order (:meth:`segkit.engine.Trainer.build_hooks`)::
+
+    config  ema  eval  best  lr  early_stop  history  plot  tensorboard  progress  checkpoint
+
+``eval`` fills the log with ``val_*`` values, ``best`` decides whether the monitored value
+improved, the hooks after it read that decision, and ``checkpoint`` runs last so that
+``last.pt`` holds every hook's state. Hooks registered later go before ``checkpoint``.
+This module holds the hooks that decide the run; the loggers (history, plot, tensorboard,
+progress) live in :mod:`segkit.engine.loggers` and the weight average in
+:mod:`segkit.engine.ema`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
+import logging
 import math
-import sys
-import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from segkit._files import write_bytes_atomic
 from segkit.errors import ConfigError, suggest
 
-if TYPE_CHECKING:
-    from segkit.engine.trainer import Trainer
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochLog:
+    """What one epoch produced; the trainer hands it to each hook's ``after_epoch`` in turn.
+
+    Attributes:
+        epoch: the epoch just trained, 1-based.
+        values: the history row: ``lr``, ``train_loss``, ``images_per_s`` (from the trainer),
+            ``val_*`` (from the ``eval`` hook); other hooks may add numbers.
+        validated: whether the monitored value was measured this epoch (every
+            ``train.val_every`` epochs and at the last).
+        monitored: the monitored value when validated, else None (``best`` hook).
+        improved: whether ``monitored`` beat every earlier value (``best`` hook).
+        best: the best monitored value so far and ``best_epoch`` its epoch (``best`` hook).
+        preview: validation samples ``{"image", "mask", "pred"}`` for figures (``eval`` hook).
+    """
+
+    epoch: int
+    values: dict[str, Any] = field(default_factory=dict)
+    validated: bool = False
+    monitored: float | None = None
+    improved: bool = False
+    best: float | None = None
+    best_epoch: int | None = None
+    preview: dict[str, Any] | None = None
 
 
 class HookBase:
-    """A hook does nothing unless it overrides a method; ``trainer`` is set on registration."""
+    """A hook does nothing unless it overrides a method; ``trainer`` is set on registration.
 
-    trainer: Trainer
+    Attributes:
+        name: the key of the hook's state in a checkpoint, and how a hook is replaced or
+            removed (``Trainer.register_hooks`` replaces a hook of the same name). Defaults
+            to the class name; a subclass of a built-in hook keeps the built-in's name.
+    """
+
+    name: str = ""
+    trainer: Any  # the Trainer (not imported here: the engine's modules import downwards)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.name:  # a subclass of a built-in hook keeps its name, and so replaces it
+            cls.name = cls.__name__
+
+    def setup(self) -> None:
+        """Called once when the hook is registered, before any checkpoint is loaded."""
 
     def before_train(self) -> None:
         """Called once before the first epoch (after a resume has been loaded)."""
@@ -37,8 +90,8 @@ class HookBase:
     def after_step(self) -> None:
         """Called after every batch (``trainer.stepped`` says whether the optimizer stepped)."""
 
-    def after_epoch(self) -> None:
-        """Called at the end of every epoch, after training on all of its batches."""
+    def after_epoch(self, log: EpochLog) -> None:
+        """Called at the end of every epoch with the epoch's log, which hooks read and fill."""
 
     def after_train(self) -> None:
         """Called when training completes, stops early or is interrupted (not after errors)."""
@@ -47,14 +100,15 @@ class HookBase:
         """Called always, errors included: release what the hook holds open."""
 
     def state_dict(self) -> dict[str, Any]:
-        """What to store in a checkpoint (plain values) to resume this hook."""
+        """What to store in a checkpoint (plain values and tensors) to resume this hook."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned (an empty dict: nothing was stored)."""
 
 
-def _better(value: float, best: float | None, mode: str) -> bool:
+def better(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` in direction ``mode`` (NaN never does)."""
     if value is None or math.isnan(value):
         return False
     if best is None or math.isnan(best):
@@ -62,12 +116,25 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-class EvalHook(HookBase):
-    """Validate every ``val_every`` epochs (and at the last one), track the monitored value.
+def check_monitor(monitor: str, known: list[str]) -> None:
+    """Raise ConfigError when ``monitor`` is not among ``known``, suggesting close names."""
+    if monitor not in known:
+        raise ConfigError(
+            f"train.monitor={monitor!r} is not among the values this run computes."
+            f"{suggest(monitor, known)} Available: {', '.join(known)}."
+        )
 
-    Sets ``trainer.metrics`` (``val_*`` values), ``trainer.monitored`` (None when this epoch
-    was not validated), ``trainer.improved``, ``trainer.best`` and ``trainer.best_epoch``.
+
+class EvalHook(HookBase):
+    """Validate every ``train.val_every`` epochs and at the last; put ``val_*`` into the log.
+
+    State: the last validation's metrics (what ``fit()`` reports after a resume).
     """
+
+    name = "eval"
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
 
     def before_train(self) -> None:
         """Check ``train.monitor`` against the metric names before training, when they are known."""
@@ -82,65 +149,139 @@ class EvalHook(HookBase):
         known = ["val_loss", *(f"val_{k}" for k in cm.compute(t.groups))]
         if len(names) == 2:
             known += ["val_soft_dice", "val_soft_dice_global"]
-        self.check(t.monitor, known)
+        check_monitor(t.monitor, known)
 
-    @staticmethod
-    def check(monitor: str, known: list[str]) -> None:
-        """Raise ConfigError when ``monitor`` is not among ``known``, suggesting close names."""
-        if monitor not in known:
-            raise ConfigError(
-                f"train.monitor={monitor!r} is not among the values this run computes."
-                f"{suggest(monitor, known)} Available: {', '.join(known)}."
-            )
-
-    def after_epoch(self) -> None:
+    def after_epoch(self, log: EpochLog) -> None:
         t = self.trainer
-        t.improved, t.monitored = False, None
-        epoch = t.epoch + 1
-        if epoch % t.cfg.val_every != 0 and epoch != t.cfg.epochs:
+        if log.epoch % t.cfg.val_every != 0 and log.epoch != t.cfg.epochs:
             return
         if t.val_loader is not None:
-            t.metrics = t.validate()
-            t.log.update(t.metrics)
-        self.check(t.monitor, [k for k in t.log if k.startswith(("val_", "train_"))])
-        t.monitored = float(t.log[t.monitor])
-        if _better(t.monitored, t.best, t.mode):
-            t.best, t.best_epoch, t.improved = t.monitored, epoch, True
+            self.metrics = t.validate()
+            log.values.update(self.metrics)
+            log.preview = t.evaluator.preview_batch()
+        log.validated = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.metrics = dict(state.get("metrics") or {})
+
+
+class BestHook(HookBase):
+    """Track the best value of ``train.monitor``: set the log's ``monitored``, ``improved``,
+    ``best`` and ``best_epoch``. ``checkpoint`` then copies ``last.pt`` to ``best.pt``.
+
+    State: ``best``, ``best_epoch`` and the ``monitor`` / ``mode`` they were measured with (a
+    resumed run that monitors something else starts afresh).
+    """
+
+    name = "best"
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def after_epoch(self, log: EpochLog) -> None:
+        if log.validated:
+            known = [k for k in log.values if k.startswith(("val_", "train_"))]
+            check_monitor(self.monitor, known)
+            log.monitored = float(log.values[self.monitor])
+            if better(log.monitored, self.best, self.mode):
+                self.best, self.best_epoch, log.improved = log.monitored, log.epoch, True
+        log.best, log.best_epoch = self.best, self.best_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, **self._measure()}
+
+    def _measure(self) -> dict[str, str]:
+        return {"monitor": self.monitor, "mode": self.mode}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state and {k: state.get(k) for k in ("monitor", "mode")} == self._measure():
+            self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
 
 
 class LRSchedulerHook(HookBase):
-    """Step the LR schedule after optimizer steps, epochs or validations, as it needs."""
+    """Step the LR schedule after optimizer steps, epochs or validations, as it needs.
+
+    State: the scheduler's state dict with the schedule's name and the monitored value it
+    follows; a resumed run with another schedule (or a plateau schedule on another monitored
+    value) starts the schedule afresh, with a warning.
+    """
+
+    name = "lr"
+
+    def __init__(self, schedule: Any, scheduler_name: str, monitor: str, mode: str) -> None:
+        self.schedule = schedule  # segkit.engine.schedulers.Schedule
+        self.scheduler_name = scheduler_name
+        self.monitor, self.mode = monitor, mode
 
     def after_step(self) -> None:
-        t = self.trainer
-        if t.stepped and t.schedule.interval == "batch":
-            t.schedule.scheduler.step()
+        if self.trainer.stepped and self.schedule.interval == "batch":
+            self.schedule.scheduler.step()
 
-    def after_epoch(self) -> None:
-        t = self.trainer
-        if t.schedule.interval == "epoch":
-            t.schedule.scheduler.step()
-        elif t.schedule.interval == "validation" and t.monitored is not None:
-            t.schedule.scheduler.step(t.monitored)
+    def after_epoch(self, log: EpochLog) -> None:
+        if self.schedule.interval == "epoch":
+            self.schedule.scheduler.step()
+        elif self.schedule.interval == "validation" and log.monitored is not None:
+            self.schedule.scheduler.step(log.monitored)
+
+    def state_dict(self) -> dict[str, Any]:
+        sched = self.schedule.scheduler
+        return {
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "name": self.scheduler_name,
+            "monitor": self.monitor,
+            "mode": self.mode,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sched = self.schedule.scheduler
+        if sched is None or state.get("scheduler") is None:
+            return
+        name = self.scheduler_name
+        same = (state.get("monitor"), state.get("mode")) == (self.monitor, self.mode)
+        if state.get("name") != name:
+            warnings.warn(
+                f"The schedule changed from {state.get('name')!r} to {name!r}; it starts afresh.",
+                stacklevel=2,
+            )
+        elif name == "plateau" and not same:  # its best value and mode are the old ones
+            warnings.warn(
+                f"The monitored value changed from {state.get('monitor')!r} "
+                f"({state.get('mode')}) to {self.monitor!r} ({self.mode}); the plateau "
+                "schedule starts afresh.",
+                stacklevel=2,
+            )
+        else:
+            sched.load_state_dict(state["scheduler"])
+            self.schedule.match_length("The checkpoint")
 
 
 class EarlyStopHook(HookBase):
-    """Stop after ``cfg.early_stop`` validations without improvement of the monitored value."""
+    """Stop after ``patience`` validations without improvement (None: only count them).
+
+    State: the count of validations without improvement.
+    """
+
+    name = "early_stop"
 
     def __init__(self, patience: int | None) -> None:
         self.patience = patience
         self.bad = 0
 
-    def after_epoch(self) -> None:
-        t = self.trainer
-        if t.monitored is None:
+    def after_epoch(self, log: EpochLog) -> None:
+        if log.monitored is None:
             return
-        self.bad = 0 if t.improved else self.bad + 1
+        self.bad = 0 if log.improved else self.bad + 1
         if self.patience is not None and self.bad >= self.patience:
+            t = self.trainer
             t.request_stop(
                 "early_stopped",
                 f"early stop: {t.monitor} has not improved for {self.bad} validations "
-                f"(best {t.best:.4f} at epoch {t.best_epoch})",
+                f"(best {log.best:.4f} at epoch {log.best_epoch})",
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -148,59 +289,6 @@ class EarlyStopHook(HookBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bad = int(state.get("bad", 0))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-class HistoryHook(HookBase):
-    """``history.csv``: a row per epoch (epoch, lr, train_loss, val_loss, val metrics, seconds,
-    images_per_s). A resumed run keeps the rows up to its checkpoint and continues the file.
-
-    For an epoch resumed in its middle, ``seconds`` and ``images_per_s`` cover only the part
-    run after the resume (``train_loss`` covers the whole epoch).
-    """
-
-    FIRST = ("epoch", "lr", "train_loss", "val_loss")
-    LAST = ("seconds", "images_per_s")
-
-    def before_train(self) -> None:
-        t = self.trainer
-        rows = t.history  # a later fit() of the same trainer goes on with its rows
-        path = t.out_dir / "history.csv"
-        if t.resumed and path.is_file():
-            with open(path, newline="") as f:
-                rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        t.history = [row for row in rows if int(row["epoch"]) <= t.epoch]
-
-    def after_epoch(self) -> None:
-        t = self.trainer
-        row = dict(t.log)
-        row["seconds"] = time.perf_counter() - t.epoch_start
-        t.history.append(row)
-        if t.dist.is_main:
-            _write_atomic(t.out_dir / "history.csv", self.to_csv(t.history))
-
-    def to_csv(self, rows: list[dict[str, Any]]) -> str:
-        """The rows as CSV text, columns in a stable order, blanks where a value is missing."""
-        middle: list[str] = []
-        for row in rows:
-            middle += [k for k in row if k not in self.FIRST + self.LAST and k not in middle]
-        columns = [*self.FIRST, *middle, *self.LAST]
-        out = io.StringIO()
-        writer = csv.DictWriter(out, columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
-        return out.getvalue()
-
-
-def _number(text: str) -> float | int | None:
-    if text == "":
-        return None
-    value = float(text)
-    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
 #: first line of the ``config.yaml`` a run writes; a file without it is not segkit's to replace
@@ -213,8 +301,6 @@ def is_run_config(path: Path) -> bool:
     Copies from before the header existed are recognised as complete dumps of every section
     without comments; a hand-written config (comments, or some sections only) is not.
     """
-    import dataclasses
-
     import yaml
 
     from segkit.config import Config
@@ -230,9 +316,15 @@ def is_run_config(path: Path) -> bool:
     return "#" not in text and isinstance(data, dict) and sections <= set(data)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
 class ConfigHook(HookBase):
     """Write the run's resolved configuration as ``config.yaml`` (not when nothing will train:
     a resume of a finished run leaves the file as the epochs that ran wrote it)."""
+
+    name = "config"
 
     def before_train(self) -> None:
         t = self.trainer
@@ -243,151 +335,59 @@ class ConfigHook(HookBase):
             _write_atomic(t.out_dir / "config.yaml", f"{CONFIG_HEADER}\n{text}")
 
 
-class PlotHook(HookBase):
-    """``curves.png`` (loss curves and the monitored metric) and ``predictions.png`` (image /
-    ground truth / prediction for the preview samples at the best epoch).
-
-    Curves are redrawn at most every ``every_s`` seconds and at the end; predictions are
-    kept when the monitored value improves and drawn at the end. An interrupted run exits at
-    once without drawing; the kept predictions travel in ``last.pt``, so its resumed run
-    draws both.
-    """
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        self.every_s = every_s
-        self.last_draw = 0.0
-        self.best_preview: dict[str, Any] | None = None
-
-    def before_train(self) -> None:
-        self.last_draw = time.perf_counter()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best_preview": self.best_preview} if self.best_preview else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_preview = state.get("best_preview")
-
-    def after_epoch(self) -> None:
-        t = self.trainer
-        if t.improved and t.preview is not None:
-            self.best_preview = dict(t.preview, epoch=t.epoch + 1)
-        if t.dist.is_main and time.perf_counter() - self.last_draw > self.every_s:
-            self.draw_curves()
-
-    def draw_curves(self) -> None:
-        from segkit import viz
-
-        t = self.trainer
-        if t.history:
-            viz.plot_curves(t.history, t.out_dir / "curves.png", monitor=t.monitor)
-        self.last_draw = time.perf_counter()
-
-    def after_train(self) -> None:
-        t = self.trainer
-        if not t.dist.is_main or t.status == "interrupted":
-            return
-        self.draw_curves()
-        p = self.best_preview
-        if p is not None and "image" in p:
-            from segkit import viz
-
-            spec = getattr(t.model, "spec", None)
-            viz.prediction_grid(
-                p["image"],
-                p["mask"],
-                p["pred"],
-                t.out_dir / "predictions.png",
-                class_names=t.class_names,
-                mean=getattr(spec, "mean", None),
-                std=getattr(spec, "std", None),
-                title=f"epoch {p['epoch']}: image / ground truth / prediction",
-            )
-
-
-class ProgressHook(HookBase):
-    """A tqdm bar per epoch (loss, lr, images/s) on a terminal, and one summary line per epoch."""
-
-    def __init__(self, bar: bool | None = None, stream: Any = None) -> None:
-        self.stream = stream or sys.stdout
-        self.want_bar = bar
-        self.bar: Any = None
-        self.last_post = 0.0
-
-    def before_epoch(self) -> None:
-        t = self.trainer
-        show = self.want_bar
-        if show is None:
-            show = t.cfg.progress and sys.stderr.isatty()
-        if show and t.dist.is_main:
-            from tqdm.auto import tqdm
-
-            total = len(t.train_loader)
-            self.bar = tqdm(
-                total=total,
-                initial=t.batch_in_epoch,
-                desc=f"epoch {t.epoch + 1}/{t.cfg.epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
-
-    def after_step(self) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        now = time.perf_counter()
-        if now - self.last_post > 0.5:
-            t = self.trainer
-            rate = t.images_seen / max(now - t.epoch_start, 1e-9)
-            post = f"loss={t.loss_value:.4f} lr={t.lr:.2e} {rate:.1f} img/s"
-            self.bar.set_postfix_str(post, refresh=False)
-            self.last_post = now
-
-    def after_epoch(self) -> None:
-        self.close()
-        t = self.trainer
-        if not t.dist.is_main:
-            return
-        parts = [f"epoch {t.epoch + 1}/{t.cfg.epochs}", f"lr {t.log['lr']:.2e}"]
-        headline = ["train_loss", "val_loss", t.monitor, "val_miou", "val_soft_dice"]
-        headline += [f"val_f1_{g}" for g in t.groups or {}]
-        for key in dict.fromkeys(headline):
-            if t.log.get(key) is not None:
-                parts.append(f"{key} {t.log[key]:.4f}")
-        parts.append(f"{time.perf_counter() - t.epoch_start:.1f}s")
-        parts.append(f"{t.log.get('images_per_s') or 0:.1f} img/s")
-        if t.improved:
-            parts.append(f"* best {t.monitor}")
-        print("  ".join(parts), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 class CheckpointHook(HookBase):
-    """``last.pt`` after every epoch and ``best.pt`` when the monitored value improves (rank 0).
+    """``last.pt`` after every epoch and ``best.pt`` when the log says the run improved.
 
     The state is serialised once: on improvement ``best.pt`` becomes a link to (or copy of) the
-    new ``last.pt``, which halves the time spent writing checkpoints.
+    new ``last.pt``, which halves the time spent writing checkpoints. Runs last, so that
+    ``last.pt`` holds every other hook's state after the epoch.
     """
 
-    def after_epoch(self) -> None:
+    name = "checkpoint"
+
+    def after_epoch(self, log: EpochLog) -> None:
         t = self.trainer
         last = t.out_dir / "last.pt"
         t.save(last, t.state_dict(complete=True))
-        if t.improved:
+        if log.improved:
             t.copy(last, t.out_dir / "best.pt")
 
 
-def default_hooks(trainer: Trainer) -> list[HookBase]:
-    """The built-in hooks in their running order, without the final :class:`CheckpointHook`."""
-    return [
-        ConfigHook(),
-        EvalHook(),
-        LRSchedulerHook(),
-        EarlyStopHook(trainer.cfg.early_stop),
-        HistoryHook(),
-        PlotHook(),
-        ProgressHook(),
-    ]
+def check_hook(hook: Any) -> None:
+    """Raise TypeError unless ``hook`` is a :class:`HookBase` whose ``after_epoch`` takes the log.
+
+    Hooks written before the log existed defined ``after_epoch(self)``; they read what they
+    need from ``log`` now (``log.values``, ``log.improved``, ...).
+    """
+    if not isinstance(hook, HookBase):
+        raise TypeError(
+            f"A hook must be a segkit.engine.HookBase, got {type(hook).__name__}; subclass "
+            "HookBase and override the events it needs."
+        )
+    import inspect
+
+    parameters = inspect.signature(hook.after_epoch).parameters
+    if not parameters:
+        raise TypeError(
+            f"{type(hook).__name__}.after_epoch takes no argument; it receives the epoch's "
+            "log now: def after_epoch(self, log) (see segkit.engine.EpochLog)."
+        )
+
+
+def place_hook(hooks: list[HookBase], hook: HookBase) -> None:
+    """Put ``hook`` into the running order ``hooks`` (in place).
+
+    A hook with a registered hook's name replaces it in its place; any other goes before the
+    ``checkpoint`` hook (last when there is none), so that ``last.pt`` holds its state.
+
+    Raises:
+        TypeError: see :func:`check_hook`.
+    """
+    check_hook(hook)
+    names = [h.name for h in hooks]
+    if hook.name in names:
+        hooks[names.index(hook.name)] = hook
+    elif "checkpoint" in names:
+        hooks.insert(names.index("checkpoint"), hook)
+    else:
+        hooks.append(hook)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, DataError
 
 
 def worker_error(exc: BaseException) -> BaseException | None:
@@ -170,3 +170,40 @@ def release_workers(loader: Any) -> None:
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
         loader._iterator = None
+
+
+def has_no_batches(loader: Any) -> bool:
+    """True for a loader with a length of 0 (loaders without a length are not checked)."""
+    try:
+        return len(loader) == 0
+    except TypeError:
+        return False
+
+
+def check_loaders(train_batches: int, val_loader: Any, monitor: str, dist: Any) -> None:
+    """Refuse loaders a run cannot train or validate with, before the first epoch.
+
+    Raises:
+        DataError: the training loader (or, on any process, the validation loader) is empty.
+        ConfigError: ``monitor`` is a validation value and there is no validation loader.
+    """
+    from segkit.engine import distributed as D
+
+    if train_batches == 0:
+        raise DataError(
+            "The training loader yields no batches: the data set is empty or smaller than "
+            "the batch size with drop_last. Add data or lower the batch size."
+        )
+    if val_loader is None and not monitor.startswith("train_"):
+        raise ConfigError(
+            f"train.monitor={monitor!r} needs a validation loader; pass val_loader or "
+            "monitor train_loss."
+        )
+    if val_loader is not None and D.any_rank(has_no_batches(val_loader), dist):
+        # found now, not after a first epoch (and under torchrun no rank waits for another)
+        raise DataError(
+            "The validation loader yields no batches on at least one process: the "
+            "validation set is empty or has fewer samples than processes. Add validation "
+            "data (data.val_fraction), run fewer processes, or monitor train_loss without "
+            "a val_loader."
+        )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from segkit.config import TrainConfig
-from segkit.errors import ConfigError, unknown_name
+from segkit.errors import CheckpointError, ConfigError, unknown_name
 
 
 def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
@@ -80,3 +83,67 @@ class StopOnSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, Any], source: str) -> None:
+    """Load ``weights`` into ``module``; a segkit model explains a mismatch briefly."""
+    if getattr(module, "spec", None) is not None:  # a short, specific explanation
+        from segkit.models import load_state
+
+        load_state(module, weights, source=source)
+    else:
+        module.load_state_dict(weights)
+
+
+@contextmanager
+def checkpoint_fits(source: str) -> Iterator[None]:
+    """Turn a load that does not fit the model or optimizer into one CheckpointError."""
+    hint = "Resume with the model and optimizer settings the run was started with."
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} {hint}") from None
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"Checkpoint {source!r} does not fit this model/optimizer ({first[:300]}). {hint}"
+        ) from None
+
+
+def resume_hint(has_config: bool) -> str:
+    """Printed after an interrupt, formatted with {path} (last.pt) and {config} (config.yaml)."""
+    python_hint = "Trainer(...).fit(resume={path!r})"
+    if has_config:
+        return f"segkit train {{config}} --resume {{path}}  (Python: {python_hint})"
+    return python_hint
+
+
+def not_finite_message(trainer: Any, value: float, n: int) -> str:
+    """Why training stopped at batch ``n`` with a loss of ``value``, and what to do."""
+    t = trainer
+    where = f"epoch {t.epoch + 1}, step {n} of {t.n_batches}"
+    what = (
+        f"The loss is {value}" if not math.isfinite(value) else "Another rank's loss is not finite"
+    )
+    kept = (
+        f"best.pt and last.pt in {t.out_dir} are from the last completed epoch"
+        if (t.out_dir / "last.pt").is_file()
+        else "no checkpoint had been written yet"
+    )
+    return (
+        f"{what} at {where} (optimizer step {t.step}). Training stopped; {kept}. Lower the "
+        "learning rate, set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
+    )
+
+
+def report_interrupt(trainer: Any) -> None:
+    """Tell the user where an interrupted run stopped and how to resume it (rank 0)."""
+    t = trainer
+    if not t.dist.is_main:
+        return
+    path = t.out_dir / "last.pt"
+    hint = t.resume_hint.format(path=str(path), config=t.out_dir / "config.yaml")
+    where = f"epoch {t.epoch + 1}, step {t.batch_in_epoch}"
+    if t.batch_in_epoch == 0:
+        where = f"the end of epoch {t.epoch}"
+    print(f"Training interrupted at {where}; saved {path}.\nResume with: {hint}", flush=True)

@@ -1,16 +1,20 @@
 """The training loop: :class:`Trainer` runs epochs of :meth:`Trainer.run_step`; hooks do the rest.
 
-Evaluation, LR stepping, early stopping, the history file, plots, progress and checkpoints
-live in :mod:`segkit.engine.hooks`. Resume with ``Trainer(...).fit(resume=True)`` (the run
-folder's ``last.pt``) or ``fit(resume="path/to/last.pt")``.
+Evaluation, best-value tracking, LR stepping, early stopping, checkpoints
+(:mod:`segkit.engine.hooks`), the history file, plots, TensorBoard, progress
+(:mod:`segkit.engine.loggers`) and the weight average (:mod:`segkit.engine.ema`) are hooks.
+Resume with ``Trainer(...).fit(resume=True)`` (the run folder's ``last.pt``) or
+``fit(resume="path/to/last.pt")``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -23,35 +27,74 @@ from segkit.config import SchedulerConfig, TrainConfig
 from segkit.engine import distributed as D
 from segkit.engine.checkpoint import (
     copy_checkpoint,
-    restore_trainer,
+    load_checkpoint,
+    rng_state,
     save_checkpoint,
     set_rng_state,
     to_plain,
-    trainer_state,
 )
+from segkit.engine.ema import EMAHook
 from segkit.engine.evaluation import Evaluator, run_evaluation, unpack_batch
-from segkit.engine.hooks import CheckpointHook, HookBase, default_hooks, is_run_config
-from segkit.engine.loaders import release_workers, seed_everything, set_loader_epoch, worker_error
-from segkit.engine.runtime import StopOnSignal, check_train_config, resolve_amp
-from segkit.engine.schedulers import build_scheduler, current_lr
-from segkit.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    SegkitError,
-    TrainingError,
-    command_line,
+from segkit.engine.hooks import (
+    BestHook,
+    CheckpointHook,
+    ConfigHook,
+    EarlyStopHook,
+    EpochLog,
+    EvalHook,
+    HookBase,
+    LRSchedulerHook,
+    place_hook,
 )
+from segkit.engine.loaders import (
+    check_loaders,
+    release_workers,
+    seed_everything,
+    set_loader_epoch,
+    worker_error,
+)
+from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
+from segkit.engine.run_folder import check_resume_config, check_run_folder, resume_path
+from segkit.engine.runtime import (
+    StopOnSignal,
+    check_train_config,
+    checkpoint_fits,
+    load_weights,
+    not_finite_message,
+    report_interrupt,
+    resolve_amp,
+    resume_hint,
+)
+from segkit.engine.schedulers import build_scheduler, current_lr
+from segkit.errors import SegkitError, TrainingError, unknown_name
 
-#: files whose presence marks a run folder as holding a run (a lone config.yaml does not:
-#: a run that failed before its first epoch ended may simply be started again)
-RUN_FILES = ("last.pt", "best.pt", "history.csv")
-#: figures a run draws; removed with the run files when a run is overwritten
-PLOT_FILES = ("curves.png", "predictions.png")
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerOptions:
+    """What a :class:`Trainer` needs beside the model, loss, optimizer, loaders and loop settings.
+
+    Attributes:
+        scheduler: the LR schedule (default: :class:`~segkit.config.SchedulerConfig`).
+        class_names: label names (default: ``model.spec.class_names`` or generated).
+        groups: class groups whose F1 is reported, e.g. ``{"eyes": [4, 5]}``.
+        out_dir: run folder (default ``cfg.out_dir``).
+        full_config: the whole resolved config, written to ``config.yaml`` and checkpoints.
+    """
+
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    class_names: Sequence[str] | None = None
+    groups: dict[str, Sequence[int]] | None = None
+    out_dir: str | Path | None = None
+    full_config: dict[str, Any] | None = None
 
 
 class Trainer:
     """Train a segmentation model: accumulation, AMP, LR schedules, validation, checkpoints.
+
+    The loop is :meth:`fit` -> :meth:`run_epoch` -> :meth:`run_step`; everything else is a
+    hook (:meth:`build_hooks`, :meth:`register_hooks`, :mod:`segkit.engine.hooks`).
 
     Args:
         model: network returning logits ``N x C x H x W`` (``C == 1``: binary task).
@@ -60,12 +103,9 @@ class Trainer:
         train_loader: yields ``{"image", "mask", ...}`` batches (see :func:`make_loader`).
         val_loader: validation batches; required unless ``cfg.monitor`` is ``train_loss``.
         cfg: the loop's settings.
-        scheduler_cfg: the LR schedule.
-        class_names: label names (default: ``model.spec.class_names`` or generated).
-        groups: class groups whose F1 is reported, e.g. ``{"eyes": [4, 5]}``.
-        out_dir: run folder (default ``cfg.out_dir``).
-        full_config: the whole resolved config, written to ``config.yaml`` and checkpoints.
-        hooks: extra :class:`HookBase` objects, run after the built-in ones.
+        options: the schedule, class names and groups, run folder and full config.
+        hooks: hooks of your own, registered after the built-in ones (one with a built-in
+            hook's name replaces it).
     """
 
     def __init__(
@@ -76,16 +116,40 @@ class Trainer:
         train_loader: Any,
         val_loader: Any = None,
         cfg: TrainConfig | None = None,
-        scheduler_cfg: SchedulerConfig | None = None,
-        class_names: Sequence[str] | None = None,
-        groups: dict[str, Sequence[int]] | None = None,
-        out_dir: str | Path | None = None,
-        full_config: dict[str, Any] | None = None,
+        options: TrainerOptions | None = None,
         hooks: Sequence[HookBase] | None = None,
     ) -> None:
         self.cfg = cfg = cfg if cfg is not None else TrainConfig()
-        self.scheduler_cfg = scheduler_cfg if scheduler_cfg is not None else SchedulerConfig()
+        opts = options if options is not None else TrainerOptions()
         check_train_config(cfg)
+        self._setup_device(model, loss_fn)
+        self.optimizer = optimizer
+        self._setup_loaders(train_loader, val_loader)
+        self.scheduler_cfg = opts.scheduler
+        steps = math.ceil(self.n_batches / cfg.accumulate)
+        self.schedule = build_scheduler(optimizer, opts.scheduler, cfg.epochs, steps, self.mode)
+        self.out_dir = Path(opts.out_dir if opts.out_dir is not None else cfg.out_dir)
+        names = opts.class_names or getattr(getattr(model, "spec", None), "class_names", None)
+        self.class_names = list(names) if names else None
+        self.groups = opts.groups
+        self.full_config = to_plain(opts.full_config) if opts.full_config is not None else None
+        ignore = getattr(loss_fn, "ignore_index", None)
+        ignore = ignore if isinstance(ignore, int) and ignore >= 0 else None
+        self.evaluator = Evaluator(self.class_names, opts.groups, ignore, preview=cfg.preview)
+        self.resume_hint = resume_hint(self.full_config is not None)
+        self.epoch = self.step = self.iteration = self.batch_in_epoch = 0
+        self.status, self.resumed, self.stepped, self.stop_reason = "new", False, False, ""
+        self.train_sums = [0.0, 0]  # sum of loss * images, images (this epoch)
+        self.loss_value, self.images_seen, self.epoch_start = math.nan, 0, time.perf_counter()
+        self.epoch_lr = self.lr
+        self.pending_rng: dict[str, Any] | None = None
+        self._signals = StopOnSignal()
+        self._hooks: list[HookBase] = []
+        self.register_hooks([*self.build_hooks(), *(hooks or [])])
+
+    def _setup_device(self, model: nn.Module, loss_fn: Any) -> None:
+        """Device, DDP, AMP, memory format and compilation for ``model`` and ``loss_fn``."""
+        cfg = self.cfg
         self.dist = D.setup(cfg.device)
         self.device = self.dist.device
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
@@ -93,77 +157,99 @@ class Trainer:
         self._autocast: Any = nullcontext()  # reused every step: entering it is not free
         if self.amp_dtype is not None:
             self._autocast = torch.autocast(self.device.type, dtype=self.amp_dtype)
+        fp16 = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.eval_net = torch.compile(self.model) if cfg.compile else self.model
+        self.eval_model: nn.Module = self.model  # validated, and saved as a checkpoint's model
         self.net = self.eval_net
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.eval_net, device_ids=ids)
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
-        self.optimizer = optimizer
+
+    def _setup_loaders(self, train_loader: Any, val_loader: Any) -> None:
+        """Shard the loaders over processes; check them against ``train.monitor``."""
+        cfg = self.cfg
         self.train_loader = D.shard_loader(train_loader, self.dist, cfg.seed, train=True)
         self.val_loader = None
         if val_loader is not None:
             self.val_loader = D.shard_loader(val_loader, self.dist, cfg.seed)
         self.n_batches = len(self.train_loader)
-        if self.n_batches == 0:
-            raise DataError(
-                "The training loader yields no batches: the data set is empty or smaller than "
-                "the batch size with drop_last. Add data or lower the batch size."
-            )
         self.monitor = cfg.monitor
         # only val_loss / train_loss are losses: a class named e.g. "gloss" gives a score
         self.mode = cfg.mode or ("min" if cfg.monitor in ("val_loss", "train_loss") else "max")
-        if self.val_loader is None and not self.monitor.startswith("train_"):
-            raise ConfigError(
-                f"train.monitor={self.monitor!r} needs a validation loader; pass val_loader or "
-                "monitor train_loss."
-            )
-        if self.val_loader is not None and D.any_rank(_no_batches(self.val_loader), self.dist):
-            # found now, not after a first epoch (and under torchrun no rank waits for another)
-            raise DataError(
-                "The validation loader yields no batches on at least one process: the "
-                "validation set is empty or has fewer samples than processes. Add validation "
-                "data (data.val_fraction), run fewer processes, or monitor train_loss without "
-                "a val_loader."
-            )
-        steps = math.ceil(self.n_batches / cfg.accumulate)
-        self.schedule = build_scheduler(optimizer, self.scheduler_cfg, cfg.epochs, steps, self.mode)
-        fp16 = self.amp_dtype == torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
-        self.out_dir = Path(out_dir if out_dir is not None else cfg.out_dir)
-        spec = getattr(model, "spec", None)
-        names = class_names if class_names is not None else getattr(spec, "class_names", None)
-        self.class_names = list(names) if names else None
-        self.groups = groups
-        self.full_config = to_plain(full_config) if full_config is not None else None
-        ignore = getattr(loss_fn, "ignore_index", None)
-        ignore = ignore if isinstance(ignore, int) and ignore >= 0 else None
-        self.evaluator = Evaluator(self.class_names, groups, ignore, preview=cfg.preview)
-        # printed after an interrupt, formatted with {path} (last.pt) and {config} (config.yaml)
-        python_hint = "Trainer(...).fit(resume={path!r})"
-        self.resume_hint = python_hint
-        if self.full_config is not None:
-            self.resume_hint = f"segkit train {{config}} --resume {{path}}  (Python: {python_hint})"
-        self.epoch = self.step = self.iteration = self.batch_in_epoch = 0
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.status, self.resumed, self.stepped, self.improved = "new", False, False, False
-        self.monitored: float | None = None
-        self.metrics: dict[str, float] = {}
-        self.log: dict[str, Any] = {}
-        self.history: list[dict[str, Any]] = []
-        self.preview: dict[str, torch.Tensor] | None = None
-        self.train_sums = [0.0, 0]  # sum of loss * images, images (this epoch)
-        self.loss_value, self.images_seen, self.epoch_start = math.nan, 0, time.perf_counter()
-        self.epoch_lr = self.lr
-        self.pending_rng: dict[str, Any] | None = None
-        self._signals = StopOnSignal()
-        self.hooks = [*default_hooks(self), *(hooks or []), CheckpointHook()]
-        for hook in self.hooks:
+        check_loaders(self.n_batches, self.val_loader, self.monitor, self.dist)
+
+    # ------------------------------------------------------------------ hooks
+
+    def build_hooks(self) -> list[HookBase]:
+        """The built-in hooks, in running order; override to change them.
+
+        Order: config, ema (``train.ema``), eval, best, lr, early_stop, history, plot,
+        tensorboard, progress, checkpoint. ``train.hooks`` switches history, plot, progress
+        and tensorboard; a subclass may return any list (keep ``checkpoint`` last, so that
+        ``last.pt`` holds the other hooks' state after each epoch).
+        """
+        cfg, on = self.cfg, self.cfg.hooks
+        hooks: list[HookBase | None] = [
+            ConfigHook(),
+            EMAHook(cfg.ema) if cfg.ema is not None else None,
+            EvalHook(),
+            BestHook(self.monitor, self.mode),
+            LRSchedulerHook(self.schedule, self.scheduler_cfg.name, self.monitor, self.mode),
+            EarlyStopHook(cfg.early_stop),
+            HistoryHook() if on.history else None,
+            PlotHook() if on.plot else None,
+            TensorBoardHook() if on.tensorboard else None,
+            ProgressHook() if on.progress else None,
+            CheckpointHook(),
+        ]
+        return [h for h in hooks if h is not None]
+
+    @property
+    def hooks(self) -> tuple[HookBase, ...]:
+        """The registered hooks in running order (change them with :meth:`register_hooks`
+        and :meth:`remove_hooks`)."""
+        return tuple(self._hooks)
+
+    def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
+        """Add hooks; each receives every event from now on, in a documented place.
+
+        A hook whose ``name`` is already registered replaces that hook in its place; any other
+        goes before the ``checkpoint`` hook (last when there is none). ``None`` is skipped.
+
+        Raises:
+            TypeError: an object that is not a :class:`HookBase`, or an ``after_epoch``
+                without the ``log`` argument.
+        """
+        for hook in hooks:
+            if hook is None:
+                continue
+            place_hook(self._hooks, hook)
             hook.trainer = self
-        base = HookBase.after_step
-        self._step_hooks = [h for h in self.hooks if type(h).after_step is not base]
+            hook.setup()
+
+    def remove_hooks(self, *names: str) -> None:
+        """Switch off the hooks of these names (e.g. ``"plot"``, ``"progress"``).
+
+        Raises:
+            ValueError: no hook has one of the names; the message lists the registered ones.
+        """
+        registered = [h.name for h in self._hooks]
+        for name in names:
+            if name not in registered:
+                raise ValueError(unknown_name("hook", name, registered))
+        self._hooks = [h for h in self._hooks if h.name not in names]
+
+    def get_hook(self, name: str) -> HookBase | None:
+        """The registered hook called ``name``, or None."""
+        return next((h for h in self._hooks if h.name == name), None)
+
+    def evaluate_with(self, module: nn.Module) -> None:
+        """Validate ``module`` instead of the trained model, and save it as checkpoints'
+        ``model`` (the trained weights are saved beside it for resuming); used by EMA."""
+        self.eval_model = module
 
     @property
     def lr(self) -> float:
@@ -193,11 +279,11 @@ class Trainer:
         if self.status == "new":  # a second fit() goes on with the random streams as they are
             seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
         self.resumed = bool(resume)
-        self._check_run_folder(resume, overwrite)
+        check_run_folder(self, resume, overwrite)
         if self.dist.is_main and (removed := remove_stale_temp_files(self.out_dir)):
             print(removed, flush=True)  # what a kill -9 during a write left behind
         if resume:
-            self.load(self._resume_path(resume))
+            self.load(resume_path(self.out_dir, resume))
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         D.barrier(self.dist)
@@ -212,7 +298,7 @@ class Trainer:
                 if self.status == "running":
                     self.status = "completed"
                 if self.status == "interrupted":
-                    self._report_interrupt()
+                    report_interrupt(self)
                 self._call("after_train")
         except SegkitError as exc:  # a loader worker's error: as one line, as without workers
             raise (worker_error(exc) or exc) from exc
@@ -247,13 +333,14 @@ class Trainer:
                 return
         sums = D.all_reduce_sum(torch.tensor(self.train_sums, dtype=torch.float64), self.dist)
         seconds = time.perf_counter() - self.epoch_start
-        self.log = {
-            "epoch": self.epoch + 1,
+        log = EpochLog(self.epoch + 1)
+        log.values = {
             "lr": self.epoch_lr,
             "train_loss": float(sums[0] / sums[1]) if sums[1] else math.nan,
             "images_per_s": self.images_seen * self.dist.world_size / max(seconds, 1e-9),
         }
-        self._call("after_epoch")
+        for hook in self.hooks:
+            hook.after_epoch(log)
         if self.device.type == "cuda" and self.cfg.empty_cache:
             torch.cuda.empty_cache()
         self.epoch, self.batch_in_epoch, self.train_sums = self.epoch + 1, 0, [0.0, 0]
@@ -264,23 +351,6 @@ class Trainer:
         if self.pending_rng is not None:
             set_rng_state(self.pending_rng)
             self.pending_rng = None
-
-    def _not_finite_message(self, value: float, n: int) -> str:
-        where = f"epoch {self.epoch + 1}, step {n} of {self.n_batches}"
-        what = (
-            f"The loss is {value}"
-            if not math.isfinite(value)
-            else "Another rank's loss is not finite"
-        )
-        kept = (
-            f"best.pt and last.pt in {self.out_dir} are from the last completed epoch"
-            if (self.out_dir / "last.pt").is_file()
-            else "no checkpoint had been written yet"
-        )
-        return (
-            f"{what} at {where} (optimizer step {self.step}). Training stopped; {kept}. Lower the "
-            "learning rate, set train.grad_clip (e.g. 1.0) or train.amp=off, or check the data."
-        )
 
     def run_step(self, batch: Any) -> None:
         """Forward and backward one batch; step the optimizer every ``accumulate`` batches."""
@@ -297,7 +367,7 @@ class Trainer:
             # decided together: a rank that stopped alone would leave the others waiting
             # for it in the next gradient all-reduce
             if D.any_rank(not math.isfinite(value), self.dist):
-                raise TrainingError(self._not_finite_message(value, n))
+                raise TrainingError(not_finite_message(self, value, n))
             group = self._group_size(n)
             if group > 1:
                 loss = loss / group
@@ -310,7 +380,7 @@ class Trainer:
         self.train_sums[1] += batch_size
         self.images_seen += batch_size
         self.batch_in_epoch, self.iteration = n, self.iteration + 1
-        for hook in self._step_hooks:
+        for hook in self._hooks:  # the live list: a hook registered at any time gets every step
             hook.after_step()
 
     def _group_size(self, n: int) -> int:
@@ -338,9 +408,10 @@ class Trainer:
         Under DDP every rank first takes rank 0's buffers (BatchNorm running statistics drift
         apart between ranks), so the metrics are those of the model that rank 0 saves.
         """
-        D.broadcast_buffers(self.model, self.dist)
+        D.broadcast_buffers(self.eval_model, self.dist)
+        net = self.eval_net if self.eval_model is self.model else self.eval_model
         result = run_evaluation(
-            self.eval_net,
+            net,
             self.val_loader,
             self.evaluator,
             self.device,
@@ -350,27 +421,17 @@ class Trainer:
             self.dist,
         )
         self.class_names = self.evaluator.class_names
-        self.preview = self.evaluator.preview_batch()
         return {f"val_{k}": v for k, v in result.items()}
 
     def request_stop(self, status: str, message: str = "") -> None:
-        """Stop after the current epoch with ``status`` (e.g. ``early_stopped``)."""
-        self.status = status
+        """Stop after the current epoch with ``status`` (e.g. ``early_stopped``) and the
+        reason ``message`` (logged, and printed by the progress hook)."""
+        self.status, self.stop_reason = status, message
         if message and self.dist.is_main:
-            print(message, flush=True)
+            logger.info(message)
 
     def _stop_requested(self) -> bool:
         return D.any_rank(self._signals.received is not None, self.dist)
-
-    def _report_interrupt(self) -> None:
-        if not self.dist.is_main:
-            return
-        path = self.out_dir / "last.pt"
-        hint = self.resume_hint.format(path=str(path), config=self.out_dir / "config.yaml")
-        where = f"epoch {self.epoch + 1}, step {self.batch_in_epoch}"
-        if self.batch_in_epoch == 0:
-            where = f"the end of epoch {self.epoch}"
-        print(f"Training interrupted at {where}; saved {path}.\nResume with: {hint}", flush=True)
 
     def _call(self, method: str) -> None:
         for hook in self.hooks:
@@ -379,23 +440,79 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """What :meth:`fit` returns."""
         best = self.out_dir / "best.pt"
+        tracker, evaluation = self.get_hook("best"), self.get_hook("eval")
+        best_value = getattr(tracker, "best", None)
+        best_epoch = getattr(tracker, "best_epoch", None)
         return {
             "status": self.status,
-            "best": best if self.best_epoch is not None and best.is_file() else None,
+            "best": best if best_epoch is not None and best.is_file() else None,
             "last": self.out_dir / "last.pt",
             "history": self.out_dir / "history.csv",
             "out_dir": self.out_dir,
             "monitor": self.monitor,
             "mode": self.mode,
-            "best_value": self.best,
-            "best_epoch": self.best_epoch,
+            "best_value": best_value,
+            "best_epoch": best_epoch,
             "epochs": self.epoch,
-            "metrics": dict(self.metrics),
+            "metrics": dict(getattr(evaluation, "metrics", {})),
         }
 
     def state_dict(self, complete: bool = True) -> dict[str, Any]:
-        """The checkpoint contents; ``complete=False`` marks a stop inside the epoch."""
-        return trainer_state(self, complete)
+        """The checkpoint contents: the evaluated model and its description, the trainer's
+        counters, optimizer, scaler and RNG, and each hook's state under its name.
+
+        ``complete=False`` marks a stop inside the epoch (its batches so far are kept).
+        """
+        spec = getattr(self.model, "spec", None)
+        state = {
+            "model": self.eval_model.state_dict(),
+            "model_spec": to_plain(spec.to_dict()) if hasattr(spec, "to_dict") else None,
+            "class_names": self.class_names,
+            "config": self.config_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch + 1 if complete else self.epoch,
+            "batch_in_epoch": 0 if complete else self.batch_in_epoch,
+            "step": self.step,
+            "iteration": self.iteration,
+            "train_sums": [0.0, 0] if complete else list(self.train_sums),
+            "epoch_lr": self.epoch_lr,
+            "rng": rng_state(),
+            "hooks": {h.name: h.state_dict() for h in self.hooks},
+        }
+        if self.eval_model is not self.model:
+            state["train_model"] = self.model.state_dict()
+        return state
+
+    def config_dict(self) -> dict[str, Any]:
+        """The run's config as checkpoints store it: the full config, else train + scheduler."""
+        if self.full_config:
+            return self.full_config
+        return {"train": to_plain(self.cfg), "scheduler": to_plain(self.scheduler_cfg)}
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore what :meth:`state_dict` returned (older checkpoint formats are upgraded by
+        :func:`~segkit.engine.checkpoint.load_checkpoint` first).
+
+        Raises:
+            CheckpointError: the weights or the optimizer state do not fit, naming ``source``.
+        """
+        trained = state.get("train_model", state["model"])
+        with checkpoint_fits(source):
+            load_weights(self.model, trained, source)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.eval_model is not self.model:  # the EMA: from the trained weights if none
+                load_weights(self.eval_model, state["model"], source)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.step, self.iteration = int(state["step"]), int(state["iteration"])
+        self.train_sums = list(state["train_sums"])
+        self.epoch_lr = float(state.get("epoch_lr", self.lr))
+        saved = state.get("hooks", {})
+        for hook in self.hooks:
+            hook.load_state_dict(dict(saved.get(hook.name) or {}))
+        self.pending_rng = state["rng"]
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
         """Write a checkpoint from rank 0, with every rank waiting until it is written."""
@@ -410,86 +527,14 @@ class Trainer:
             copy_checkpoint(src, dst)
         D.barrier(self.dist)
 
-    def _check_run_folder(self, resume: Any, overwrite: bool) -> None:
-        """Refuse a run folder this run must not write into; clear it when overwriting."""
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ConfigError(
-                f"train.out_dir {str(self.out_dir)!r} is a file, not a folder; choose a folder "
-                "for the run (it is created if missing)."
-            )
-        if resume and overwrite:
-            raise ConfigError(
-                "resume and overwrite contradict each other: resume continues the run in "
-                f"{str(self.out_dir)!r}, overwrite replaces it. Pass one of them."
-            )
-        self._refuse_foreign_config()
-        if not resume and self.status == "new":
-            self._clear_earlier_run() if overwrite else self._refuse_earlier_run()
-
-    def _refuse_foreign_config(self) -> None:
-        path = self.out_dir / "config.yaml"
-        foreign = self.full_config is not None and path.is_file() and not is_run_config(path)
-        if D.any_rank(foreign, self.dist):
-            raise ConfigError(
-                f"{str(path)!r} was not written by a segkit run (a config of your own?), and the "
-                "run would replace it with its resolved settings. Choose another train.out_dir "
-                "(e.g. runs/exp), or move that file."
-            )
-
-    def _clear_earlier_run(self) -> None:
-        """Remove what an earlier run wrote here, so that none of it passes for the new run's."""
-        if self.dist.is_main:
-            for name in (*RUN_FILES, *PLOT_FILES):
-                (self.out_dir / name).unlink(missing_ok=True)
-        D.barrier(self.dist)
-
-    def _no_checkpoint_message(self) -> str:
-        """Why a run folder with a history but no checkpoint cannot be resumed, and the way on."""
-        config = self.out_dir / "config.yaml"
-        again = "Trainer(...).fit(overwrite=True)"
-        if command_line() and config.is_file():
-            again = f"segkit train {config} --overwrite"
-        return (
-            f"Run folder {str(self.out_dir)!r} holds history.csv but no checkpoint: the earlier "
-            "run was stopped before it wrote last.pt, so there is nothing to resume. Choose "
-            f"another train.out_dir, or start this one afresh with: {again}"
-        )
-
-    def _refuse_earlier_run(self) -> None:
-        names = [n for n in RUN_FILES if (self.out_dir / n).exists()]
-        if D.any_rank(bool(names), self.dist):  # every rank raises, or none does
-            held = ", ".join(names) or "files"
-            if names == ["history.csv"]:
-                raise ConfigError(self._no_checkpoint_message())
-            raise ConfigError(
-                f"Run folder {str(self.out_dir)!r} already holds {held} from an earlier run. "
-                "Continue it with --resume (fit(resume=True)), choose another train.out_dir, or "
-                "replace it with --overwrite (fit(overwrite=True))."
-            )
-
-    def _resume_path(self, resume: str | Path | bool) -> Path:
-        if resume is True:
-            path = self.out_dir / "last.pt"
-            if not path.is_file() and (self.out_dir / "history.csv").is_file():
-                raise CheckpointError(self._no_checkpoint_message())
-            if not path.is_file():
-                raise CheckpointError(
-                    f"Cannot resume: {str(path)!r} does not exist (no earlier run in {self.out_dir}). "
-                    "Start without resume, or pass the path of the checkpoint to continue from."
-                )
-            return path
-        return Path(resume)
-
     def load(self, path: str | Path) -> None:
-        """Restore model, optimizer, schedule, scaler, counters, RNG and hooks from a checkpoint."""
-        restore_trainer(self, path)
+        """Restore model, optimizer, scaler, counters, RNG and hooks from a checkpoint file."""
+        # on the CPU: load_state_dict copies onto each parameter's device, and the RNG states
+        # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
+        state = load_checkpoint(path, map_location="cpu")
+        check_resume_config(state.get("config") or {}, self.config_dict(), path)
+        self.load_state_dict(state, source=str(path))
         if self.dist.is_main and self.epoch >= self.cfg.epochs:
-            print(f"{path} already completed {self.epoch} epochs; raise train.epochs to go on.")
-
-
-def _no_batches(loader: Any) -> bool:
-    """True for a loader with a length of 0 (loaders without a length are not checked)."""
-    try:
-        return len(loader) == 0
-    except TypeError:
-        return False
+            logger.warning(
+                "%s already completed %d epochs; raise train.epochs to go on.", path, self.epoch
+            )

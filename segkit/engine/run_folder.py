@@ -1,0 +1,140 @@
+"""The run folder's policy: refuse a folder that holds another run, clear it on overwrite.
+
+A folder holds a run when it has one of :data:`RUN_FILES` (a lone ``config.yaml`` does not:
+a run that failed before its first epoch ended may simply be started again).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from segkit.engine import distributed as D
+from segkit.engine.hooks import is_run_config
+from segkit.errors import CheckpointError, ConfigError, command_line
+
+#: files whose presence marks a run folder as holding a run
+RUN_FILES = ("last.pt", "best.pt", "history.csv")
+#: figures a run draws; removed with the run files when a run is overwritten
+PLOT_FILES = ("curves.png", "predictions.png")
+
+
+def check_run_folder(trainer: Any, resume: Any, overwrite: bool) -> None:
+    """Refuse a run folder ``trainer`` must not write into; clear it when overwriting.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, holds a config.yaml of the user's, or holds an
+            earlier run while neither ``resume`` nor ``overwrite`` is given (or both are).
+    """
+    out_dir, dist = trainer.out_dir, trainer.dist
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(
+            f"train.out_dir {str(out_dir)!r} is a file, not a folder; choose a folder "
+            "for the run (it is created if missing)."
+        )
+    if resume and overwrite:
+        raise ConfigError(
+            "resume and overwrite contradict each other: resume continues the run in "
+            f"{str(out_dir)!r}, overwrite replaces it. Pass one of them."
+        )
+    _refuse_foreign_config(out_dir, trainer.full_config is not None, dist)
+    if not resume and trainer.status == "new":
+        if overwrite:
+            _clear_earlier_run(out_dir, dist)
+        else:
+            _refuse_earlier_run(out_dir, dist)
+
+
+def _refuse_foreign_config(out_dir: Path, writes_config: bool, dist: Any) -> None:
+    path = out_dir / "config.yaml"
+    foreign = writes_config and path.is_file() and not is_run_config(path)
+    if D.any_rank(foreign, dist):
+        raise ConfigError(
+            f"{str(path)!r} was not written by a segkit run (a config of your own?), and the "
+            "run would replace it with its resolved settings. Choose another train.out_dir "
+            "(e.g. runs/exp), or move that file."
+        )
+
+
+def _clear_earlier_run(out_dir: Path, dist: Any) -> None:
+    """Remove what an earlier run wrote here, so that none of it passes for the new run's."""
+    if dist.is_main:
+        for name in (*RUN_FILES, *PLOT_FILES):
+            (out_dir / name).unlink(missing_ok=True)
+    D.barrier(dist)
+
+
+def _refuse_earlier_run(out_dir: Path, dist: Any) -> None:
+    names = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if D.any_rank(bool(names), dist):  # every rank raises, or none does
+        held = ", ".join(names) or "files"
+        if names == ["history.csv"]:
+            raise ConfigError(_no_checkpoint_message(out_dir))
+        raise ConfigError(
+            f"Run folder {str(out_dir)!r} already holds {held} from an earlier run. "
+            "Continue it with --resume (fit(resume=True)), choose another train.out_dir, or "
+            "replace it with --overwrite (fit(overwrite=True))."
+        )
+
+
+def _no_checkpoint_message(out_dir: Path) -> str:
+    """Why a run folder with a history but no checkpoint cannot be resumed, and the way on."""
+    config = out_dir / "config.yaml"
+    again = "Trainer(...).fit(overwrite=True)"
+    if command_line() and config.is_file():
+        again = f"segkit train {config} --overwrite"
+    return (
+        f"Run folder {str(out_dir)!r} holds history.csv but no checkpoint: the earlier "
+        "run was stopped before it wrote last.pt, so there is nothing to resume. Choose "
+        f"another train.out_dir, or start this one afresh with: {again}"
+    )
+
+
+def resume_path(out_dir: Path, resume: str | Path | bool) -> Path:
+    """The checkpoint to resume from: ``out_dir/last.pt`` for ``True``, else ``resume``.
+
+    Raises:
+        CheckpointError: ``resume`` is True and the run folder has no last.pt.
+    """
+    if resume is True:
+        path = out_dir / "last.pt"
+        if not path.is_file() and (out_dir / "history.csv").is_file():
+            raise CheckpointError(_no_checkpoint_message(out_dir))
+        if not path.is_file():
+            raise CheckpointError(
+                f"Cannot resume: {str(path)!r} does not exist (no earlier run in {out_dir}). "
+                "Start without resume, or pass the path of the checkpoint to continue from."
+            )
+        return path
+    return Path(resume)
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
+    """Refuse a resume that changes what the checkpoint's weights mean; warn of other changes.
+
+    Args:
+        saved: the checkpoint's ``config``.
+        current: the resuming run's config (the same shape).
+        path: the checkpoint, for the messages.
+
+    Raises:
+        ConfigError: a setting of :data:`segkit.config.RESUME_FIXED` differs from the run's.
+    """
+    from segkit.config import RESUME_FIXED, resume_changes
+    from segkit.engine.checkpoint import to_plain
+
+    changes = resume_changes(to_plain(saved), current)
+    said = [f"{k}={new!r} (the run has {old!r})" for k, (old, new) in changes.items()]
+    fixed = [text for key, text in zip(changes, said) if key in RESUME_FIXED]
+    if fixed:
+        raise ConfigError(
+            f"Cannot resume {str(path)!r} with {', '.join(fixed)}: the checkpoint's weights "
+            "were trained with the run's value. Resume without that override, or start a new "
+            "run (another train.out_dir, or --overwrite) to train with it."
+        )
+    if said:
+        warnings.warn(
+            f"Resuming {path} with changed settings: {', '.join(said)}; they apply from here on.",
+            stacklevel=4,
+        )
