@@ -534,7 +534,5 @@ class Trainer:
         state = load_checkpoint(path, map_location="cpu")
         check_resume_config(state.get("config") or {}, self.config_dict(), path)
         self.load_state_dict(state, source=str(path))
-        if self.dist.is_main and self.epoch >= self.cfg.epochs:
-            logger.warning(
-                "%s already completed %d epochs; raise train.epochs to go on.", path, self.epoch
-            )
+        if self.dist.is_main and self.epoch >= self.cfg.epochs:  # user-facing: nothing to do
+            print(f"{path} already completed {self.epoch} epochs; raise train.epochs to go on.")
