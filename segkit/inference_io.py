@@ -307,8 +307,9 @@ class Outputs:
     def drain(self, keep: int = 0) -> None:
         """Wait for the oldest images until at most ``keep`` are in flight."""
         while len(self.pending) > keep:
-            path, future = self.pending.popleft()
-            rle = future.result()
+            path, future = self.pending[0]
+            rle = future.result()  # an interrupt here leaves it pending, so it is counted
+            self.pending.popleft()
             if self.save_masks:
                 self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
             if self._writer is not None:
