@@ -80,12 +80,19 @@ def resolve_data_root(data: DataConfig) -> Path:
     return Path(meta.prepared(root, _prepared_root(data), data.prepare_size))
 
 
-def _held_out_ids(ds: Any, data: DataConfig, seed: int) -> list[str]:
+def split_file_path(data: DataConfig, out_dir: str | Path) -> Path | None:
+    """``data.split_file`` with ``{root_name}`` (the data root's folder name) and ``{out_dir}``
+    (the run folder) filled in; None when there is none."""
+    if not data.split_file:
+        return None
+    path = data.split_file.replace("{root_name}", Path(data.root).name)
+    return Path(path.replace("{out_dir}", str(out_dir)))
+
+
+def _held_out_ids(ds: Any, data: DataConfig, seed: int, out_dir: str | Path = ".") -> list[str]:
     """Validation ids: read from ``data.split_file`` if it exists, else a seeded split (written there)."""
     ids = [s.id for s in ds.samples]
-    split_file = None
-    if data.split_file:  # "{root_name}": one split file per data set a config is pointed at
-        split_file = Path(data.split_file.replace("{root_name}", Path(data.root).name))
+    split_file = split_file_path(data, out_dir)
     if split_file is not None and split_file.is_file():
         val = _read_split_file(split_file)
         unknown = sorted(set(val) - set(ids))
@@ -154,7 +161,7 @@ def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
     if data.val_split:
         val_set = _dataset(cfg, root, data.val_split)
     else:
-        val_ids = set(_held_out_ids(train_set, data, cfg.train.seed))
+        val_ids = set(_held_out_ids(train_set, data, cfg.train.seed, cfg.train.out_dir))
         val_set = _dataset(cfg, root, data.train_split)
         _keep(train_set, val_ids, keep=False)
         _keep(val_set, val_ids, keep=True)

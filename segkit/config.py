@@ -44,7 +44,7 @@ class DataConfig:
     val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
     test_split: str = "test"  #: split `segkit evaluate` scores by default (val: held out)
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
-    split_file: str | None = None  #: CSV of held-out ids ({root_name}: the root folder name)
+    split_file: str | None = None  #: CSV of held-out ids; {out_dir}: run folder, {root_name}: data
     image_size: int = 256  #: square side the images are resized to
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
@@ -385,6 +385,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if is_null(value):  # left to the type check: None where allowed, an error elsewhere
             continue
+        if isinstance(value, str) and value.startswith("{out_dir}"):
+            continue  # filled in with train.out_dir (already absolute) where it is used
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[section][key] = str((base / value).resolve())
         elif isinstance(value, str):

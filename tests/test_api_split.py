@@ -137,3 +137,17 @@ def test_train_seed_decides_the_initial_weights(helen_root):
     cfg.train.seed = 1
     other = build_experiment(cfg).model.state_dict()
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_an_out_dir_split_file_goes_into_the_run_folder_not_beside_the_config(helen_root, tmp_path):
+    """Issue 18: the Helen example's split file of a new data root is the run's, not the checkout's."""
+    from segkit.config import load_config
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "helen_faces" / "config.yaml"
+    before = sorted(p.name for p in example.parent.iterdir())
+    run = tmp_path / "run"
+    cfg = load_config(example, [f"data.root={helen_root}", f"train.out_dir={run}"])
+    assert cfg.data.split_file == "{out_dir}/val_ids.csv"
+    _, val = build_datasets(cfg)
+    assert pd.read_csv(run / "val_ids.csv", dtype=str)["id"].tolist() == ids(val)
+    assert sorted(p.name for p in example.parent.iterdir()) == before

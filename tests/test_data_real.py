@@ -4,6 +4,7 @@ Run with: .venv/bin/python -m pytest -q tests/test_data_real.py
 """
 
 import hashlib
+import os
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,10 @@ from segkit.data import (
     rle_encode,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
+DATA = Path(
+    os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 HELEN = DATA / "helen256"
 CARVANA = DATA / "carvana_real5"
 

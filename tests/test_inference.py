@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import multiprocessing
+import os
 import threading
 from pathlib import Path
 
@@ -481,7 +482,14 @@ def test_a_file_named_twice_is_predicted_once(tmp_path):
     assert result["count"] == 2 and len(result["outputs"]) == 2
 
 
-CARVANA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carvana_real5"
+#: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
+CARVANA = (
+    Path(
+        os.environ.get("SEGKIT_TEST_DATA")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    / "carvana_real5"
+)
 
 
 @pytest.mark.realdata

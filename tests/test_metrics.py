@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from segkit.metrics import (
     soft_dice,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
+DATA = Path(
+    os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 HELEN_NAMES = ["bg", "face", "lb", "rb", "le", "re", "nose", "ulip", "imouth", "llip", "hair"]
 
 
@@ -248,7 +252,9 @@ def test_soft_dice_hand_computed():
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not (DATA / "helen256").is_dir(), reason="../shared/data is absent")
+@pytest.mark.skipif(
+    not (DATA / "helen256").is_dir(), reason=f"real Helen sample not found at {DATA / 'helen256'}"
+)
 def test_real_helen_labels_left_right_swap(tmp_path):
     labels = sorted((DATA / "helen256" / "train" / "labels").glob("*.png"))[:3]
     (tmp_path / "gt").mkdir()
