@@ -30,7 +30,8 @@ class AugmentConfig:
     affine: float = 0.0  #: probability of a light shift/scale/rotate
     scale: float = 0.1  #: scale range of the light affine (1 +- scale)
     rotate: float = 10.0  #: rotation range of the light affine, in degrees
-    color: float = 0.0  #: probability of brightness/contrast/hue jitter
+    color: float = 0.0  #: probability of brightness/contrast/saturation/hue jitter
+    hue: float = 0.02  #: hue shift range of that jitter, a fraction of the colour wheel (<= 0.5)
     normalize: str = "model"  #: model (what it expects), imagenet, none (x/255) or dataset
 
 

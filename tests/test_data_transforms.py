@@ -150,6 +150,7 @@ def test_dataset_converts_numpy_transform_output(tmp_path):
     [
         ({"size": 0}, "positive integer"),
         ({"augment": AugmentConfig(hflip=1.5)}, r"augment.hflip.*0..1"),
+        ({"augment": AugmentConfig(color=0.5, hue=0.7)}, r"augment.hue .*0..0.5, got 0.7"),
         ({"std": (0.2, 0.0, 0.2)}, "std > 0"),
         ({"mean": (0.5,)}, "3 values"),
     ],
@@ -169,3 +170,15 @@ def test_the_border_an_affine_brings_in_takes_the_ignore_label():
         for _ in range(10):
             values |= set(np.unique(pipeline(image=_image(), mask=mask)["mask"].numpy()))
         assert values == {3, border}
+
+
+def test_hue_jitter_turns_a_colour_round_the_wheel():
+    """augment.hue reaches albumentations' ColorJitter (the demo turns cars to any hue)."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[..., 0] = 200  # pure red
+    augment = AugmentConfig(hflip=0.0, color=1.0, hue=0.5)
+    pipeline = build_transforms(augment, 8, True, (0.0,) * 3, (1.0,) * 3)
+    greens = [
+        pipeline(image=image, mask=np.zeros((8, 8), np.uint8))["image"][1].mean() for _ in range(20)
+    ]
+    assert max(greens) > 0.2  # some draws turned red far round the wheel

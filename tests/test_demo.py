@@ -1,5 +1,7 @@
 """`segkit demo` end to end on the smallest data it accepts (the README's main command)."""
 
+import re
+
 import pytest
 
 from segkit.api import build_datasets
@@ -24,7 +26,15 @@ def test_carvana_demo_writes_everything_it_promises(tmp_path, capsys):
     assert (out / "metrics.json").is_file() and "validation soft_dice" in text
     rows = read_rle_csv(out / "predictions" / "submission.csv")
     stems = {img.removesuffix(".jpg") for img in rows}
-    assert len(stems) == 4 and stems <= held_out_ids(out)  # predicted on held-out cars only
+    assert stems == held_out_ids(out)  # every held-out view, and nothing trained on
+    cars = sorted({stem.rsplit("_", 1)[0] for stem in stems})
+    assert "best epoch:  1 of 1" in text
+    assert (
+        f"validation:  {len(cars)} cars never trained on, all {len(stems)} of their views" in text
+    )
+    assert "Dice per held-out car, full resolution" in text
+    for car in cars:  # one line per held-out car, with its Dice
+        assert re.search(rf"^    {car}: [01]\.\d{{4}}$", text, re.M), car
     for stem in stems:  # at the originals' full resolution, with overlays
         assert read_mask(out / "predictions" / f"{stem}.png").shape == (1280, 1918)
         assert (out / "predictions" / f"{stem}_overlay.jpg").is_file()

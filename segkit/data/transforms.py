@@ -183,8 +183,14 @@ def _augmentations(
                 p=augment.affine,
             )
         )
+    if not 0.0 <= augment.hue <= 0.5:
+        raise ConfigError(
+            f"augment.hue is a fraction of the colour wheel in 0..0.5, got {augment.hue}."
+        )
     if augment.color > 0:
         steps.append(
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=augment.color)
+            A.ColorJitter(
+                brightness=0.2, contrast=0.2, saturation=0.2, hue=augment.hue, p=augment.color
+            )
         )
     return steps
