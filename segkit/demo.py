@@ -50,7 +50,7 @@ def demo_config(task: str, data_root: Path, run_dir: Path, epochs: int | None = 
         augment.color, augment.hue = 0.8, 0.5
         augment.normalize = "imagenet"
         loss = LossConfig(name="soft_dice")
-        train = TrainConfig(epochs=epochs or 15, accumulate=2, monitor="val_soft_dice")
+        train = TrainConfig(epochs=epochs or 20, accumulate=2, monitor="val_soft_dice")
     elif task == "helen":
         data = DataConfig(
             dataset="helen",
