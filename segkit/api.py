@@ -216,18 +216,10 @@ def attach_transforms(
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer named by ``optim.name``."""
-    o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    from segkit.errors import unknown_name
+    """The optimizer ``optim.name`` names, over :func:`segkit.optim.param_groups`."""
+    from segkit.optim import build_optimizer as build
 
-    raise ConfigError(unknown_name("optimizer", o.name, ["adam", "adamw", "sgd"]))
+    return build(cfg.optim, model)
 
 
 def build_experiment(cfg: Config) -> Experiment:
@@ -322,8 +314,19 @@ def train(
             groups=exp.groups,
             full_config=to_dict(cfg),
         ),
+        hooks=_optional_hooks(cfg),
     )
     return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def _optional_hooks(cfg: Config) -> list[Any]:
+    """Hooks a config asks for beyond the built-in ones (encoder freezing)."""
+    from segkit.optim import freeze_encoder_hook
+
+    epochs = cfg.optim.freeze_encoder_epochs
+    if epochs < 0:
+        raise ConfigError(f"optim.freeze_encoder_epochs must be >= 0, got {epochs}.")
+    return [freeze_encoder_hook(epochs)] if epochs else []
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:

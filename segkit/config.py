@@ -81,25 +81,31 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer settings."""
+    """Optimizer settings (see segkit.optim: list_optimizers(), register_optimizer)."""
 
-    name: str = "adam"  #: adam, adamw or sgd
+    name: str = "adam"  #: adam, adamw, sgd or a registered name
     lr: float = 1e-3  #: learning rate
     weight_decay: float = 0.0  #: L2 / decoupled weight decay
     momentum: float = 0.9  #: sgd only
+    decay_norm_bias: bool = False  #: also decay biases and norm weights (before 0.2: always)
+    encoder_lr_mult: float = 1.0  #: the encoder's learning rate is lr times this
+    freeze_encoder_epochs: int = 0  #: keep the encoder frozen for this many epochs
+    options: dict[str, Any] = field(default_factory=dict)  #: optimizer keywords, e.g. betas
 
 
 @dataclass
 class SchedulerConfig:
-    """Learning-rate schedule."""
+    """Learning-rate schedule (see segkit.optim: list_schedulers(), register_scheduler)."""
 
-    name: str = "plateau"  #: none, plateau, cosine, onecycle or step
+    name: str = "plateau"  #: none, plateau, cosine, poly, onecycle, step or a registered name
     factor: float = 0.5  #: plateau: multiply the LR by this
     patience: int = 2  #: plateau: epochs without improvement before reducing
-    warmup_epochs: int = 0  #: cosine: linear warm-up length
-    min_lr: float = 0.0  #: cosine / plateau floor
+    warmup_epochs: int = 0  #: cosine / poly: linear warm-up length
+    min_lr: float = 0.0  #: cosine / poly / plateau floor
     step_size: int = 10  #: step: epochs between reductions
     gamma: float = 0.1  #: step: multiply the LR by this
+    power: float = 0.9  #: poly: the LR follows (1 - progress) ** power
+    options: dict[str, Any] = field(default_factory=dict)  #: further scheduler keywords
 
 
 @dataclass

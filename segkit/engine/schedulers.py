@@ -1,4 +1,5 @@
-"""Learning-rate schedules from :class:`~segkit.config.SchedulerConfig`.
+"""Learning-rate schedules from :class:`~segkit.config.SchedulerConfig` (the registry of
+schedules is :mod:`segkit.optim`).
 
 Each schedule says when it is stepped: ``"batch"`` (after every optimizer step), ``"epoch"``
 (after every epoch) or ``"validation"`` (ReduceLROnPlateau, with the monitored value).
@@ -10,12 +11,10 @@ import math
 from dataclasses import dataclass
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 from segkit.config import SchedulerConfig
-from segkit.errors import ConfigError, unknown_name
-
-SCHEDULERS = ("none", "plateau", "cosine", "onecycle", "step")
+from segkit.errors import ConfigError
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Schedule:
     def match_length(self, where: str) -> None:
         """After loading a saved schedule: stretch it to this run's length, or say why not.
 
-        A resumed run with more ``train.epochs`` continues a cosine decay over the new length;
+        A resumed run with more ``train.epochs`` continues a cosine or poly decay over the new length;
         a one-cycle schedule cannot be stretched, so that is a :class:`ConfigError`.
         """
         sched = self.scheduler
@@ -61,7 +60,7 @@ class Schedule:
         if isinstance(sched, LambdaLR):
             groups = sched.optimizer.param_groups
             for group, base, fn in zip(groups, sched.base_lrs, sched.lr_lambdas):
-                if isinstance(fn, WarmupCosine) and fn.total != self.total:
+                if hasattr(fn, "warmup") and hasattr(fn, "total") and fn.total != self.total:
                     fn.total = self.total
                     group["lr"] = base * fn(sched.last_epoch)  # the stretched curve, from now
 
@@ -73,7 +72,8 @@ def build_scheduler(
     steps_per_epoch: int,
     mode: str = "min",
 ) -> Schedule:
-    """The schedule ``cfg.name`` names, sized for ``epochs`` x ``steps_per_epoch`` steps.
+    """The schedule ``cfg.name`` names (a :mod:`segkit.optim` registry entry), sized for
+    ``epochs`` x ``steps_per_epoch`` optimizer steps.
 
     Args:
         optimizer: the optimizer whose learning rates are scheduled (its current LR is the peak).
@@ -85,36 +85,20 @@ def build_scheduler(
     Raises:
         ConfigError: an unknown name or a setting out of range, naming the key.
     """
-    name = cfg.name.lower()
-    total = max(1, epochs * steps_per_epoch)
-    if name == "none":
-        return Schedule(None, "never")
-    if name == "plateau":
-        if not 0.0 < cfg.factor < 1.0:
-            raise ConfigError(f"scheduler.factor must be between 0 and 1, got {cfg.factor}.")
-        sched = ReduceLROnPlateau(
-            optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
-        )
-        return Schedule(sched, "validation")
-    if name == "cosine":
-        if cfg.warmup_epochs < 0:
-            raise ConfigError(f"scheduler.warmup_epochs must be >= 0, got {cfg.warmup_epochs}.")
-        warmup = cfg.warmup_epochs * steps_per_epoch
-        lambdas = [
-            WarmupCosine(warmup, total, cfg.min_lr / g["lr"] if g["lr"] > 0 else 0.0)
-            for g in optimizer.param_groups
-        ]
-        return Schedule(LambdaLR(optimizer, lambdas), "batch", total)
-    if name == "onecycle":
-        peaks = [g["lr"] for g in optimizer.param_groups]
-        return Schedule(OneCycleLR(optimizer, max_lr=peaks, total_steps=total), "batch", total)
-    if name == "step":
-        if cfg.step_size < 1:
-            raise ConfigError(f"scheduler.step_size must be >= 1, got {cfg.step_size}.")
-        return Schedule(StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch")
-    raise ConfigError(unknown_name("scheduler", cfg.name, SCHEDULERS))
+    from segkit.optim import build_schedule
+
+    return build_schedule(optimizer, cfg, epochs, steps_per_epoch, mode)
 
 
 def current_lr(optimizer: Optimizer) -> float:
     """The learning rate of the first parameter group."""
     return float(optimizer.param_groups[0]["lr"])
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``SCHEDULERS``: the registered schedule names (kept for code that imports it)."""
+    if name == "SCHEDULERS":
+        from segkit.optim import list_schedulers
+
+        return tuple(list_schedulers())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
