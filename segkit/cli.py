@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cars",
         type=int,
         default=None,
-        help="--task carvana: synthetic cars, 16 views each (default: the demo's own)",
+        help="--task carvana: synthetic cars, 8 views each (default: the demo's own, 16)",
     )
     s.add_argument(
         "--faces", type=int, default=60, help="--task helen: synthetic faces (default: 60)"
