@@ -347,12 +347,14 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a checkpoint on a split; ``split="val"`` re-draws the held-out part of training.
 
-    ``tta="flip"`` scores the average of the prediction and the mirrored prediction on the
-    mirrored image (left/right classes swapped back). Returns the metric dict (per-class and
-    grouped F1, IoU, ...) and writes it as JSON on request.
+    ``tta`` scores test-time augmentation as prediction does it
+    (:func:`segkit.inference.parse_tta`): ``"flip"`` averages with the mirrored prediction
+    (left/right classes swapped back), ``"scales=0.75,1,1.25"`` over input scales. Returns
+    the metric dict (per-class and grouped F1, IoU, ...) and writes it as JSON on request.
     """
-    if tta not in (None, "flip"):
-        raise ConfigError(f"tta must be None or 'flip', got {tta!r}.")
+    from segkit.inference import InferenceModel, parse_tta
+
+    tta = parse_tta(tta)
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
@@ -382,10 +384,8 @@ def evaluate(
         num_workers=cfg.data.num_workers if num_workers is None else num_workers,
         seed=cfg.train.seed,
     )
-    if tta == "flip":
-        from segkit.models import FlipTTA
-
-        model = FlipTTA(model, flip_pairs)
+    if tta is not None:
+        model = InferenceModel(model, tta, flip_pairs)
     result = evaluate_model(
         model,
         loader,

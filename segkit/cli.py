@@ -17,6 +17,12 @@ from segkit.errors import SegkitError, command_line_names
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
+#: ``--tta``'s help (the values are read by segkit.inference.parse_tta)
+TTA_HELP = (
+    "test-time augmentation: flip (average with the mirrored prediction), scales=0.75,1,1.25 "
+    "(average over input scales) or flip+scales=..."
+)
+
 
 def command(name: str) -> Callable:
     """Register a ``cmd_<name>`` function as the handler of ``segkit <name>``."""
@@ -160,17 +166,12 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> None:
-    from segkit.inference import predict
+    from segkit.inference import PredictOptions, Predictor
 
-    result = predict(
-        args.checkpoint,
-        args.inputs,
-        args.out,
+    options = PredictOptions(
         batch_size=args.batch_size,
         num_workers=args.workers,
-        device=args.device,
         overlay=args.overlay,
-        rle_csv=args.rle,
         tta=args.tta,
         tile=args.tile,
         skip_bad=args.skip_bad,
@@ -178,6 +179,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         color=args.color,
         progress=sys.stderr.isatty(),  # no bar drawn into log files
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
+    )
+    result = Predictor(args.checkpoint, options, args.device).predict(
+        args.inputs, args.out, rle_csv=args.rle
     )
     if result.get("skipped"):
         print(f"skipped {len(result['skipped'])} unreadable images", file=sys.stderr)
@@ -363,12 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
-    s.add_argument(
-        "--tta",
-        choices=["flip"],
-        default=None,
-        help="test-time augmentation: average with the mirrored prediction",
-    )
+    s.add_argument("--tta", default=None, help=TTA_HELP)
 
     s = add("score", help="score two folders of label PNGs against each other by file name")
     s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
@@ -392,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write <name>_color.png in the data set's class colours",
     )
     s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
-    s.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
+    s.add_argument("--tta", default=None, help=TTA_HELP)
     s.add_argument(
         "--tile", type=int, default=None, help="sliding-window tile size for large images"
     )

@@ -29,8 +29,10 @@ from segkit.inference import (
     predict,
     predict_proba,
     predict_tiled,
+    predictor,
     probs_to_labels,
     read_for_model,
+    tiling,
 )
 from segkit.models import ModelSpec, SegmentationModel, build_model
 
@@ -116,9 +118,9 @@ def test_predict_from_checkpoint_uses_training_size_and_writes_overlays(
     ckpt = _checkpoint(tmp_path / "best.pt", model, image_size=32 if in_spec else 48)
     _write_images(tmp_path / "in", 2, (80, 96))
     seen = []
-    original = inference.predict_proba
+    original = predictor.predict_proba
     monkeypatch.setattr(
-        inference, "predict_proba", lambda m, x, *a: seen.append(x.shape) or original(m, x, *a)
+        predictor, "predict_proba", lambda m, x, *a: seen.append(x.shape) or original(m, x, *a)
     )
     predict(ckpt, [tmp_path / "in"], tmp_path / "out", overlay=True)
     assert seen == [torch.Size([2, 3, 48, 48])]
@@ -245,9 +247,9 @@ def test_overlapping_tiles_cover_every_pixel_once_averaged():
 def test_predict_tiled_end_to_end_at_native_resolution(tmp_path, monkeypatch):
     _write_images(tmp_path / "in", 1, (80, 96))
     seen = []
-    original = inference.predict_proba
+    original = tiling.predict_proba
     monkeypatch.setattr(
-        inference, "predict_proba", lambda m, x, *a: seen.append(x.shape) or original(m, x, *a)
+        tiling, "predict_proba", lambda m, x, *a: seen.append(x.shape) or original(m, x, *a)
     )
     predict(_binary_model(), [tmp_path / "in"], tmp_path / "out", tile=48, overlap=0.25)
     # stride 36: rows start at 0 and 32, columns at 0, 36 and 48
@@ -472,7 +474,7 @@ def test_bad_arguments(tmp_path):
         predict(torch.nn.Conv2d(3, 1, 1), [tmp_path / "in"], tmp_path / "out")
     with pytest.raises(ValueError, match="No inputs"):
         predict(_binary_model(), [], tmp_path / "out")
-    with pytest.raises(ValueError, match="size must be a positive number of pixels, got 0"):
+    with pytest.raises(ValueError, match="size=0: must be a positive whole number"):
         predict(_binary_model(), [tmp_path / "in"], tmp_path / "out", size=0)
 
 
@@ -509,14 +511,14 @@ def test_real_carvana_jpegs_predict_at_full_resolution(tmp_path):
 
 
 def test_prefetch_yields_everything_in_order():
-    from segkit.inference_io import prefetch
+    from segkit.inference import prefetch
 
     assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
     assert list(prefetch([])) == []
 
 
 def test_prefetch_raises_the_readers_error_at_its_item():
-    from segkit.inference_io import prefetch
+    from segkit.inference import prefetch
 
     def items():
         yield 1
@@ -533,7 +535,7 @@ def test_prefetch_raises_the_readers_error_at_its_item():
 def test_prefetch_stops_its_thread_when_the_consumer_stops():
     import threading
 
-    from segkit.inference_io import prefetch
+    from segkit.inference import prefetch
 
     read = []
 
@@ -550,7 +552,7 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
 
 
 def test_close_batches_stops_the_prefetch_thread_after_an_error():
-    from segkit.inference_io import close_batches, prefetch
+    from segkit.inference import close_batches, prefetch
 
     def readers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "segkit-prefetch"]

@@ -300,12 +300,17 @@ def read_resized(
             flag = decode_strategy(decode, dims[0], dims[1], size)
     image = decode_image(data, path, flag)
     original = (dims[1], dims[0]) if dims is not None else image.shape[:2]
-    if size is not None and image.shape[:2] != (size, size):
-        # area averaging when shrinking, bilinear when enlarging, as training's transforms do
-        shrink = image.shape[0] > size or image.shape[1] > size
-        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        image = cv2.resize(image, (size, size), interpolation=interpolation)
-    return image, original
+    return resize_square(image, size), original
+
+
+def resize_square(image: np.ndarray, size: int | None) -> np.ndarray:
+    """``image`` resized to ``size`` x ``size`` (``None``: as it is): area averaging when
+    shrinking, bilinear when enlarging, as training's ``build_transforms`` resizes."""
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

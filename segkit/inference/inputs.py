@@ -1,29 +1,24 @@
-"""Inputs and outputs of prediction: find image files, decode at reduced size, batch, normalise;
-refuse colliding outputs, keep finished images in order and write the RLE CSV.
+"""Inputs of prediction: find image files, decode them at reduced size, batch, read ahead,
+normalise on the model's device.
 
-Kept apart from :mod:`segkit.inference` so the streaming pipeline there stays short.
+Images stream one file per item, so memory stays flat however many images there are.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 import queue
-import signal
 import threading
 import warnings
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from segkit.data.io import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, list_files, name_some, read_resized
-from segkit.data.transforms import flip_pairs_from_names  # noqa: F401  (part of this API)
-from segkit.errors import DataError, option
+from segkit.data.io import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, list_files, read_resized
+from segkit.errors import DataError
 
 #: a data set folder that holds each sample's files side by side names its photo
 #: ``<name>_image.*`` (Helen's release: ``_image.jpg`` + ``_label.png`` + ``_viz.jpg``)
@@ -226,112 +221,3 @@ def prefetch(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
     finally:
         stop.set()
         reader.join()
-
-
-def output_names(
-    stem: str, save_masks: bool = True, overlay: bool = False, color: bool = False
-) -> list[str]:
-    """The files prediction writes for an input named ``<stem>.*``."""
-    names = [f"{stem}.png"] * save_masks + [f"{stem}_overlay.jpg"] * overlay
-    return names + [f"{stem}_color.png"] * color
-
-
-def check_outputs(
-    paths: list[Path],
-    out_dir: Path,
-    overlay: bool,
-    save_masks: bool = True,
-    rle_csv: str | Path | None = None,
-    overwrite: bool = False,
-    color: bool = False,
-) -> None:
-    """Refuse what prediction must not write, before anything is written.
-
-    Duplicate stems (outputs would collide) and outputs that would overwrite inputs are always
-    refused; outputs (label PNGs, overlays, the RLE CSV) that exist already are refused unless
-    ``overwrite``: segkit does not replace a file it did not write in this run.
-
-    Raises:
-        DataError: names the file and the way out.
-    """
-    inputs = {p.resolve() for p in paths}
-    seen: dict[str, Path] = {}
-    targets = []
-    for path in paths:
-        if path.stem in seen:
-            raise DataError(
-                f"Inputs {str(seen[path.stem])!r} and {str(path)!r} share the name {path.stem!r}, "
-                f"so both would be written to {path.stem}.png. Predict them into separate folders."
-            )
-        seen[path.stem] = path
-        for name in output_names(path.stem, True, overlay, color):
-            if (out_dir / name).resolve() in inputs:
-                raise DataError(
-                    f"Writing {str(out_dir / name)!r} would overwrite an input image. "
-                    "Choose another output folder."
-                )
-        targets += [out_dir / name for name in output_names(path.stem, save_masks, overlay, color)]
-    if overwrite:
-        return
-    present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
-    existing = [str(t) for t in targets if t.name in present]
-    if rle_csv is not None and Path(rle_csv).exists():
-        existing.insert(0, str(rle_csv))
-    if existing:
-        more = f" ({len(existing)} files: {name_some(existing, 3)})" if len(existing) > 1 else ""
-        raise DataError(
-            f"{existing[0]!r} already exists and prediction would replace it{more}. Pass "
-            f"{option('overwrite')} to replace such files, or choose another output folder."
-        )
-
-
-class Outputs:
-    """Finished images in input order (a bounded queue of futures) and the RLE CSV rows.
-
-    The CSV goes to a temporary name and is renamed into place once every row is in.
-    """
-
-    def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
-        self.pending: deque[tuple[Path, Future]] = deque()
-        self.outputs: list[str] = []
-        self.done = 0
-        self.out_dir, self.save_masks, self.csv_path = out_dir, save_masks, rle_csv
-        self._file = self._writer = None
-        if rle_csv is not None:
-            self._tmp = Path(rle_csv).with_name(f".{Path(rle_csv).name}.tmp")
-            self._tmp.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._tmp, "w", newline="")  # noqa: SIM115 (closed in close())
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(["img", "rle_mask"])
-
-    def drain(self, keep: int = 0) -> None:
-        """Wait for the oldest images until at most ``keep`` are in flight."""
-        while len(self.pending) > keep:
-            path, future = self.pending[0]
-            rle = future.result()  # an interrupt here leaves it pending, so it is counted
-            self.pending.popleft()
-            if self.save_masks:
-                self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
-            if self._writer is not None:
-                self._writer.writerow([path.name, rle])
-            self.done += 1
-
-    def stopped_message(self, total: int, signum: int) -> str:
-        """How far a run stopped by signal ``signum`` got, and what it kept."""
-        finished = self.done + sum(
-            f.done() and not f.cancelled() and f.exception() is None for _, f in self.pending
-        )
-        kept = f"their outputs are in {str(self.out_dir)!r}"
-        if self.csv_path is not None:
-            kept += f"; {str(self.csv_path)!r} was not written (it needs every image)"
-        name = signal.Signals(signum).name
-        return f"stopped by {name} after {finished} of {total} images; {kept}"
-
-    def close(self, complete: bool) -> None:
-        """Close the CSV; move it into place only when every image got its row."""
-        if self._file is not None:
-            self._file.close()
-            if complete:
-                os.replace(self._tmp, self.csv_path)
-            else:
-                self._tmp.unlink(missing_ok=True)

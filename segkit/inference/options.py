@@ -1,0 +1,175 @@
+"""What a prediction run may be asked to do, each setting checked here and nowhere else.
+
+:class:`PredictOptions` checks its fields when it is made; :func:`parse_tta` is the one reader
+of a test-time augmentation, used by the options, by :func:`~segkit.inference.predict_proba`
+and by ``segkit.api.evaluate``, so a bad value gives the same message wherever it comes in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from segkit.data.io import MAX_IMAGE_PIXELS
+from segkit.errors import ConfigError, option, unknown_name
+
+#: how a test-time augmentation is written, for messages and help texts
+TTA_FORMS = "'flip', 'scales=0.75,1,1.25' or 'flip+scales=0.75,1,1.25'"
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation: average the probabilities over input scales and mirror images.
+
+    Attributes:
+        flip: also predict the mirrored input (left/right classes swapped back).
+        scales: input scale factors; the probabilities of each are resized back and averaged.
+    """
+
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+
+    def __str__(self) -> str:
+        parts = ["flip"] * self.flip
+        if self.scales != (1.0,):
+            parts.append("scales=" + ",".join(f"{s:g}" for s in self.scales))
+        return "+".join(parts) or "none"
+
+
+def _bad_tta(value: object) -> ConfigError:
+    return ConfigError(
+        f"Unknown test-time augmentation {option('tta', repr(value))}; use {TTA_FORMS}, "
+        "or leave it out."
+    )
+
+
+def parse_tta(value: TTA | str | None) -> TTA | None:
+    """A :class:`TTA` from ``"flip"``, ``"scales=0.75,1,1.25"``, ``"flip+scales=..."``, a
+    :class:`TTA` or None (no augmentation; so is ``"none"``).
+
+    Raises:
+        ConfigError: anything else, or a scale that is not a positive number.
+    """
+    if value is None or isinstance(value, TTA):
+        return value
+    if not isinstance(value, str):
+        raise _bad_tta(value)
+    text = value.replace(" ", "").lower()
+    if text == "none":
+        return None
+    flip, scales = False, (1.0,)
+    for part in text.split("+"):
+        if part == "flip" and not flip:
+            flip = True
+        elif part.startswith("scales=") and scales == (1.0,):
+            try:
+                scales = tuple(float(s) for s in part[len("scales=") :].split(","))
+            except ValueError:
+                raise _bad_tta(value) from None
+            if not all(math.isfinite(s) and s > 0 for s in scales):
+                raise _bad_tta(value)
+        else:
+            raise _bad_tta(value)
+    return TTA(flip, scales) if flip or scales != (1.0,) else None
+
+
+def check_overlap(overlap: float) -> float:
+    """``overlap`` if neighbouring windows may share that fraction of a window: [0, 1).
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise ConfigError(
+            f"{option('overlap', overlap)}: the fraction of a window that neighbouring windows "
+            "share must be at least 0 and below 1 (e.g. 0.25)."
+        )
+    return float(overlap)
+
+
+def _positive(name: str, value: Any, optional: bool = False, least: int = 1) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        what = "a positive whole number" if least == 1 else f"a whole number >= {least}"
+        leave = " (or leave it out)" if optional else ""
+        raise ConfigError(f"{option(name, value)}: must be {what}{leave}.")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a :class:`~segkit.inference.Predictor` predicts and what it writes.
+
+    Every field is checked when the options are made (:class:`~segkit.errors.ConfigError`,
+    naming the option as the interface in use spells it).
+
+    Attributes:
+        size: square model input size; default the training size, else the original size
+            padded to the model's divisor. Ignored when tiling.
+        tile: predict at the original resolution in sliding windows of this size.
+        overlap: fraction of a window that neighbouring windows share.
+        tta: test-time augmentation (:func:`parse_tta`): ``"flip"``, ``"scales=0.75,1,1.25"``
+            or both (``"flip+scales=..."``).
+        flip_pairs: class pairs that flip TTA swaps back; default what training flipped.
+        threshold: foreground probability threshold of a one-channel (binary) model.
+        resize_back: "bilinear" (probabilities, accurate) or "nearest" (labels, faster).
+        batch_size: images per model call (windows per call when tiling).
+        num_workers: DataLoader worker processes reading files (0: threads of this process).
+        writers: threads that resize back, encode and write outputs (and read, on the CPU).
+        save_masks: write ``<stem>.png`` label maps.
+        overlay: also write ``<stem>_overlay.jpg``.
+        color: also write ``<stem>_color.png`` in the data set's class colours.
+        overwrite: replace output files that exist already (inputs never are).
+        skip_bad: skip unreadable images with a warning instead of failing.
+        max_pixels: refuse an image whose header claims more pixels (None: no own limit).
+        progress: show a progress bar.
+    """
+
+    size: int | None = None
+    tile: int | None = None
+    overlap: float = 0.25
+    tta: TTA | str | None = None
+    flip_pairs: tuple[tuple[int, int], ...] | None = None
+    threshold: float = 0.5
+    resize_back: str = "bilinear"
+    batch_size: int = 8
+    num_workers: int = 0
+    writers: int = 2
+    save_masks: bool = True
+    overlay: bool = False
+    color: bool = False
+    overwrite: bool = False
+    skip_bad: bool = False
+    max_pixels: int | None = MAX_IMAGE_PIXELS
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tta", parse_tta(self.tta))
+        check_overlap(self.overlap)
+        for name in ("batch_size", "writers"):
+            _positive(name, getattr(self, name))
+        for name in ("size", "tile", "max_pixels"):
+            _positive(name, getattr(self, name), optional=True)
+        _positive("num_workers", self.num_workers, least=0)
+        if self.resize_back not in ("bilinear", "nearest"):
+            raise ConfigError(
+                f"Unknown {option('resize_back', repr(self.resize_back))}; use 'bilinear' "
+                "(accurate) or 'nearest' (faster for many classes)."
+            )
+        if self.flip_pairs is not None:
+            pairs = tuple((int(a), int(b)) for a, b in self.flip_pairs)
+            object.__setattr__(self, "flip_pairs", pairs)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> PredictOptions:
+        """Options from keyword arguments; an unknown name is an error suggesting the closest.
+
+        Raises:
+            ConfigError: an unknown name or a bad value.
+        """
+        known = [f.name for f in fields(cls)]
+        for name in kwargs:
+            if name not in known:
+                raise ConfigError(unknown_name("prediction option", name, known))
+        return cls(**kwargs)

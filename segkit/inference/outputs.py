@@ -1,0 +1,179 @@
+"""Outputs of prediction: what is written per image, refused before anything is written, and
+kept in input order.
+
+Per image: ``<stem>.png`` (class ids at the image's own size), optionally
+``<stem>_overlay.jpg``, ``<stem>_color.png`` and a row ``img,rle_mask`` of a Kaggle CSV,
+which goes to a temporary name and is renamed into place once every row is in.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segkit import viz
+from segkit.data.io import name_some, read_image, write_image, write_mask
+from segkit.errors import DataError, option
+from segkit.inference.options import PredictOptions
+from segkit.inference.probs import probs_to_labels
+
+
+def output_names(
+    stem: str, save_masks: bool = True, overlay: bool = False, color: bool = False
+) -> list[str]:
+    """The files prediction writes for an input named ``<stem>.*``."""
+    names = [f"{stem}.png"] * save_masks + [f"{stem}_overlay.jpg"] * overlay
+    return names + [f"{stem}_color.png"] * color
+
+
+def check_outputs(
+    paths: list[Path],
+    out_dir: Path,
+    overlay: bool,
+    save_masks: bool = True,
+    rle_csv: str | Path | None = None,
+    overwrite: bool = False,
+    color: bool = False,
+) -> None:
+    """Refuse what prediction must not write, before anything is written.
+
+    Duplicate stems (outputs would collide) and outputs that would overwrite inputs are always
+    refused; outputs (label PNGs, overlays, the RLE CSV) that exist already are refused unless
+    ``overwrite``: segkit does not replace a file it did not write in this run.
+
+    Raises:
+        DataError: names the file and the way out.
+    """
+    inputs = {p.resolve() for p in paths}
+    seen: dict[str, Path] = {}
+    targets = []
+    for path in paths:
+        if path.stem in seen:
+            raise DataError(
+                f"Inputs {str(seen[path.stem])!r} and {str(path)!r} share the name {path.stem!r}, "
+                f"so both would be written to {path.stem}.png. Predict them into separate folders."
+            )
+        seen[path.stem] = path
+        for name in output_names(path.stem, True, overlay, color):
+            if (out_dir / name).resolve() in inputs:
+                raise DataError(
+                    f"Writing {str(out_dir / name)!r} would overwrite an input image. "
+                    "Choose another output folder."
+                )
+        targets += [out_dir / name for name in output_names(path.stem, save_masks, overlay, color)]
+    if overwrite:
+        return
+    present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
+    existing = [str(t) for t in targets if t.name in present]
+    if rle_csv is not None and Path(rle_csv).exists():
+        existing.insert(0, str(rle_csv))
+    if existing:
+        more = f" ({len(existing)} files: {name_some(existing, 3)})" if len(existing) > 1 else ""
+        raise DataError(
+            f"{existing[0]!r} already exists and prediction would replace it{more}. Pass "
+            f"{option('overwrite')} to replace such files, or choose another output folder."
+        )
+
+
+class Outputs:
+    """Finished images in input order (a bounded queue of futures) and the RLE CSV rows.
+
+    The CSV goes to a temporary name and is renamed into place once every row is in.
+    """
+
+    def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
+        self.pending: deque[tuple[Path, Future]] = deque()
+        self.outputs: list[str] = []
+        self.done = 0
+        self.out_dir, self.save_masks, self.csv_path = out_dir, save_masks, rle_csv
+        self._file = self._writer = None
+        if rle_csv is not None:
+            self._tmp = Path(rle_csv).with_name(f".{Path(rle_csv).name}.tmp")
+            self._tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._tmp, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["img", "rle_mask"])
+
+    def drain(self, keep: int = 0) -> None:
+        """Wait for the oldest images until at most ``keep`` are in flight."""
+        while len(self.pending) > keep:
+            path, future = self.pending[0]
+            rle = future.result()  # an interrupt here leaves it pending, so it is counted
+            self.pending.popleft()
+            if self.save_masks:
+                self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
+            if self._writer is not None:
+                self._writer.writerow([path.name, rle])
+            self.done += 1
+
+    def stopped_message(self, total: int, signum: int) -> str:
+        """How far a run stopped by signal ``signum`` got, and what it kept."""
+        finished = self.done + sum(
+            f.done() and not f.cancelled() and f.exception() is None for _, f in self.pending
+        )
+        kept = f"their outputs are in {str(self.out_dir)!r}"
+        if self.csv_path is not None:
+            kept += f"; {str(self.csv_path)!r} was not written (it needs every image)"
+        name = signal.Signals(signum).name
+        return f"stopped by {name} after {finished} of {total} images; {kept}"
+
+    def close(self, complete: bool) -> None:
+        """Close the CSV; move it into place only when every image got its row."""
+        if self._file is not None:
+            self._file.close()
+            if complete:
+                os.replace(self._tmp, self.csv_path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+
+
+def palette(spec: Any) -> np.ndarray | None:
+    """The class colours training recorded (``spec.meta["palette"]``), or None."""
+    colors = (getattr(spec, "meta", None) or {}).get("palette")
+    return np.asarray(colors, dtype=np.uint8).reshape(-1, 3) if colors else None
+
+
+@dataclass(frozen=True)
+class ImageWriter:
+    """Turns one image's probabilities into its label map and writes what the options ask for.
+
+    Attributes:
+        out_dir: the output folder.
+        options: the run's options (threshold, resize_back and the output kinds).
+        classes: label values the model predicts (2 for a binary model).
+        colors: RGB per class (the data set's palette), else a generated palette.
+        rle_encode: turns a label map into an RLE string when a CSV is wanted.
+    """
+
+    out_dir: Path
+    options: PredictOptions
+    classes: int
+    colors: np.ndarray | None = None
+    rle_encode: Callable[[np.ndarray], str] | None = None
+
+    def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
+        """Post-process one image (in a writer thread); returns its RLE when one is wanted."""
+        opts = self.options
+        labels = probs_to_labels(probs, size, opts.threshold, opts.resize_back)
+        if opts.save_masks:
+            write_mask(self.out_dir / f"{path.stem}.png", labels)
+        colors = self.colors
+        if colors is None or len(colors) <= int(labels.max()):
+            colors = viz.palette(max(self.classes, int(labels.max()) + 1))
+        if opts.color:
+            write_image(self.out_dir / f"{path.stem}_color.png", viz.colorize(labels, colors))
+        if opts.overlay:
+            image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            blended = viz.overlay(image, labels, colors=colors)
+            write_image(self.out_dir / f"{path.stem}_overlay.jpg", blended, quality=90)
+        return self.rle_encode(labels) if self.rle_encode else None

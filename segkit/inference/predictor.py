@@ -1,0 +1,262 @@
+"""The :class:`Predictor`: load a model once, then predict files, folders or in-memory images.
+
+Per image: resize to the training size (a reduced-size JPEG decode when the model input is
+much smaller), normalise, pad to the model's divisor, run the model (in windows with
+``tile``, with test-time augmentation with ``tta``), crop, resize the *probabilities* back
+to the image's own size and take the label (:mod:`segkit.inference.probs`). Files are
+streamed (:mod:`segkit.inference.stream`); speed against the model alone:
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.data.io import resize_square
+from segkit.data.meta import DatasetMeta
+from segkit.errors import ConfigError, DataError
+from segkit.inference.inputs import ImageFiles, find_images, normalize
+from segkit.inference.options import PredictOptions
+from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, palette
+from segkit.inference.probs import predict_proba, probs_to_labels, resize_probs
+from segkit.inference.stream import FileStream
+from segkit.inference.tiling import predict_tiled
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(
+    checkpoint_or_model: str | Path | torch.nn.Module, device: str = "auto"
+) -> tuple[torch.nn.Module, int | None]:
+    """The model to predict with (on ``device``) and the square image size it was trained at.
+
+    The size comes from ``spec.options["image_size"]``, else the checkpoint's
+    ``config.data.image_size``; ``None`` when neither says.
+
+    Raises:
+        CheckpointError: the checkpoint is missing or unreadable (names the file).
+        TypeError: a module without a ``.spec``.
+    """
+    if isinstance(checkpoint_or_model, torch.nn.Module):
+        model = checkpoint_or_model
+        if getattr(model, "spec", None) is None:
+            raise TypeError(
+                f"{type(model).__name__} has no .spec describing its input; build a segkit model "
+                "with segkit.models.build_model or pass a checkpoint path."
+            )
+        if device != "auto":
+            model.to(device)
+        return model, model.spec.options.get("image_size")
+    from segkit.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(checkpoint_or_model, device=device)
+    size = model.spec.options.get("image_size")
+    if size is None:
+        config = load_checkpoint(checkpoint_or_model).get("config") or {}
+        size = (config.get("data") or {}).get("image_size")
+    return model, size
+
+
+class Predictor:
+    """A model loaded once, predicting image files, folders or in-memory RGB arrays.
+
+    Example::
+
+        predictor = Predictor("run/best.pt", PredictOptions(tile=512, tta="flip"))
+        labels = predictor.labels(image)             # H x W uint8, image: H x W x 3 uint8 RGB
+        probs = predictor.probabilities(image)       # C x H x W float32 at the image's size
+        predictor.predict(["photos/"], "predicted")  # <stem>.png label maps (and overlays...)
+
+    Args:
+        checkpoint_or_model: a segkit ``best.pt`` / ``last.pt``, or a model with a ``.spec``.
+        options: how to predict and what to write (checked when made).
+        device: "auto" (CUDA when available, a given model stays where it is), "cpu", ...
+
+    Raises:
+        CheckpointError: the checkpoint is missing or unreadable.
+        TypeError: a module without a ``.spec``.
+        ConfigError: a window smaller than the model's divisor.
+    """
+
+    def __init__(
+        self,
+        checkpoint_or_model: str | Path | torch.nn.Module,
+        options: PredictOptions | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.options = opts = options if options is not None else PredictOptions()
+        self.model, train_size = load_model(checkpoint_or_model, device)
+        self.spec = spec = self.model.spec
+        self.device = next(self.model.parameters()).device
+        if opts.tile is not None and opts.tile < (spec.divisor or 1):
+            raise ConfigError(
+                f"Tile size {opts.tile} is smaller than the model's divisor {spec.divisor}; "
+                f"use a tile of at least {spec.divisor} pixels."
+            )
+        #: the square size images are resized to; None: as they are (always when tiling)
+        self.size = None if opts.tile else (opts.size or train_size)
+        self.mean = spec.mean or (0.0, 0.0, 0.0)
+        self.std = spec.std or (1.0, 1.0, 1.0)
+        self.flip_pairs = opts.flip_pairs
+        if self.flip_pairs is None:  # what training flipped (recorded in the spec)
+            meta = DatasetMeta.from_dict(spec.meta or {})
+            self.flip_pairs = tuple(meta.pairs_for(spec.class_names or []))
+        if opts.tta is not None and opts.tta.flip:
+            names = spec.class_names or [str(c) for c in range(spec.classes)]
+            swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in self.flip_pairs)
+            logger.info("flip TTA swaps these classes back after mirroring: %s", swapped or "none")
+
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """The model in eval mode without autograd; its own mode restored afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def batch_probs(self, images: torch.Tensor) -> np.ndarray:
+        """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch on the model's
+        device (one image when tiling), at the size the batch has."""
+        opts = self.options
+        x = normalize(images, self.mean, self.std)
+        if opts.tile:
+            args = (opts.tile, opts.overlap, opts.batch_size, opts.tta, self.flip_pairs)
+            return torch.stack([predict_tiled(self.model, im, *args) for im in x]).cpu().numpy()
+        return predict_proba(self.model, x, opts.tta, self.flip_pairs).cpu().numpy()
+
+    def _array_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            shape = getattr(image, "shape", type(image).__name__)
+            raise DataError(
+                f"An image to predict must be an H x W x 3 RGB array, got {shape}; "
+                "convert it (e.g. cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))."
+            )
+        if image.dtype != np.uint8:
+            raise DataError(
+                f"An image to predict must hold uint8 pixels (0..255), got {image.dtype}; "
+                "convert it (e.g. np.clip(image * 255, 0, 255).astype(np.uint8) for 0..1)."
+            )
+        resized = np.ascontiguousarray(resize_square(image, self.size))
+        with self._evaluating():
+            probs = self.batch_probs(torch.from_numpy(resized)[None].to(self.device))
+        return probs[0], image.shape[:2]
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities ``C x H x W`` (float32) of one ``H x W x 3`` uint8 RGB image, at
+        its own size (one channel, the foreground's, for a binary model).
+
+        Raises:
+            DataError: not an ``H x W x 3`` uint8 array.
+        """
+        probs, size = self._array_probs(image)
+        return resize_probs(probs, size)
+
+    def labels(self, image: np.ndarray) -> np.ndarray:
+        """The ``H x W`` uint8 label map of one ``H x W x 3`` uint8 RGB image.
+
+        Raises:
+            DataError: not an ``H x W x 3`` uint8 array.
+        """
+        probs, size = self._array_probs(image)
+        return probs_to_labels(probs, size, self.options.threshold, self.options.resize_back)
+
+    def predict(
+        self,
+        inputs: str | Path | Sequence[str | Path],
+        out_dir: str | Path,
+        rle_csv: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Predict image files and folders (not searched recursively) into ``out_dir``.
+
+        Writes ``<stem>.png`` (class ids at each input's own size) and, as the options ask,
+        overlays and colour maps; with ``rle_csv`` a Kaggle ``img,rle_mask`` CSV (binary
+        models). Colliding or existing outputs are refused before anything is written.
+
+        Returns:
+            ``count`` (images predicted), ``outputs`` (label PNG paths), ``skipped``,
+            ``rle_csv``, ``out_dir``, ``seconds`` and ``images_per_s``.
+
+        Raises:
+            FileNotFoundError: an input does not exist.
+            DataError: an unreadable image (unless ``skip_bad``), colliding or existing outputs.
+            ValueError: no inputs, or ``rle_csv`` for a model of more than two classes.
+            Interrupted: SIGINT or SIGTERM stopped the run; finished images' outputs are kept,
+                the RLE CSV is not written.
+        """
+        opts = self.options
+        inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        if not inputs:
+            raise ValueError("No inputs given; pass image files or folders of images.")
+        paths = find_images(inputs)
+        if rle_csv is not None and self.spec.classes > 2:
+            raise ValueError(
+                f"An RLE CSV (rle_csv / --rle) holds binary masks, but this model predicts "
+                f"{self.spec.classes} classes. Leave it out and use the label PNGs."
+            )
+        out_dir = Path(out_dir)
+        check_outputs(
+            paths, out_dir, opts.overlay, opts.save_masks, rle_csv, opts.overwrite, opts.color
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        encode = None
+        if rle_csv is not None:
+            from segkit.data.rle import rle_encode as encode
+        writer = ImageWriter(out_dir, opts, max(2, self.spec.classes), palette(self.spec), encode)
+        files = ImageFiles(paths, self.size, opts.max_pixels)
+        results = Outputs(rle_csv, out_dir, opts.save_masks)
+        stream = FileStream(files, opts, self.batch_probs, writer, results, self.device)
+        start = time.perf_counter()
+        with self._evaluating():
+            stream.run()
+        seconds = time.perf_counter() - start
+        if stream.skipped:
+            logger.warning(
+                "skipped %d unreadable image(s): %s", len(stream.skipped), ", ".join(stream.skipped)
+            )
+        count = len(paths) - len(stream.skipped)
+        return {
+            "count": count,
+            "outputs": results.outputs,
+            "skipped": stream.skipped,
+            "rle_csv": str(rle_csv) if rle_csv is not None else None,
+            "out_dir": str(out_dir),
+            "seconds": seconds,
+            "images_per_s": count / seconds if seconds > 0 else 0.0,
+        }
+
+
+def predict(
+    checkpoint_or_model: str | Path | torch.nn.Module,
+    inputs: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    rle_csv: str | Path | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> dict[str, Any]:
+    """Predict label maps for image files or folders and write them at each input's resolution.
+
+    A one-call :class:`Predictor`: ``options`` are :class:`PredictOptions` fields
+    (``batch_size``, ``tta``, ``tile``, ``overlap``, ``size``, ``overlay``, ``overwrite``, ...).
+    A model passed in goes back to its device and mode afterwards. Returns and raises what
+    :meth:`Predictor.predict` does; an unknown option is a ConfigError naming the closest.
+    """
+    given = checkpoint_or_model if isinstance(checkpoint_or_model, torch.nn.Module) else None
+    home = next(given.parameters()).device if given is not None else None
+    predictor = Predictor(checkpoint_or_model, PredictOptions.from_kwargs(**options), device)
+    try:
+        return predictor.predict(inputs, out_dir, rle_csv)
+    finally:
+        if home is not None:
+            predictor.model.to(home)  # e.g. a model mid-training, on a GPU
