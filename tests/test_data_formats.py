@@ -25,7 +25,7 @@ from segkit.errors import DataError
 #: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
 DATA = Path(
     os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+).resolve()  # absolute: tests link to these files from tmp_path
 SIZE = (48, 32)  # width x height: not square, so predictions must come back in this size
 TABLE = SYNTH_TABLE
 

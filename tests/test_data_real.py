@@ -24,7 +24,7 @@ from segkit.data import (
 #: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
 DATA = Path(
     os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+).resolve()  # absolute: tests link to these files from tmp_path
 HELEN = DATA / "helen256"
 CARVANA = DATA / "carvana_real5"
 

@@ -489,7 +489,7 @@ CARVANA = (
     Path(
         os.environ.get("SEGKIT_TEST_DATA")
         or Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
+    ).resolve()
     / "carvana_real5"
 )
 

@@ -28,7 +28,7 @@ from segkit.metrics import (
 #: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
 DATA = Path(
     os.environ.get("SEGKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+).resolve()  # absolute: tests link to these files from tmp_path
 HELEN_NAMES = ["bg", "face", "lb", "rb", "le", "re", "nose", "ulip", "imouth", "llip", "hair"]
 
 
