@@ -13,6 +13,7 @@ from typing import Any
 
 from segkit.data.io import MAX_IMAGE_PIXELS
 from segkit.errors import ConfigError, option, unknown_name
+from segkit.models.sliding import check_overlap
 
 #: how a test-time augmentation is written, for messages and help texts
 TTA_FORMS = "'flip', 'scales=0.75,1,1.25' or 'flip+scales=0.75,1,1.25'"
@@ -72,20 +73,6 @@ def parse_tta(value: TTA | str | None) -> TTA | None:
         else:
             raise _bad_tta(value)
     return TTA(flip, scales) if flip or scales != (1.0,) else None
-
-
-def check_overlap(overlap: float) -> float:
-    """``overlap`` if neighbouring windows may share that fraction of a window: [0, 1).
-
-    Raises:
-        ConfigError: otherwise.
-    """
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise ConfigError(
-            f"{option('overlap', overlap)}: the fraction of a window that neighbouring windows "
-            "share must be at least 0 and below 1 (e.g. 0.25)."
-        )
-    return float(overlap)
 
 
 def _positive(name: str, value: Any, optional: bool = False, least: int = 1) -> None:

@@ -1,26 +1,30 @@
 """Sliding-window prediction: an image too large for one model call, predicted in windows.
 
-Windows of ``tile`` x ``tile`` pixels (smaller where the image is) overlap by ``overlap`` of
-a window; the last row and column of windows end at the image's edge. Where windows overlap
-their probabilities are averaged.
+The windows, their blending and the band-by-band walk are :mod:`segkit.models.sliding`'s;
+here each window's probabilities come from :func:`~segkit.inference.probs.predict_proba`
+(divisor padding, multi-scale and flip test-time augmentation per window).
+
+:func:`predict_tiled` returns a normalised image's probabilities whole. :func:`prob_bands`
+reads windows straight from the ``H x W x 3`` uint8 image, normalising each window as it is
+batched, and yields finished bands of probabilities; :func:`tiled_labels` turns each band
+into labels at once. So predicting (and scoring, ``segkit.api.evaluate``) a large image
+holds, beyond the uint8 image and its uint8 label map, one band and one window batch of
+floats, not the image's size in floats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
-from segkit.inference.options import TTA, check_overlap
+from segkit.inference.inputs import normalize
+from segkit.inference.options import TTA
 from segkit.inference.probs import predict_proba
+from segkit.models.sliding import Band, Box, blend_bands, blend_image, window_starts
 
-
-def window_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of windows of ``tile`` pixels, ``stride`` apart, covering ``length``."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return [*starts, length - tile]
+__all__ = ["predict_tiled", "prob_bands", "probs_to_labels_torch", "tiled_labels", "window_starts"]
 
 
 def predict_tiled(
@@ -31,29 +35,85 @@ def predict_tiled(
     batch_size: int = 8,
     tta: TTA | str | None = None,
     flip_pairs: Sequence[tuple[int, int]] = (),
+    *,
+    blend: str = "gaussian",
 ) -> torch.Tensor:
     """Sliding-window probabilities ``C x H x W`` for one normalised ``3 x H x W`` image.
 
     Windows of ``tile`` x ``tile`` pixels (smaller where the image is) overlap by ``overlap``
-    of a tile; where they overlap the probabilities are averaged.
+    of a tile and are batched ``batch_size`` to a call; where they overlap the probabilities
+    are blended (``blend``: ``"gaussian"`` weighs window centres more, ``"uniform"`` is the
+    plain mean). ``tta`` and ``flip_pairs`` apply to each window (:func:`predict_proba`).
     """
-    overlap = check_overlap(overlap)
-    _, height, width = image.shape
-    stride = max(1, int(round(tile * (1.0 - overlap))))
-    boxes = [
-        (y, x, min(tile, height), min(tile, width))
-        for y in window_starts(height, tile, stride)
-        for x in window_starts(width, tile, stride)
-    ]
-    out: torch.Tensor | None = None
-    counts = torch.zeros((1, height, width), device=image.device)
-    for start in range(0, len(boxes), batch_size):
-        chunk = boxes[start : start + batch_size]
-        batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk])
-        probs = predict_proba(model, batch, tta, flip_pairs)
-        if out is None:
-            out = torch.zeros((probs.shape[1], height, width), device=image.device)
-        for (y, x, h, w), p in zip(chunk, probs):
-            out[:, y : y + h, x : x + w] += p
-            counts[:, y : y + h, x : x + w] += 1
-    return out / counts
+
+    def read(box: Box) -> torch.Tensor:
+        y, x, h, w = box
+        return image[:, y : y + h, x : x + w]
+
+    def probs(batch: torch.Tensor) -> torch.Tensor:
+        return predict_proba(model, batch, tta, flip_pairs)
+
+    size = tuple(image.shape[-2:])
+    return blend_image(probs, read, size, tile, overlap, batch_size, blend)
+
+
+def prob_bands(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tile: int,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    tta: TTA | str | None = None,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    blend: str = "gaussian",
+) -> Iterator[Band]:
+    """Finished bands of sliding-window probabilities of an ``H x W x 3`` uint8 image.
+
+    Each window batch is normalised (``mean``/``std``, 0..1 scale) when it is read, so no
+    float copy of the whole image is made (:func:`segkit.models.sliding.blend_bands`).
+    """
+
+    def read(box: Box) -> torch.Tensor:
+        y, x, h, w = box
+        return image[y : y + h, x : x + w]
+
+    def probs(batch: torch.Tensor) -> torch.Tensor:
+        return predict_proba(model, normalize(batch, mean, std), tta, flip_pairs)
+
+    size = tuple(image.shape[:2])
+    return blend_bands(probs, read, size, tile, overlap, batch_size, blend)
+
+
+def probs_to_labels_torch(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Labels ``... x H x W`` (uint8) of probabilities ``... x C x H x W`` where they are:
+    one channel is thresholded, several take the arg-max (ties keep the lower class)."""
+    if probs.shape[-3] == 1:
+        return (probs[..., 0, :, :] > threshold).to(torch.uint8)
+    return probs.argmax(-3).to(torch.uint8)
+
+
+def tiled_labels(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tile: int,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    tta: TTA | str | None = None,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    threshold: float = 0.5,
+    blend: str = "gaussian",
+) -> np.ndarray:
+    """The ``H x W`` uint8 label map of an ``H x W x 3`` uint8 image, predicted in windows;
+    each finished band of probabilities becomes labels at once (:func:`prob_bands`)."""
+    labels = np.empty(tuple(image.shape[:2]), np.uint8)
+    for band in prob_bands(
+        model, image, mean, std, tile, overlap, batch_size, tta, flip_pairs, blend
+    ):
+        h, w = band.out.shape[-2:]
+        part = probs_to_labels_torch(band.out, threshold)
+        labels[band.y : band.y + h, band.x : band.x + w] = part.cpu().numpy()
+    return labels

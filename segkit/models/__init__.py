@@ -26,6 +26,13 @@ from segkit.models.registry import (
     list_models,
     register_model,
 )
+from segkit.models.sliding import (
+    SlidingWindow,
+    blend_bands,
+    blend_image,
+    blend_weights,
+    window_boxes,
+)
 from segkit.models.spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -46,6 +53,10 @@ __all__ = [
     "ModelEntry",
     "ModelSpec",
     "SegmentationModel",
+    "SlidingWindow",
+    "blend_bands",
+    "blend_image",
+    "blend_weights",
     "build_model",
     "check_spec_matches",
     "crop",
@@ -60,4 +71,5 @@ __all__ = [
     "rebuild_model",
     "register_model",
     "swap_channels",
+    "window_boxes",
 ]
