@@ -235,7 +235,7 @@ def build_experiment(cfg: Config) -> Experiment:
     meta: DatasetMeta = train_set.metadata()
     # train.seed decides the initial weights too, not whatever drew from torch's RNG before
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    model = model_from_config(cfg.model, class_names)
+    model = model_from_config(cfg.model, class_names, multilabel=meta.multilabel)
     record_training_data(model.spec, cfg, meta)
     attach_transforms(cfg, train_set, val_set, model.spec)
     lc = cfg.loss
@@ -244,6 +244,7 @@ def build_experiment(cfg: Config) -> Experiment:
         smooth=lc.smooth,
         ignore_index=meta.ignore_index,
         class_weights=lc.class_weights,
+        mode="multilabel" if meta.multilabel else None,
         **lc.options,
     )
     return Experiment(
@@ -316,6 +317,8 @@ def train(
         ),
         hooks=_optional_hooks(cfg),
     )
+    if exp.meta is not None and exp.meta.thresholds is not None:  # multi-label validation
+        trainer.evaluator.thresholds = list(exp.meta.thresholds)
     return trainer.fit(resume=resume, overwrite=overwrite)
 
 
@@ -344,8 +347,12 @@ def evaluate(
     json_out: str | Path | None = None,
     num_workers: int | None = None,
     tta: str | None = None,
+    threshold: float | list[float] | str | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint on a split; ``split="val"`` re-draws the held-out part of training.
+
+    ``threshold`` (multi-label models): the probability threshold, one for all classes or one
+    per class; default what training recorded (``data.options.thresholds``), else 0.5.
 
     ``tta`` scores test-time augmentation as prediction does it
     (:func:`segkit.inference.parse_tta`): ``"flip"`` averages with the mirrored prediction
@@ -369,6 +376,7 @@ def evaluate(
     split = split or cfg.data.test_split
     model = model_from_checkpoint(checkpoint, device="cpu")
     meta = DatasetMeta.from_dict(model.spec.meta or {})  # what training recorded
+    thresholds = class_thresholds(meta, model.spec.classes, threshold)
     cfg.loss.ignore_index = meta.ignore_index
     if split == "val" and not cfg.data.val_split:
         _, ds = build_datasets(cfg)
@@ -393,11 +401,40 @@ def evaluate(
         groups=meta.groups_for(names),
         device=device,
         ignore_index=meta.ignore_index,
+        thresholds=thresholds,
     )
     result = {k: float(v) for k, v in result.items()}
     if json_out is not None:
         write_json(json_out, result)
     return result
+
+
+def class_thresholds(
+    meta: DatasetMeta, classes: int, threshold: float | list[float] | str | None = None
+) -> list[float] | None:
+    """The multi-label thresholds to score with: ``threshold`` (one value for all classes or one
+    per class, also as ``"0.4,0.6"``), else the recorded ones, else None (0.5 each); None for
+    other models.
+
+    Raises:
+        ConfigError: a threshold for a model that is not multi-label, or the wrong count.
+    """
+    from segkit.data.meta import check_thresholds
+    from segkit.errors import option
+    from segkit.inference.options import parse_threshold
+
+    if not meta.multilabel:
+        if threshold is not None:
+            raise ConfigError(
+                f"{option('threshold', threshold)} applies to multi-label models; this one is "
+                "not (leave it out)."
+            )
+        return None
+    if threshold is None:
+        return list(meta.thresholds) if meta.thresholds is not None else None
+    threshold = parse_threshold(threshold)
+    values = [threshold] * classes if isinstance(threshold, float) else list(threshold)
+    return list(check_thresholds(values, classes, option("threshold", threshold)))
 
 
 def check_json_path(path: str | Path) -> Path:

@@ -18,6 +18,10 @@ from segkit.errors import SegkitError, command_line_names
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
 #: ``--tta``'s help (the values are read by segkit.inference.parse_tta)
+THRESHOLD_HELP = (
+    "a multi-label model's probability threshold: one for every class or one per class, e.g. "
+    "0.4,0.6 (default: what training recorded, else 0.5); predict: also a binary model's"
+)
 TTA_HELP = (
     "test-time augmentation: flip (average with the mirrored prediction), scales=0.75,1,1.25 "
     "(average over input scales) or flip+scales=..."
@@ -93,6 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         json_out=args.json,
         tta=args.tta,
+        threshold=args.threshold,
     )
     print_metrics(result)
     if args.json:
@@ -177,6 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         color=args.color,
+        threshold=args.threshold,
         progress=sys.stderr.isatty(),  # no bar drawn into log files
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
     )
@@ -368,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
     s.add_argument("--tta", default=None, help=TTA_HELP)
+    s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
 
     s = add("score", help="score two folders of label PNGs against each other by file name")
     s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
@@ -391,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write <name>_color.png in the data set's class colours",
     )
     s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
+    s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
     s.add_argument("--tta", default=None, help=TTA_HELP)
     s.add_argument(
         "--tile", type=int, default=None, help="sliding-window tile size for large images"
@@ -444,14 +452,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("synth", help="write a synthetic data set in the real layout")
     s.add_argument(
         "dataset",
-        help="which data set's layout to write (carvana, helen, voc, cityscapes, color_masks)",
+        help="which data set's layout to write (carvana, helen, voc, cityscapes, color_masks, "
+        "multilabel)",
     )
     s.add_argument("dst", help="folder to write the data set into")
     s.add_argument(
         "--n",
         type=int,
         default=2,
-        help="cars (16 views each), faces, images (voc, color_masks) or frames per city and split (cityscapes) (default: 2)",
+        help="cars (16 views each), faces, images (voc, color_masks, multilabel) or frames per city "
+        "and split (cityscapes) (default: 2)",
     )
     s.add_argument(
         "--seed", type=int, default=0, help="random seed of the synthetic images (default: 0)"

@@ -3,6 +3,9 @@
 Every loss is called as ``loss(logits, target)`` with logits ``N x C x H x W`` (any float
 dtype) and an integer label map ``N x H x W``. ``C == 1`` is a binary task (sigmoid over
 the single channel, labels 0/1); ``C > 1`` is multiclass (softmax, labels ``0..C-1``).
+A multi-label task (classes may overlap) takes a 0/1 target ``N x C x H x W`` of the logits'
+shape and scores each channel as its own binary task (sigmoid): ``bce``, ``dice``,
+``soft_dice``, smp's losses and sums of them; ``ce`` cannot (its classes exclude each other).
 Everything is reduced in float32, and empty masks, all-background or fully ignored
 batches give finite values.
 
@@ -22,7 +25,7 @@ from torch import nn
 
 from segkit.errors import PLUGIN_HINT, ConfigError, suggest, unknown_name
 
-MODES = ("binary", "multiclass")
+MODES = ("binary", "multiclass", "multilabel")
 
 # ---------------------------------------------------------------------------- functional
 
@@ -68,6 +71,8 @@ def probs_and_onehot(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities and one-hot target (float32, ``N x C x H x W``), zero where ignored."""
     logits = logits.float()
+    if mode == "multilabel":  # target: N x C x H x W 0/1
+        return torch.sigmoid(logits), target.float()
     valid, safe = _valid_and_safe(target, ignore_index)
     if mode == "binary":
         probs = torch.sigmoid(logits)
@@ -125,10 +130,16 @@ def binary_cross_entropy(
 ) -> torch.Tensor:
     """Sigmoid BCE: on the single channel (binary) or one-vs-rest per class (multiclass).
 
-    Binary ``class_weights`` are ``(background, foreground)`` pixel weights; multiclass ones
-    weight each class's channel.
+    Binary ``class_weights`` are ``(background, foreground)`` pixel weights; multiclass and
+    multi-label ones weight each class's channel.
     """
     logits = logits.float()
+    if mode == "multilabel":  # target: N x C x H x W 0/1
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+        if class_weights is None:
+            return per_pixel.mean()
+        weight = class_weights.to(per_pixel).view(1, -1, 1, 1).expand_as(per_pixel)
+        return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-12)
     valid, safe = _valid_and_safe(target, ignore_index)
     if mode == "binary":
         per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], safe.float(), reduction="none")
@@ -165,8 +176,12 @@ class SegmentationLoss(nn.Module):
         smooth: Dice smoothing term.
         ignore_index: label value whose pixels are left out.
         class_weights: one weight per class (binary: background, foreground).
-        mode: ``"binary"``, ``"multiclass"`` or ``None`` to infer from the channel count.
+        mode: ``"binary"``, ``"multiclass"``, ``"multilabel"`` or ``None`` to infer from the
+            channel count (and a target of the logits' shape: multi-label).
     """
+
+    #: whether the loss can train a multi-label model (a 0/1 target per channel)
+    multilabel: bool = False
 
     def __init__(
         self,
@@ -177,7 +192,14 @@ class SegmentationLoss(nn.Module):
     ):
         super().__init__()
         if mode is not None and mode not in MODES:
-            raise ConfigError(f"Unknown loss mode {mode!r}; use 'binary', 'multiclass' or None.")
+            raise ConfigError(
+                f"Unknown loss mode {mode!r}; use 'binary', 'multiclass', 'multilabel' or None."
+            )
+        if mode == "multilabel" and ignore_index is not None:
+            raise ConfigError(
+                f"loss.ignore_index={ignore_index} does not apply to multi-label masks (0/1 per "
+                "class); leave it unset."
+            )
         if class_weights is not None and any(w < 0 for w in class_weights):
             raise ConfigError(f"class_weights must not be negative, got {list(class_weights)}.")
         self.smooth = float(smooth)
@@ -190,7 +212,17 @@ class SegmentationLoss(nn.Module):
         return self.compute(logits.float(), target, mode)
 
     def check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, str]:
-        """Validate shapes, dtype and label values; return the int64 target and the mode."""
+        """Validate shapes, dtype and label values; return the int64 target and the mode
+        (multi-label: the float32 0/1 target)."""
+        if self.mode == "multilabel" or (
+            self.mode is None and target.ndim == 4 and target.shape[1] == logits.shape[1] > 1
+        ):
+            if not self.multilabel:
+                raise ConfigError(
+                    f"{type(self).__name__} cannot score a multi-label target (one 0/1 plane "
+                    "per class): use bce, dice, soft_dice or a sum such as 'bce + dice'."
+                )
+            return self._check_multilabel(logits, target), "multilabel"
         if target.ndim == 4 and target.shape[1] == 1:
             target = target[:, 0]
         if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
@@ -224,6 +256,23 @@ class SegmentationLoss(nn.Module):
                 f"task (ignore_index={self.ignore_index}). Check the class count or remap labels."
             )
         return target, mode
+
+    def _check_multilabel(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"A multi-label loss needs a 0/1 target of the logits' shape N x C x H x W, got "
+                f"logits {tuple(logits.shape)} and target {tuple(target.shape)}."
+            )
+        if self.class_weights is not None and len(self.class_weights) != logits.shape[1]:
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} values but the multi-label task "
+                f"has {logits.shape[1]} classes; give one weight per class."
+            )
+        target = target.float()
+        if bool(((target != 0) & (target != 1)).any()):
+            values = torch.unique(target[(target != 0) & (target != 1)])[:10].tolist()
+            raise ValueError(f"A multi-label target holds 0 and 1 only, got values {values}.")
+        return target
 
     def weights(self, like: torch.Tensor) -> torch.Tensor | None:
         """``class_weights`` as a float32 tensor on ``like``'s device."""
@@ -294,6 +343,7 @@ class SoftDiceLoss(SegmentationLoss):
     """``1 - mean_c (2·Σ(p·t) + s) / (Σp² + Σt² + s)`` (Carvana tutorial's soft Dice)."""
 
     squared = True
+    multilabel = True
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
         return dice_loss(
@@ -328,7 +378,10 @@ class CrossEntropyLoss(SegmentationLoss):
 
 @register_loss("bce")
 class BCELoss(SegmentationLoss):
-    """Sigmoid binary cross-entropy (one-vs-rest per class when multiclass)."""
+    """Sigmoid binary cross-entropy (one-vs-rest per class when multiclass; per channel when
+    multi-label)."""
+
+    multilabel = True
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
         return binary_cross_entropy(logits, target, mode, self.ignore_index, self.weights(logits))
@@ -346,6 +399,7 @@ class SmpLoss(SegmentationLoss):
     """
 
     smp_class: str = ""
+    multilabel = True  # smp's losses take mode="multilabel"
     #: smp arguments segkit sets itself, never options
     MANAGED = ("mode", "from_logits", "ignore_index", "class_weights", "smooth")
 
@@ -394,6 +448,8 @@ class SmpLoss(SegmentationLoss):
         return self._built[mode]
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "multilabel":
+            return self._loss(mode)(logits, target)
         if self.ignore_index is not None and bool((target == self.ignore_index).all()):
             return logits.sum() * 0.0  # nothing counted: 0 (smp gives NaN), graph kept
         return self._loss(mode)(logits, target)
@@ -437,6 +493,7 @@ class CombinedLoss(SegmentationLoss):
 
     def __init__(self, terms: list[tuple[float, str, SegmentationLoss]], **kwargs: Any):
         super().__init__(**kwargs)
+        self.multilabel = all(loss.multilabel for _, _, loss in terms)
         self.terms = terms
         self.losses = nn.ModuleList(loss for _, _, loss in terms)
 
@@ -553,7 +610,8 @@ def build_loss(
         smooth: Dice smoothing term (every term that has one).
         ignore_index: label value whose pixels are left out of every term.
         class_weights: one weight per class (binary: background, foreground).
-        mode: ``"binary"``, ``"multiclass"``, or ``None`` to infer from the logits' channels.
+        mode: ``"binary"``, ``"multiclass"``, ``"multilabel"`` (a 0/1 target per channel), or
+            ``None`` to infer from the logits' channels.
         **options: keyword options of the terms (``gamma=1``), given to each term that takes
             them, or per term (``focal={"gamma": 1}``); ``loss.options`` in a config.
 
@@ -561,10 +619,20 @@ def build_loss(
         A module called as ``loss(logits N x C x H x W, target N x H x W int64)``.
 
     Raises:
-        ConfigError: unknown name, malformed expression, or an option no term takes.
+        ConfigError: unknown name, malformed expression, an option no term takes, or a term
+            that cannot train a multi-label model.
     """
     shared = dict(smooth=smooth, ignore_index=ignore_index, class_weights=class_weights, mode=mode)
     terms = parse_loss_expression(name)
+    if mode == "multilabel":
+        unable = [n for _, n, _ in terms if not _LOSSES[n].multilabel]
+        if unable:
+            able = [n for n in sorted(_LOSSES) if _LOSSES[n].multilabel]
+            raise ConfigError(
+                f"Loss {unable[0]!r} cannot train a multi-label model: it treats the classes as "
+                f"exclusive. Use one that scores each class on its own ({', '.join(able)}) or "
+                "a sum such as 'bce + dice' (loss.name)."
+            )
     per_term = _options_per_term(terms, options, name)
     losses = []
     for (w, n, _), opts in zip(terms, per_term):

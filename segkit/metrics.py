@@ -2,7 +2,8 @@
 
 :class:`ConfusionMatrix` accumulates pixel counts with one ``bincount`` per batch; per-class
 F1 (= Dice), IoU, precision and recall, class-group F1 and the means follow from the
-summed matrix (not from an average of per-image scores). :func:`soft_dice` and
+summed matrix (not from an average of per-image scores); :class:`MultiLabelConfusion` does
+the same per class for overlapping classes (one binary matrix each). :func:`soft_dice` and
 :class:`SoftDiceAccumulator` give the binary soft Dice the Carvana tutorial reports.
 """
 
@@ -185,6 +186,74 @@ class ConfusionMatrix:
         result["mean_f1"] = _nanmean(scores["f1"])
         result["miou"] = _nanmean(scores["iou"])
         result["accuracy"] = float(np.trace(m) / total)
+        return result
+
+
+class MultiLabelConfusion:
+    """One binary confusion matrix per class, for classes that may overlap (multi-label).
+
+    ``matrix[c]`` is class ``c``'s ``2 x 2`` matrix (rows truth, columns prediction: absent,
+    present), summed over every pixel; the scores follow from it as for two classes.
+
+    Args:
+        num_classes: number of classes (channels).
+        class_names: names used in :meth:`compute`'s keys (default ``"0"``, ``"1"``, ...).
+    """
+
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.class_names = _check_names(class_names, num_classes)
+        self.matrix = torch.zeros(num_classes, 2, 2, dtype=torch.int64)
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self.matrix.zero_()
+
+    def update(self, pred: Any, target: Any) -> None:
+        """Count one batch: ``pred`` and ``target`` are 0/1 masks ``N x C x H x W``.
+
+        Raises:
+            ValueError: shapes differ, the channel count is not ``num_classes``, or values
+                other than 0 and 1.
+        """
+        pred, target = _as_labels(pred, "prediction"), _as_labels(target, "target")
+        c = self.num_classes
+        if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != c:
+            raise ValueError(
+                f"Expected 0/1 prediction and target N x {c} x H x W, got "
+                f"{tuple(pred.shape)} and {tuple(target.shape)}."
+            )
+        pred, target = pred.to(target.device).long(), target.long()
+        for name, x in (("prediction", pred), ("target", target)):
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) > 1):
+                raise ValueError(f"The multi-label {name} must hold 0 and 1 only.")
+        channel = torch.arange(c, device=target.device).view(1, c, 1, 1)
+        index = (channel * 4 + target * 2 + pred).reshape(-1)
+        self.matrix += torch.bincount(index, minlength=4 * c).reshape(c, 2, 2).cpu()
+
+    def compute(self, groups: Mapping[str, Sequence[int]] | None = None) -> dict[str, float]:
+        """Scores as a flat dict with :meth:`ConfusionMatrix.compute`'s keys.
+
+        Per class ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` (of
+        the class being present); ``mean_f1`` and ``miou`` average the classes whose score is
+        defined; ``accuracy`` is the mean over classes of the share of pixels right. Groups
+        are not defined for overlapping classes and are refused.
+        """
+        if groups:
+            raise ValueError("Report groups are not defined for multi-label classes.")
+        m = self.matrix.numpy()
+        if m.sum() == 0:
+            raise ValueError("The confusion matrix is empty: call update() with some pixels first.")
+        per_class = [scores_from_matrix(mc) for mc in m]
+        result: dict[str, float] = {}
+        for metric in ("f1", "iou", "precision", "recall"):
+            for name, scores in zip(self.class_names, per_class):
+                result[f"{metric}_{name}"] = float(scores[metric][1])
+        result["mean_f1"] = _nanmean(np.array([s["f1"][1] for s in per_class]))
+        result["miou"] = _nanmean(np.array([s["iou"][1] for s in per_class]))
+        result["accuracy"] = float(np.mean([np.trace(mc) / mc.sum() for mc in m]))
         return result
 
 

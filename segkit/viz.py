@@ -29,6 +29,20 @@ def palette(n: int) -> np.ndarray:
     return np.array([_COLORS[i] for i in idx[:n]], dtype=np.uint8).reshape(n, 3)
 
 
+def overlap_labels(masks: Any) -> Any:
+    """A label map for drawing ``... x C x H x W`` 0/1 multi-label masks (numpy or torch):
+    ``c + 1`` for the highest-numbered class present, 0 where none is (``H x W`` per image;
+    where classes overlap the later one is drawn)."""
+    c = masks.shape[-3]
+    if hasattr(masks, "detach"):
+        import torch
+
+        weights = torch.arange(1, c + 1, device=masks.device).view(c, 1, 1)
+        return (masks.long() * weights).amax(dim=-3)
+    weights = np.arange(1, c + 1).reshape(c, 1, 1)
+    return (np.asarray(masks).astype(np.int64) * weights).max(axis=-3)
+
+
 def colorize(mask: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
     """A label map ``H x W`` as an RGB image ``H x W x 3`` uint8.
 

@@ -156,9 +156,9 @@ def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
         return synth_carvana(tmp_path / "c", cars=1, views=2, size=(48, 32)), "train", {}
     if name == "folder":
         return make_folder(tmp_path / "f", classes=3), None, {"classes": 3}
-    if name in ("voc", "cityscapes", "color_masks"):  # their own synthetic sets
+    if name in ("voc", "cityscapes", "color_masks", "multilabel"):  # their own synthetic sets
         dataset_metas()[name].synth(tmp_path / name, n=3)  # writes the set, says what it wrote
-        return tmp_path / name, (None if name == "color_masks" else "train"), {}
+        return tmp_path / name, (None if name in ("color_masks", "multilabel") else "train"), {}
     raise AssertionError(f"registered dataset {name!r} has no test case: add one here")
 
 
@@ -178,7 +178,8 @@ def test_every_builtin_dataset_builds_by_name(name, tmp_path):
     assert isinstance(ds, SegmentationDataset) and len(ds) >= 2
     item = ds[0]
     assert set(item) == {"image", "mask", "id", "image_path"}
-    assert item["image"].shape[:2] == item["mask"].shape
+    masks = item["mask"].shape[1:] if ds.task == "multilabel" else item["mask"].shape  # C x H x W
+    assert item["image"].shape[:2] == masks
 
 
 def test_every_registered_dataset_has_a_case(tmp_path):

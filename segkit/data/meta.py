@@ -32,7 +32,16 @@ from typing import Any
 from segkit.errors import ConfigError
 
 #: keys of :meth:`DatasetMeta.to_dict`, the part that travels in a checkpoint
-RECORDED = ("dataset", "classes", "palette", "ignore_index", "flip_pairs", "groups")
+RECORDED = (
+    "dataset",
+    "classes",
+    "palette",
+    "ignore_index",
+    "flip_pairs",
+    "groups",
+    "multilabel",
+    "thresholds",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,11 @@ class DatasetMeta:
             in the real layout (``segkit synth``); returns the message to show.
         mean: the data set's own per-channel mean (0-1 scale) for ``augment.normalize: dataset``.
         std: the data set's own per-channel std.
+        multilabel: classes may overlap: ``classes`` names one binary mask each (no
+            background), the mask is ``C x H x W`` 0/1, the model has one sigmoid output per
+            class, and prediction writes one mask per class (docs/data.md, "Multi-label").
+        thresholds: multi-label only: the probability above which a pixel belongs to each
+            class (one per class, or None: 0.5 each); evaluate and predict use them.
     """
 
     classes: tuple[str, ...] = ()
@@ -77,6 +91,8 @@ class DatasetMeta:
     synth: Callable[..., Any] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    multilabel: bool = False
+    thresholds: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise the containers once, here
@@ -86,6 +102,9 @@ class DatasetMeta:
         if self.flip_pairs is not None:
             fix(self, "flip_pairs", tuple((int(a), int(b)) for a, b in self.flip_pairs))
         fix(self, "groups", {str(k): tuple(int(i) for i in v) for k, v in self.groups.items()})
+        fix(self, "multilabel", bool(self.multilabel))
+        if self.thresholds is not None:
+            fix(self, "thresholds", tuple(float(t) for t in self.thresholds))
         self.check()
 
     def check(self) -> None:
@@ -104,6 +123,13 @@ class DatasetMeta:
                 f"Dataset {self.dataset!r}: flip pairs / groups name class ids {sorted(set(bad))} "
                 f"outside 0..{n - 1} of its {n} classes."
             )
+        if self.thresholds is not None:
+            if not self.multilabel:
+                raise ConfigError(
+                    f"Dataset {self.dataset!r}: thresholds are for multi-label data sets only; "
+                    "leave them out (a binary model's threshold is a prediction option)."
+                )
+            check_thresholds(self.thresholds, n or len(self.thresholds), "thresholds")
 
     def replace(self, **changes: Any) -> DatasetMeta:
         """A copy with some fields changed."""
@@ -120,6 +146,8 @@ class DatasetMeta:
             if self.flip_pairs is not None
             else None,
             "groups": {k: list(v) for k, v in self.groups.items()},
+            "multilabel": self.multilabel,
+            "thresholds": list(self.thresholds) if self.thresholds is not None else None,
         }
 
     @classmethod
@@ -143,6 +171,28 @@ class DatasetMeta:
         if self.classes and list(self.classes) != list(class_names):
             return None  # the groups were declared for another label set (data.classes)
         return {k: list(v) for k, v in self.groups.items()}
+
+
+def check_thresholds(
+    thresholds: Sequence[float], classes: int, what: str = "threshold"
+) -> tuple[float, ...]:
+    """``thresholds`` as floats if there is one per class and each lies in [0, 1).
+
+    Raises:
+        ConfigError: the wrong count, or a value outside [0, 1).
+    """
+    values = tuple(float(t) for t in thresholds)
+    if len(values) != classes:
+        raise ConfigError(
+            f"{what} {list(values)}: {len(values)} value(s) for {classes} classes; give one "
+            "probability per class, in class order, or one value for all."
+        )
+    bad = [t for t in values if not 0.0 <= t < 1.0]
+    if bad:
+        raise ConfigError(
+            f"{what} {list(values)}: each must be at least 0 and below 1, got {bad[0]}."
+        )
+    return values
 
 
 def split_ids(

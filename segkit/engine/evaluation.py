@@ -1,7 +1,9 @@
 """Validation: loss and confusion matrix (plus soft Dice for binary models) over a loader.
 
 A model with one output channel is binary: ``sigmoid > 0.5`` (logit > 0) gives the label and
-the confusion matrix has 2 classes; otherwise the label is the arg-max over channels.
+the confusion matrix has 2 classes; otherwise the label is the arg-max over channels. With
+multi-label masks (``N x C x H x W`` 0/1, classes may overlap) each channel's
+``sigmoid > threshold`` is scored as its own binary task (:class:`~segkit.metrics.MultiLabelConfusion`).
 Under ``torchrun`` the sums are added over ranks before any metric is computed.
 """
 
@@ -15,6 +17,7 @@ import torch
 
 from segkit.engine.distributed import DistInfo, all_reduce_sum, resolve_device
 from segkit.errors import ConfigError, DataError
+from segkit.viz import overlap_labels
 
 
 def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,6 +30,18 @@ def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         f"A batch must be a dict with 'image' and 'mask' (or an (image, mask) pair), "
         f"got {type(batch).__name__}."
     )
+
+
+def predict_multilabel(
+    logits: torch.Tensor, thresholds: Sequence[float] | None = None
+) -> torch.Tensor:
+    """0/1 masks ``N x C x H x W`` from logits: ``sigmoid > threshold`` per channel (0.5 each
+    when None)."""
+    probs = torch.sigmoid(logits.float())
+    if thresholds is None:
+        return (probs > 0.5).long()
+    t = torch.as_tensor(list(thresholds), dtype=probs.dtype, device=probs.device)
+    return (probs > t.view(1, -1, 1, 1)).long()
 
 
 def predict_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -44,6 +59,9 @@ class Evaluator:
         groups: class groups whose F1 is reported (e.g. Helen's eyes/brows/mouth/overall).
         ignore_index: label value left out of the metrics.
         preview: how many samples (images, masks, predictions) to keep for a prediction grid.
+        multilabel: score each channel as its own binary task (None: when the first batch's
+            masks are ``N x C x H x W`` with C the model's channels).
+        thresholds: multi-label probability threshold per class (None: 0.5 each).
     """
 
     def __init__(
@@ -52,8 +70,12 @@ class Evaluator:
         groups: Mapping[str, Sequence[int]] | None = None,
         ignore_index: int | None = None,
         preview: int = 0,
+        multilabel: bool | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> None:
         self.class_names = list(class_names) if class_names is not None else None
+        self.multilabel = multilabel
+        self.thresholds = list(thresholds) if thresholds is not None else None
         self.groups = dict(groups) if groups else None
         self.ignore_index = ignore_index
         self.preview = preview
@@ -64,13 +86,20 @@ class Evaluator:
         self.cm: Any = None
         self.dice: Any = None
         self.binary: bool | None = None
+        self.is_multilabel = False
         self.sums = torch.zeros(2, dtype=torch.float64)  # loss * images, images
         self.has_loss = False
         self.kept: dict[str, list] = {"image": [], "mask": [], "pred": []}
 
-    def _start(self, channels: int) -> None:
+    def _start(self, channels: int, masks: torch.Tensor) -> None:
         from segkit.metrics import ConfusionMatrix, SoftDiceAccumulator
 
+        multilabel = self.multilabel
+        if multilabel is None:
+            multilabel = masks.ndim == 4 and masks.shape[1] == channels > 1
+        if multilabel:
+            self._start_multilabel(channels)
+            return
         self.binary = channels == 1
         num_classes = 2 if self.binary else channels
         if self.class_names is None:
@@ -88,17 +117,40 @@ class Evaluator:
         self.cm = ConfusionMatrix(num_classes, self.ignore_index, self.class_names)
         self.dice = SoftDiceAccumulator() if self.binary else None
 
+    def _start_multilabel(self, channels: int) -> None:
+        from segkit.metrics import MultiLabelConfusion
+
+        self.binary, self.is_multilabel, self.dice = False, True, None
+        names = self.class_names or [f"class_{i}" for i in range(channels)]
+        if len(names) != channels:
+            raise ConfigError(
+                f"The multi-label model has {channels} output channels but {len(names)} class "
+                f"names were given: {names}. Give one name per channel."
+            )
+        if self.thresholds is not None and len(self.thresholds) != channels:
+            raise ConfigError(
+                f"{len(self.thresholds)} thresholds {self.thresholds} for {channels} classes; "
+                "give one per class."
+            )
+        self.class_names = names
+        self.cm = MultiLabelConfusion(channels, names)
+
     def update(
         self, logits: torch.Tensor, masks: torch.Tensor, loss: torch.Tensor | None = None
     ) -> None:
         """Add one batch: logits ``N x C x H x W``, masks ``N x H x W``, the batch's mean loss."""
         if self.cm is None:
-            self._start(logits.shape[1])
+            self._start(logits.shape[1], masks)
         n = logits.shape[0]
         if loss is not None:
             self.has_loss = True
             self.sums[0] += float(loss) * n
         self.sums[1] += n
+        if self.is_multilabel:
+            preds = predict_multilabel(logits, self.thresholds)
+            self.cm.update(preds, masks)
+            self._keep(*(overlap_labels(x) for x in (masks, preds)))
+            return
         preds = predict_labels(logits)
         self.cm.update(preds, masks)  # counted on the device; only the C x C counts move
         if self.dice is not None:
@@ -142,7 +194,7 @@ class Evaluator:
         result: dict[str, float] = {}
         if self.has_loss and self.sums[1] > 0:
             result["loss"] = float(self.sums[0] / self.sums[1])
-        result.update(self.cm.compute(self.groups))
+        result.update(self.cm.compute(None if self.is_multilabel else self.groups))
         if self.dice is not None:
             d = self.dice
             fields = ("score_sum", "count", "intersection", "denominator")
@@ -196,6 +248,7 @@ def evaluate_model(
     device: str = "auto",
     loss_fn: Callable | None = None,
     ignore_index: int | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """Score a model on a loader: per-class and grouped F1 / IoU, mIoU, accuracy, soft Dice.
 
@@ -207,8 +260,9 @@ def evaluate_model(
         device: "auto", "cpu", "cuda", ...
         loss_fn: also report ``loss`` when given.
         ignore_index: label value left out of the metrics.
+        thresholds: multi-label masks (``N x C x H x W``): the probability threshold per class.
     """
     dev = resolve_device(device)
     model = model.to(dev)
-    evaluator = Evaluator(class_names, groups, ignore_index)
+    evaluator = Evaluator(class_names, groups, ignore_index, thresholds=thresholds)
     return run_evaluation(model, loader, evaluator, dev, loss_fn)

@@ -52,6 +52,6 @@ class InferenceModel(nn.Module):
             probs = torch.stack([predict_tiled(self.model, image, *args) for image in x])
         else:
             probs = predict_proba(self.model, x, self.tta, self.flip_pairs)
-        if probs.shape[1] == 1:
+        if probs.shape[1] == 1 or self.spec.task == "multilabel":  # sigmoid probabilities
             return torch.logit(probs, eps=1e-6)
         return torch.log(probs.clamp_min(1e-12))

@@ -84,6 +84,29 @@ def _positive(name: str, value: Any, optional: bool = False, least: int = 1) -> 
         raise ConfigError(f"{option(name, value)}: must be {what}{leave}.")
 
 
+def parse_threshold(value: Any) -> float | tuple[float, ...]:
+    """A threshold (a number) or per-class thresholds (a sequence, or ``"0.4,0.6"``)."""
+    given = value
+    if isinstance(value, str):
+        try:
+            value = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            value = None
+        value = value[0] if value is not None and len(value) == 1 else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        return tuple(float(v) for v in value)
+    raise ConfigError(
+        f"{option('threshold', given)}: give a probability (e.g. 0.5) or, for a multi-label "
+        "model, one per class (e.g. 0.4,0.6)."
+    )
+
+
 @dataclass(frozen=True)
 class PredictOptions:
     """How a :class:`~segkit.inference.Predictor` predicts and what it writes.
@@ -99,7 +122,9 @@ class PredictOptions:
         tta: test-time augmentation (:func:`parse_tta`): ``"flip"``, ``"scales=0.75,1,1.25"``
             or both (``"flip+scales=..."``).
         flip_pairs: class pairs that flip TTA swaps back; default what training flipped.
-        threshold: foreground probability threshold of a one-channel (binary) model.
+        threshold: foreground probability threshold of a one-channel (binary) model (None:
+            0.5), or of a multi-label model: one value for every class or one per class
+            (None: the thresholds training recorded, else 0.5).
         resize_back: "bilinear" (probabilities, accurate) or "nearest" (labels, faster).
         batch_size: images per model call (windows per call when tiling).
         num_workers: DataLoader worker processes reading files (0: threads of this process).
@@ -118,7 +143,7 @@ class PredictOptions:
     overlap: float = 0.25
     tta: TTA | str | None = None
     flip_pairs: tuple[tuple[int, int], ...] | None = None
-    threshold: float = 0.5
+    threshold: float | tuple[float, ...] | None = None
     resize_back: str = "bilinear"
     batch_size: int = 8
     num_workers: int = 0
@@ -144,6 +169,8 @@ class PredictOptions:
                 f"Unknown {option('resize_back', repr(self.resize_back))}; use 'bilinear' "
                 "(accurate) or 'nearest' (faster for many classes)."
             )
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", parse_threshold(self.threshold))
         if self.flip_pairs is not None:
             pairs = tuple((int(a), int(b)) for a, b in self.flip_pairs)
             object.__setattr__(self, "flip_pairs", pairs)

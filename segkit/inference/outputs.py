@@ -1,7 +1,8 @@
 """Outputs of prediction: what is written per image, refused before anything is written, and
 kept in input order.
 
-Per image: ``<stem>.png`` (class ids at the image's own size), optionally
+Per image: ``<stem>.png`` (class ids at the image's own size; a multi-label model writes
+``<stem>_<class>.png`` instead, 0/255 per class), optionally
 ``<stem>_overlay.jpg``, ``<stem>_color.png`` and a row ``img,rle_mask`` of a Kaggle CSV,
 which goes to a temporary name and is renamed into place once every row is in.
 """
@@ -12,7 +13,7 @@ import csv
 import os
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,20 @@ from segkit import viz
 from segkit.data.io import name_some, read_image, write_image, write_mask
 from segkit.errors import DataError, option
 from segkit.inference.options import PredictOptions
-from segkit.inference.probs import probs_to_labels
+from segkit.inference.probs import probs_to_labels, probs_to_masks
 
 
 def output_names(
-    stem: str, save_masks: bool = True, overlay: bool = False, color: bool = False
+    stem: str,
+    save_masks: bool = True,
+    overlay: bool = False,
+    color: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> list[str]:
-    """The files prediction writes for an input named ``<stem>.*``."""
-    names = [f"{stem}.png"] * save_masks + [f"{stem}_overlay.jpg"] * overlay
+    """The files prediction writes for an input named ``<stem>.*`` (``classes``: a
+    multi-label model's, one mask ``<stem>_<class>.png`` each)."""
+    masks = [f"{stem}.png"] if classes is None else [f"{stem}_{c}.png" for c in classes]
+    names = masks * save_masks + [f"{stem}_overlay.jpg"] * overlay
     return names + [f"{stem}_color.png"] * color
 
 
@@ -44,6 +51,7 @@ def check_outputs(
     rle_csv: str | Path | None = None,
     overwrite: bool = False,
     color: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> None:
     """Refuse what prediction must not write, before anything is written.
 
@@ -64,13 +72,14 @@ def check_outputs(
                 f"so both would be written to {path.stem}.png. Predict them into separate folders."
             )
         seen[path.stem] = path
-        for name in output_names(path.stem, True, overlay, color):
+        for name in output_names(path.stem, True, overlay, color, classes):
             if (out_dir / name).resolve() in inputs:
                 raise DataError(
                     f"Writing {str(out_dir / name)!r} would overwrite an input image. "
                     "Choose another output folder."
                 )
-        targets += [out_dir / name for name in output_names(path.stem, save_masks, overlay, color)]
+        names = output_names(path.stem, save_masks, overlay, color, classes)
+        targets += [out_dir / name for name in names]
     if overwrite:
         return
     present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
@@ -91,7 +100,14 @@ class Outputs:
     The CSV goes to a temporary name and is renamed into place once every row is in.
     """
 
-    def __init__(self, rle_csv: str | Path | None, out_dir: Path, save_masks: bool) -> None:
+    def __init__(
+        self,
+        rle_csv: str | Path | None,
+        out_dir: Path,
+        save_masks: bool,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        self.classes = classes  # a multi-label model's: one mask file per class
         self.pending: deque[tuple[Path, Future]] = deque()
         self.outputs: list[str] = []
         self.done = 0
@@ -111,7 +127,8 @@ class Outputs:
             rle = future.result()  # an interrupt here leaves it pending, so it is counted
             self.pending.popleft()
             if self.save_masks:
-                self.outputs.append(str(self.out_dir / f"{path.stem}.png"))
+                names = output_names(path.stem, classes=self.classes)
+                self.outputs += [str(self.out_dir / name) for name in names]
             if self._writer is not None:
                 self._writer.writerow([path.name, rle])
             self.done += 1
@@ -153,6 +170,9 @@ class ImageWriter:
         classes: label values the model predicts (2 for a binary model).
         colors: RGB per class (the data set's palette), else a generated palette.
         rle_encode: turns a label map into an RLE string when a CSV is wanted.
+        class_names: a multi-label model's classes: one 0/255 mask ``<stem>_<class>.png``
+            each (overlays and colour maps draw the later class where classes overlap).
+        thresholds: the multi-label probability threshold per class.
     """
 
     out_dir: Path
@@ -160,13 +180,23 @@ class ImageWriter:
     classes: int
     colors: np.ndarray | None = None
     rle_encode: Callable[[np.ndarray], str] | None = None
+    class_names: tuple[str, ...] | None = None
+    thresholds: tuple[float, ...] | None = None
 
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
         """Post-process one image (in a writer thread); returns its RLE when one is wanted."""
         opts = self.options
-        labels = probs_to_labels(probs, size, opts.threshold, opts.resize_back)
-        if opts.save_masks:
-            write_mask(self.out_dir / f"{path.stem}.png", labels)
+        if self.class_names is not None:
+            masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
+            if opts.save_masks:
+                for name, mask in zip(self.class_names, masks):
+                    write_mask(self.out_dir / f"{path.stem}_{name}.png", mask * np.uint8(255))
+            labels = viz.overlap_labels(masks).astype(np.uint8)
+        else:
+            threshold = 0.5 if opts.threshold is None else opts.threshold
+            labels = probs_to_labels(probs, size, threshold, opts.resize_back)
+            if opts.save_masks:
+                write_mask(self.out_dir / f"{path.stem}.png", labels)
         colors = self.colors
         if colors is None or len(colors) <= int(labels.max()):
             colors = viz.palette(max(self.classes, int(labels.max()) + 1))

@@ -22,11 +22,11 @@ import torch
 
 from segkit.data.io import resize_square
 from segkit.data.meta import DatasetMeta
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, option
 from segkit.inference.inputs import ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, palette
-from segkit.inference.probs import predict_proba, probs_to_labels, resize_probs
+from segkit.inference.probs import predict_proba, probs_to_labels, probs_to_masks, resize_probs
 from segkit.inference.stream import FileStream
 from segkit.inference.tiling import predict_tiled
 
@@ -106,13 +106,31 @@ class Predictor:
         self.mean = spec.mean or (0.0, 0.0, 0.0)
         self.std = spec.std or (1.0, 1.0, 1.0)
         self.flip_pairs = opts.flip_pairs
+        meta = DatasetMeta.from_dict(spec.meta or {})
         if self.flip_pairs is None:  # what training flipped (recorded in the spec)
-            meta = DatasetMeta.from_dict(spec.meta or {})
             self.flip_pairs = tuple(meta.pairs_for(spec.class_names or []))
+        #: a multi-label model's classes (one mask each) and thresholds; None otherwise
+        self.multilabel = spec.task == "multilabel"
+        self.thresholds = self._thresholds(meta) if self.multilabel else None
+        if not self.multilabel and isinstance(opts.threshold, tuple):
+            raise ConfigError(
+                f"{option('threshold', ','.join(map(str, opts.threshold)))}: one threshold per "
+                "class is for multi-label models; this one takes one value (e.g. 0.5)."
+            )
         if opts.tta is not None and opts.tta.flip:
             names = spec.class_names or [str(c) for c in range(spec.classes)]
             swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in self.flip_pairs)
             logger.info("flip TTA swaps these classes back after mirroring: %s", swapped or "none")
+
+    def _thresholds(self, meta: DatasetMeta) -> tuple[float, ...]:
+        """Per-class thresholds: the option's, else what training recorded, else 0.5 each."""
+        from segkit.data.meta import check_thresholds
+
+        given, classes = self.options.threshold, self.spec.classes
+        if given is None:
+            given = meta.thresholds if meta.thresholds is not None else 0.5
+        values = (given,) * classes if isinstance(given, float) else tuple(given)
+        return check_thresholds(values, classes, option("threshold", given))
 
     @contextmanager
     def _evaluating(self) -> Iterator[None]:
@@ -163,13 +181,17 @@ class Predictor:
         return resize_probs(probs, size)
 
     def labels(self, image: np.ndarray) -> np.ndarray:
-        """The ``H x W`` uint8 label map of one ``H x W x 3`` uint8 RGB image.
+        """The ``H x W`` uint8 label map of one ``H x W x 3`` uint8 RGB image (a multi-label
+        model: ``C x H x W`` 0/1 masks, one per class).
 
         Raises:
             DataError: not an ``H x W x 3`` uint8 array.
         """
         probs, size = self._array_probs(image)
-        return probs_to_labels(probs, size, self.options.threshold, self.options.resize_back)
+        if self.thresholds is not None:
+            return probs_to_masks(probs, size, self.thresholds, self.options.resize_back)
+        threshold = 0.5 if self.options.threshold is None else self.options.threshold
+        return probs_to_labels(probs, size, threshold, self.options.resize_back)
 
     def predict(
         self,
@@ -179,7 +201,8 @@ class Predictor:
     ) -> dict[str, Any]:
         """Predict image files and folders (not searched recursively) into ``out_dir``.
 
-        Writes ``<stem>.png`` (class ids at each input's own size) and, as the options ask,
+        Writes ``<stem>.png`` (class ids at each input's own size; a multi-label model
+        ``<stem>_<class>.png``, 0/255, one per class) and, as the options ask,
         overlays and colour maps; with ``rle_csv`` a Kaggle ``img,rle_mask`` CSV (binary
         models). Colliding or existing outputs are refused before anything is written.
 
@@ -199,22 +222,38 @@ class Predictor:
         if not inputs:
             raise ValueError("No inputs given; pass image files or folders of images.")
         paths = find_images(inputs)
-        if rle_csv is not None and self.spec.classes > 2:
+        classes = tuple(self.spec.class_names or ()) if self.multilabel else None
+        if rle_csv is not None and (self.spec.classes > 2 or classes is not None):
             raise ValueError(
                 f"An RLE CSV (rle_csv / --rle) holds binary masks, but this model predicts "
                 f"{self.spec.classes} classes. Leave it out and use the label PNGs."
             )
         out_dir = Path(out_dir)
         check_outputs(
-            paths, out_dir, opts.overlay, opts.save_masks, rle_csv, opts.overwrite, opts.color
+            paths,
+            out_dir,
+            opts.overlay,
+            opts.save_masks,
+            rle_csv,
+            opts.overwrite,
+            opts.color,
+            classes,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         encode = None
         if rle_csv is not None:
             from segkit.data.rle import rle_encode as encode
-        writer = ImageWriter(out_dir, opts, max(2, self.spec.classes), palette(self.spec), encode)
+        writer = ImageWriter(
+            out_dir,
+            opts,
+            max(2, self.spec.classes),
+            palette(self.spec),
+            encode,
+            classes,
+            self.thresholds,
+        )
         files = ImageFiles(paths, self.size, opts.max_pixels)
-        results = Outputs(rle_csv, out_dir, opts.save_masks)
+        results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
         stream = FileStream(files, opts, self.batch_probs, writer, results, self.device)
         start = time.perf_counter()
         with self._evaluating():

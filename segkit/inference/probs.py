@@ -1,7 +1,8 @@
 """Probabilities from a model (padding, test-time augmentation) and label maps from them.
 
 ``predict_proba`` pads a normalised batch to the model's divisor, runs it, crops back and
-turns logits into probabilities: a sigmoid for a one-channel (binary) model, else a softmax.
+turns logits into probabilities: a sigmoid for a one-channel (binary) or a multi-label model
+(one sigmoid per class), else a softmax.
 Test-time augmentation averages the probabilities over input scales (each resized back
 bilinearly) and over the mirrored input, whose left/right classes are swapped back.
 
@@ -51,7 +52,7 @@ def predict_proba(
     in ``flip_pairs`` (left/right classes) are swapped back.
     """
     tta = parse_tta(tta)
-    binary = model.spec.classes == 1
+    binary = model.spec.classes == 1 or model.spec.task == "multilabel"  # sigmoid per channel
 
     def probs(batch: torch.Tensor) -> torch.Tensor:
         return _forward_probs(model, batch, binary)
@@ -96,6 +97,19 @@ def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return probs.astype(np.float32, copy=False)
     planes = [cv2.resize(np.ascontiguousarray(p, np.float32), (width, height)) for p in probs]
     return np.stack(planes)
+
+
+def probs_to_masks(
+    probs: np.ndarray,
+    size: tuple[int, int],
+    thresholds: Sequence[float],
+    resize_back: str = "bilinear",
+) -> np.ndarray:
+    """``C x H x W`` uint8 0/1 masks at ``size`` from multi-label ``C x h x w`` probabilities:
+    each class's plane resized back and thresholded at its own threshold."""
+    return np.stack(
+        [probs_to_labels(p[None], size, float(t), resize_back) for p, t in zip(probs, thresholds)]
+    )
 
 
 def probs_to_labels(

@@ -131,10 +131,12 @@ def resolve_spec(spec: ModelSpec) -> ModelSpec:
             )
         changes["encoder"] = None
     task = "binary" if spec.classes == 1 else "multiclass"
+    if spec.task == "multilabel" and spec.classes > 1:
+        task = "multilabel"  # one sigmoid per class; classes may overlap
     if spec.task is not None and spec.task != task:
         raise ConfigError(
             f"task={spec.task!r} does not fit classes={spec.classes}: "
-            "1 output channel is a binary task, more are multiclass."
+            "1 output channel is a binary task, more are multiclass or multilabel."
         )
     changes["task"] = task
     if spec.mean is None or spec.std is None:
@@ -200,11 +202,14 @@ def rebuild_model(spec: ModelSpec | Mapping[str, Any]) -> SegmentationModel:
     return model
 
 
-def model_from_config(cfg: Any, class_names: Sequence[str]) -> SegmentationModel:
+def model_from_config(
+    cfg: Any, class_names: Sequence[str], multilabel: bool = False
+) -> SegmentationModel:
     """Build the model a :class:`segkit.config.ModelConfig` describes for these classes.
 
     Two class names (background + one) give a binary model with 1 output channel;
-    otherwise one channel per class name.
+    otherwise one channel per class name. ``multilabel``: one sigmoid channel per class
+    name (no background), ``task="multilabel"``.
     """
     names = [str(n) for n in class_names]
     if len(names) < 2:
@@ -215,7 +220,8 @@ def model_from_config(cfg: Any, class_names: Sequence[str]) -> SegmentationModel
         arch=cfg.arch,
         encoder=cfg.encoder,
         encoder_weights=cfg.encoder_weights,
-        classes=1 if len(names) == 2 else len(names),
+        classes=len(names) if multilabel else 1 if len(names) == 2 else len(names),
+        task="multilabel" if multilabel else None,
         base_channels=cfg.base_channels,
         upsample=cfg.upsample,
         class_names=names,

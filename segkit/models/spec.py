@@ -45,7 +45,8 @@ class ModelSpec:
         base_channels: width of the from-scratch U-Net's first block.
         upsample: from-scratch U-Net decoder upsampling, ``"transpose"`` or ``"bilinear"``.
         class_names: every label value's name, background included.
-        task: ``"binary"`` when ``classes == 1``, else ``"multiclass"``.
+        task: ``"binary"`` when ``classes == 1``, else ``"multiclass"`` (softmax) or
+            ``"multilabel"`` (one sigmoid per class, classes may overlap).
         mean: per-channel normalisation mean on the 0-1 scale.
         std: per-channel normalisation std on the 0-1 scale.
         divisor: input height and width must be multiples of this.
@@ -125,12 +126,14 @@ class ModelSpec:
                 f" Use one of {', '.join(UPSAMPLE_MODES)}."
             )
         if self.class_names is not None:
-            expected = 2 if self.classes == 1 else self.classes
+            multilabel = self.task == "multilabel"
+            expected = 2 if self.classes == 1 and not multilabel else self.classes
             if len(self.class_names) != expected:
                 raise ConfigError(
                     f"{len(self.class_names)} class names {self.class_names} do not fit "
                     f"classes={self.classes}: a model with {self.classes} output channel(s) "
-                    f"needs {expected} names (background included)."
+                    f"needs {expected} names"
+                    + (" (one per channel)." if multilabel else " (background included).")
                 )
         for key in ("mean", "std"):
             value = getattr(self, key)

@@ -1,5 +1,6 @@
 """Readers for data sets in the layouts they are released in (each registers itself):
-Pascal VOC (``voc``), Cityscapes (``cityscapes``) and colour-coded masks (``color_masks``)."""
+Pascal VOC (``voc``), Cityscapes (``cityscapes``), colour-coded masks (``color_masks``) and
+multi-label masks (``multilabel``)."""
 
 from segkit.data.formats.cityscapes import (
     CITYSCAPES_CLASSES,
@@ -9,6 +10,7 @@ from segkit.data.formats.cityscapes import (
     train_ids_to_label_ids,
 )
 from segkit.data.formats.color_masks import ColorMaskDataset, colors_to_ids, read_class_table
+from segkit.data.formats.multilabel import MultiLabelDataset, read_stack
 from segkit.data.formats.voc import VOC_CLASSES, VOCDataset, voc_palette
 
 __all__ = [
@@ -17,10 +19,12 @@ __all__ = [
     "VOC_CLASSES",
     "CityscapesDataset",
     "ColorMaskDataset",
+    "MultiLabelDataset",
     "VOCDataset",
     "colors_to_ids",
     "label_ids_to_train_ids",
     "read_class_table",
+    "read_stack",
     "train_ids_to_label_ids",
     "voc_palette",
 ]

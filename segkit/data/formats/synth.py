@@ -1,4 +1,5 @@
-"""Small synthetic sets in the VOC, Cityscapes and colour-mask layouts (``segkit synth voc``).
+"""Small synthetic sets in the VOC, Cityscapes, colour-mask and multi-label layouts
+(``segkit synth voc``).
 
 Each image is a few rectangles of classes, painted in class-dependent colours with noise, so
 a network can learn something in an epoch; masks are written in the format's own encoding
@@ -109,4 +110,34 @@ def synth_color_masks(dst: str | Path, n: int = 6, seed: int = 0, overwrite: boo
         ids = _layout(rng, [0, 1, 2], SIZE)
         cv2.imwrite(str(dst / "images" / f"f{i}.jpg"), _photo(rng, ids)[..., ::-1])
         cv2.imwrite(str(dst / "masks" / f"f{i}.png"), colors[ids][..., ::-1])
+    return dst
+
+
+#: the classes :func:`synth_multilabel` writes: two discs that overlap
+SYNTH_MULTILABEL_CLASSES = ("red_disc", "blue_disc")
+
+
+def synth_multilabel(dst: str | Path, n: int = 6, seed: int = 0, overwrite: bool = False) -> Path:
+    """``images/`` + ``masks/<class>/`` (0/255 PNGs): a red and a blue disc per image that
+    overlap (purple where both are), one mask folder per class."""
+    dst = Path(dst)
+    folders = [dst / "images"] + [dst / "masks" / c for c in SYNTH_MULTILABEL_CLASSES]
+    _check_destination("synth_multilabel", folders, overwrite=overwrite)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = SIZE
+    yy, xx = np.mgrid[:h, :w]
+    for i in range(n):
+        cx, cy = rng.integers(14, w - 14), rng.integers(10, h - 10)
+        dx = int(rng.integers(5, 9)) * (1 if rng.random() < 0.5 else -1)
+        discs = [(xx - x) ** 2 + (yy - cy) ** 2 <= r**2 for x, r in ((cx, 9), (cx + dx, 8))]
+        image = np.full((h, w, 3), 40.0) + rng.normal(0, 10, (h, w, 3))
+        image[discs[0], 0] += 180  # red
+        image[discs[1], 2] += 180  # blue: both where they overlap
+        cv2.imwrite(
+            str(dst / "images" / f"s{i}.png"), np.clip(image, 0, 255).astype(np.uint8)[..., ::-1]
+        )
+        for name, disc in zip(SYNTH_MULTILABEL_CLASSES, discs):
+            cv2.imwrite(str(dst / "masks" / name / f"s{i}.png"), disc.astype(np.uint8) * 255)
     return dst
