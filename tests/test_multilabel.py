@@ -237,3 +237,80 @@ def test_ce_for_a_multilabel_set_stops_training_with_one_line(tmp_path, capsys):
     assert main(["train", str(_config(tmp_path, root, loss="ce"))]) == 2
     err = capsys.readouterr().err.strip()
     assert "Loss 'ce' cannot train a multi-label model" in err and "\n" not in err
+
+
+def test_stack_class_names_must_be_file_names(tmp_path):
+    root = tmp_path / "s"
+    (root / "masks").mkdir(parents=True)
+    (root / "images").mkdir()
+    cv2.imwrite(str(root / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    np.save(root / "masks" / "a.npy", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="can be file names"):
+        build_dataset("multilabel", root, None, classes=["cell", "cell/nucleus"])
+    with pytest.raises(DataError, match="unique names"):
+        build_dataset("multilabel", root, None, classes=["cell", "cell"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A multi-label checkpoint trained for one epoch on 6 synthetic images."""
+    from segkit.api import train
+    from segkit.config import load_config
+
+    tmp = tmp_path_factory.mktemp("ml")
+    root = make_set(tmp / "data")
+    train(load_config(_config(tmp, root)))
+    return tmp / "run" / "best.pt", root
+
+
+def test_predictor_arrays_tiles_and_tta(trained, tmp_path):
+    from segkit.api import evaluate
+    from segkit.inference import PredictOptions, Predictor
+
+    ckpt, root = trained
+    image = cv2.imread(str(root / "images" / "s0.png"))[..., ::-1].copy()
+    predictor = Predictor(ckpt, PredictOptions(threshold=(0.0, 0.999999)), device="cpu")
+    masks = predictor.labels(image)
+    assert masks.shape == (2, SIZE[1], SIZE[0]) and masks[0].all() and not masks[1].any()
+    probs = predictor.probabilities(image)
+    assert probs.shape == (2, SIZE[1], SIZE[0]) and probs.min() >= 0.0 and probs.max() <= 1.0
+    tiled = Predictor(ckpt, PredictOptions(tile=32), device="cpu")
+    assert tiled.labels(image).shape == (2, SIZE[1], SIZE[0])
+    result = evaluate(ckpt, split="val", tta="flip", threshold=0.5, device="cpu")
+    assert set(result) >= {f"f1_{c}" for c in CLASSES}
+
+
+def test_threshold_errors(trained, tmp_path, capsys):
+    from segkit.inference import PredictOptions, Predictor
+
+    ckpt, root = trained
+    with pytest.raises(ConfigError, match=r"threshold=0\.5,x: give a probability"):
+        PredictOptions(threshold="0.5,x")
+    with pytest.raises(ConfigError, match="3 value.*for 2 classes"):
+        Predictor(ckpt, PredictOptions(threshold=(0.1, 0.2, 0.3)), device="cpu")
+    out = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(ckpt), str(root / "images"), "--out", str(out)]
+    assert main([*argv, "--rle", str(tmp_path / "sub.csv")]) != 0
+    assert "RLE CSV" in capsys.readouterr().err
+
+
+def test_per_class_thresholds_are_refused_for_a_binary_model(tmp_path):
+    from segkit.api import class_thresholds
+    from segkit.inference import PredictOptions, Predictor
+    from segkit.models import build_model
+
+    model = build_model(arch="unet", encoder=None, classes=1, base_channels=4)
+    with pytest.raises(ConfigError, match="one threshold per class is for multi-label"):
+        Predictor(model, PredictOptions(threshold=(0.4, 0.6)))
+    with pytest.raises(ConfigError, match="applies to multi-label models"):
+        class_thresholds(DatasetMeta(classes=("bg", "fg")), 1, 0.4)
+
+
+def test_inference_model_gives_back_the_multilabel_logits(trained):
+    from segkit.engine import model_from_checkpoint
+    from segkit.inference import InferenceModel
+
+    model = model_from_checkpoint(trained[0], device="cpu").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(InferenceModel(model)(x), model(x), atol=1e-3, rtol=1e-3)

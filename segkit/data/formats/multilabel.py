@@ -118,7 +118,14 @@ def _stack_names(classes: Sequence[str] | int | None, where: Path) -> list[str]:
         raise DataError(f"classes must be a list of class names or a count, got {classes!r}.")
     if isinstance(classes, int):
         return [f"class_{i}" for i in range(classes)]
-    return [str(c) for c in classes]
+    names = [str(c) for c in classes]
+    bad = [n for n in names if not n or any(ch in n for ch in '/\\:*?"<>|')]
+    if bad or len(set(names)) != len(names):
+        raise DataError(
+            f"classes {names}: give unique names that can be file names (prediction writes "
+            '<stem>_<class>.png), without / \\ : * ? " < > |.'
+        )
+    return names
 
 
 def _folder_names(classes: Sequence[str] | None, mask_dir: Path) -> list[str]:
