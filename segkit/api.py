@@ -195,14 +195,16 @@ def attach_transforms(
     """Set the albumentations pipelines on both data sets.
 
     Images are normalised with ``spec.mean`` / ``spec.std``, the one record of what the model
-    is fed (:func:`build_experiment` writes ``augment.normalize``'s choice there); flips swap
-    ``flip_pairs`` (default: the training set's).
+    is fed (:func:`build_experiment` writes ``augment.normalize``'s choice there), and meet
+    the square input as ``spec.options["resize"]`` says (``data.resize``; absent: squash);
+    flips swap ``flip_pairs`` (default: the training set's).
     """
     from segkit.data import build_transforms
 
     if flip_pairs is None:
         flip_pairs = list(getattr(train_set, "flip_pairs", ()) or ())
     size, ignore = cfg.data.image_size, train_set.ignore_index
+    resize = spec.options.get("resize", "squash")  # older checkpoints: squash
     for ds, train in ((train_set, True), (val_set, False)):
         ds.transform = build_transforms(
             cfg.augment,
@@ -212,6 +214,7 @@ def attach_transforms(
             spec.std,
             flip_pairs=flip_pairs,
             ignore_index=ignore,
+            resize=resize,
         )
 
 
@@ -222,6 +225,25 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     return build(cfg.optim, model)
 
 
+def check_resize(data: DataConfig) -> str:
+    """``data.resize`` if training can use it with the rest of ``data``.
+
+    Raises:
+        ConfigError: an unknown mode, or one that keeps the aspect together with
+            ``data.prepare_size`` (preparation stores squashed square copies).
+    """
+    from segkit.data.resize import check_resize_mode
+
+    resize = check_resize_mode(data.resize)
+    if resize != "squash" and data.prepare_size is not None:
+        raise ConfigError(
+            f"data.resize={resize} keeps each image's aspect, but data.prepare_size="
+            f"{data.prepare_size} prepares square (squashed) copies to train on, while "
+            "prediction reads the originals. Unset data.prepare_size, or use data.resize=squash."
+        )
+    return resize
+
+
 def build_experiment(cfg: Config) -> Experiment:
     """Data sets, model, loss and optimizer for a config."""
     from segkit.engine import seed_everything
@@ -229,6 +251,7 @@ def build_experiment(cfg: Config) -> Experiment:
     from segkit.models import model_from_config
     from segkit.plugins import import_plugins
 
+    check_resize(cfg.data)  # before any data is read or prepared
     import_plugins(cfg.imports)
     train_set, val_set = build_datasets(cfg)
     class_names = list(train_set.class_names)
@@ -262,11 +285,16 @@ def build_experiment(cfg: Config) -> Experiment:
 
 def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
     """Write into a new model's spec what prediction must repeat: the mean/std the images are
-    normalised with (``augment.normalize``), the training image size, the data set's metadata
-    and the plugin modules the run imported.
+    normalised with (``augment.normalize``), the training image size and resize mode
+    (``data.resize``), the data set's metadata and the plugin modules the run imported.
+
+    Raises:
+        ConfigError: a bad ``data.resize`` (:func:`check_resize`).
     """
     from segkit.data.meta import training_normalization
     from segkit.plugins import modules_of
+
+    resize = check_resize(cfg.data)
 
     mean, std = training_normalization(cfg.augment.normalize, spec.mean, spec.std, meta)
     if len(spec.mean) != len(mean):  # more input channels: the statistics repeat
@@ -274,6 +302,7 @@ def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
         std = tuple(std[i % len(std)] for i in range(len(spec.std)))
     spec.mean, spec.std = tuple(mean), tuple(std)
     spec.options.setdefault("image_size", cfg.data.image_size)
+    spec.options["resize"] = resize
     spec.meta = meta.to_dict()
     spec.imports = modules_of(cfg.imports, cfg.data.dataset, spec.arch, cfg.loss.name)
 

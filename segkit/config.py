@@ -47,6 +47,7 @@ class DataConfig:
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
     split_file: str | None = None  #: CSV of held-out ids; {out_dir}: run folder, {root_name}: data
     image_size: int = 256  #: square side the images are resized to
+    resize: str = "squash"  #: squash (to a square), longest_side_pad or shortest_side_crop
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
     batch_size: int = 10  #: images per batch
@@ -310,6 +311,7 @@ RESUME_FIXED = (
     "data.dataset",
     "data.classes",
     "data.image_size",
+    "data.resize",
     "augment.normalize",
 )
 #: settings a resume may change without a word (how long and where it runs, how it reads)

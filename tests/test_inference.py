@@ -301,7 +301,12 @@ def test_smp_unet_binary_prediction(tmp_path):
 def test_dataset_reads_one_image_per_item_and_holds_only_paths(tmp_path):
     paths = _write_images(tmp_path / "in", 3, (80, 96))
     ds = ImageFiles(paths, 48)  # 48 < 80 / 2: a full decode, comparable with cv2.imread
-    assert vars(ds) == {"paths": paths, "size": 48, "max_pixels": MAX_IMAGE_PIXELS}  # no pixels
+    assert vars(ds) == {
+        "paths": paths,
+        "size": 48,
+        "max_pixels": MAX_IMAGE_PIXELS,
+        "mode": "squash",
+    }  # no pixels
     item = ds[1]
     assert item["image"].dtype == torch.uint8 and item["size"] == (80, 96)
     raw = cv2.resize(cv2.imread(str(paths[1]))[..., ::-1], (48, 48), interpolation=cv2.INTER_AREA)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segkit._files import write_bytes_atomic  # noqa: F401  (part of segkit.data.io's API)
+from segkit.data.resize import resize_for_model, resized_shape
 from segkit.errors import DataError, option
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -214,21 +215,25 @@ _REDUCED_FLAGS = {
 }
 
 
-def decode_strategy(decode: str, width: int, height: int, size: int) -> int:
+def decode_strategy(
+    decode: str, width: int, height: int, size: int, shape: tuple[int, int] | None = None
+) -> int:
     """The ``cv2.imread`` flag used to decode a ``width x height`` JPEG bound for ``size``.
 
     ``"full"`` decodes every pixel (``IMREAD_COLOR``). ``"reduced"`` lets libjpeg scale the
     DCT by the largest factor 8, 4 or 2 whose output (``ceil(w / f) x ceil(h / f)``) is still
-    at least ``size`` on both sides, so INTER_AREA still only shrinks; else a full decode.
+    at least ``size`` on both sides (or at least ``shape`` = (height, width), the scaled shape
+    of an aspect-kept resize), so INTER_AREA still only shrinks; else a full decode.
 
     Raises:
         ValueError: ``decode`` is not "reduced" or "full".
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}.")
+    need_h, need_w = shape or (size, size)
     if decode == "reduced":
         for factor, flag in _REDUCED_FLAGS.items():
-            if min(-(-width // factor), -(-height // factor)) >= size:
+            if -(-width // factor) >= need_w and -(-height // factor) >= need_h:
                 return flag
     return cv2.IMREAD_COLOR
 
@@ -273,10 +278,12 @@ def read_resized(
     size: int | None,
     decode: str = "reduced",
     max_pixels: int | None = None,
+    mode: str = "squash",
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """An RGB image resized to ``size`` x ``size`` (``None``: as stored) and its original
     ``(height, width)``: area averaging when shrinking, bilinear when enlarging, as training's
-    ``build_transforms`` resizes.
+    ``build_transforms`` resizes. ``mode`` (``data.resize``) keeps the aspect instead
+    (:func:`segkit.data.resize.resize_for_model`: ``longest_side_pad``, ``shortest_side_crop``).
 
     A JPEG much larger than ``size`` is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
     (:func:`decode_strategy`), which is much faster; other formats are decoded in full, since
@@ -297,20 +304,17 @@ def read_resized(
     if size is not None and data[:2].tobytes() == _JPEG_MAGIC:
         _, dims = _jpeg_header(data)
         if dims is not None:
-            flag = decode_strategy(decode, dims[0], dims[1], size)
+            shape = resized_shape(dims[1], dims[0], size, mode)
+            flag = decode_strategy(decode, dims[0], dims[1], size, shape)
     image = decode_image(data, path, flag)
     original = (dims[1], dims[0]) if dims is not None else image.shape[:2]
-    return resize_square(image, size), original
+    return resize_for_model(image, size, mode, original), original
 
 
 def resize_square(image: np.ndarray, size: int | None) -> np.ndarray:
     """``image`` resized to ``size`` x ``size`` (``None``: as it is): area averaging when
     shrinking, bilinear when enlarging, as training's ``build_transforms`` resizes."""
-    if size is None or image.shape[:2] == (size, size):
-        return image
-    shrink = image.shape[0] > size or image.shape[1] > size
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
+    return resize_for_model(image, size)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from segkit.config import AugmentConfig
+from segkit.data.resize import check_resize_mode, mask_fill
 from segkit.errors import ConfigError
 
 #: ImageNet statistics that torchvision/timm encoders were trained with (RGB, 0..1 scale).
@@ -110,11 +111,14 @@ def build_transforms(
     std: Sequence[float] = IMAGENET_STD,
     flip_pairs: Iterable[tuple[int, int]] = (),
     ignore_index: int | None = None,
+    resize: str = "squash",
 ) -> A.Compose:
     """The albumentations pipeline for training or evaluation.
 
-    ``Resize(size, size)`` (images by area averaging when shrinking, bilinear when enlarging,
-    as prediction reads them; masks nearest-neighbour by pixel centres); for training only,
+    To ``size x size`` as ``resize`` says (:mod:`segkit.data.resize`: ``squash``,
+    ``longest_side_pad``, ``shortest_side_crop``; images by area averaging when shrinking,
+    bilinear when enlarging, as prediction reads them; masks nearest-neighbour by pixel
+    centres); for training only,
     as ``augment`` sets the probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
     light ``Affine`` (scale, rotate, small shift) and colour jitter; then
     ``Normalize(mean, std)`` on 0..255 pixels and ``ToTensorV2``. ``mean=(0, 0, 0)``,
@@ -128,32 +132,55 @@ def build_transforms(
         mean: per-channel mean (RGB, 0..1 scale).
         std: per-channel standard deviation.
         flip_pairs: class id pairs that a horizontal flip swaps.
-        ignore_index: label of the border an ``Affine`` shift or rotation brings in (default
-            background, 0); give the loss's ignore value so that the border is left out.
+        ignore_index: label of the border an ``Affine`` shift or rotation and the padding of
+            ``longest_side_pad`` bring in (default background, 0); give the loss's ignore
+            value so that the border is left out.
+        resize: ``data.resize``, how the image's aspect meets the square input.
 
     Raises:
-        ConfigError: a non-positive size, a probability outside 0..1, bad mean/std.
+        ConfigError: a non-positive size, a probability outside 0..1, bad mean/std, an
+            unknown resize mode.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"Image size must be a positive integer, got {size!r}.")
     if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or min(std) <= 0:
         raise ConfigError(f"mean/std need 3 values and std > 0, got mean={mean}, std={std}.")
-    # area averaging when shrinking, bilinear when enlarging: what prediction's read_resized does;
-    # masks by pixel centres (INTER_NEAREST_EXACT), as the image is, or they shift by half a
-    # source pixel per pixel of scale (7 px at 1918 -> 128)
-    steps: list[Any] = [
-        A.Resize(
-            size,
-            size,
-            interpolation=cv2.INTER_LINEAR,
-            mask_interpolation=cv2.INTER_NEAREST_EXACT,
-            area_for_downscale="image",
-        )
-    ]
+    steps: list[Any] = _resize_steps(size, resize, train, ignore_index)
     if train and augment is not None:
         steps += _augmentations(augment, list(flip_pairs), ignore_index)
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
     return A.Compose(steps)
+
+
+def _resize_steps(size: int, mode: str, train: bool, ignore_index: int | None) -> list[Any]:
+    """The steps that bring an image and its mask to ``size x size`` (``data.resize``).
+
+    Prediction repeats them with :func:`segkit.data.resize.resize_for_model`.
+    ``shortest_side_crop`` crops at random for training, in the centre otherwise.
+    """
+    mode = check_resize_mode(mode)
+    # area averaging when shrinking, bilinear when enlarging: what prediction's read_resized does;
+    # masks by pixel centres (INTER_NEAREST_EXACT), as the image is, or they shift by half a
+    # source pixel per pixel of scale (7 px at 1918 -> 128)
+    interp: dict[str, Any] = {
+        "interpolation": cv2.INTER_LINEAR,
+        "mask_interpolation": cv2.INTER_NEAREST_EXACT,
+        "area_for_downscale": "image",
+    }
+    if mode == "squash":
+        return [A.Resize(size, size, **interp)]
+    if mode == "longest_side_pad":
+        pad = A.PadIfNeeded(
+            size,
+            size,
+            position="top_left",  # bottom and right, as pad_to_divisor pads: one crop undoes it
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=mask_fill(ignore_index),
+        )
+        return [A.LongestMaxSize(max_size=size, **interp), pad]
+    crop = A.RandomCrop(size, size) if train else A.CenterCrop(size, size)
+    return [A.SmallestMaxSize(max_size=size, **interp), crop]
 
 
 def _augmentations(

@@ -84,9 +84,16 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def read_for_model(
-    path: str | Path, size: int | None, max_pixels: int | None = MAX_IMAGE_PIXELS
+    path: str | Path,
+    size: int | None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    mode: str = "squash",
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original size.
+
+    ``mode`` is training's ``data.resize`` (:mod:`segkit.data.resize`): ``longest_side_pad``
+    gives the aspect-kept image padded to ``size x size``, ``shortest_side_crop`` the whole
+    aspect-kept image whose shortest side is ``size``.
 
     A JPEG at least twice as large as ``size`` is decoded at 1/2, 1/4 or 1/8 scale (much
     faster) before an area resize (:func:`segkit.data.io.read_resized`). EXIF orientation is
@@ -97,7 +104,7 @@ def read_for_model(
         DataError: the file is missing, not an image, corrupt, truncated or too large (names
             the file).
     """
-    return read_resized(path, size, max_pixels=max_pixels)
+    return read_resized(path, size, max_pixels=max_pixels, mode=mode)
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -106,7 +113,8 @@ class ImageFiles(torch.utils.data.Dataset):
     Items are ``{"image": HxWx3 uint8 tensor, "index": i, "size": (h, w)}`` with the original
     size, or ``{"index": i, "error": message}`` for an unreadable file so that the caller
     decides whether to fail or skip. Images travel as uint8 (4x less to copy to a GPU) and
-    are normalised on the model's device by :func:`normalize`.
+    are normalised on the model's device by :func:`normalize`. ``mode``: training's
+    ``data.resize`` (:func:`read_for_model`).
     """
 
     def __init__(
@@ -114,16 +122,17 @@ class ImageFiles(torch.utils.data.Dataset):
         paths: Sequence[str | Path],
         size: int | None,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
+        mode: str = "squash",
     ) -> None:
         self.paths = [Path(p) for p in paths]
-        self.size, self.max_pixels = size, max_pixels
+        self.size, self.max_pixels, self.mode = size, max_pixels, mode
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            image, size = read_for_model(self.paths[index], self.size, self.max_pixels)
+            image, size = read_for_model(self.paths[index], self.size, self.max_pixels, self.mode)
         except DataError as exc:
             return {"index": index, "error": str(exc)}
         return {"image": torch.from_numpy(image), "index": index, "size": size}

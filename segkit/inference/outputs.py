@@ -24,6 +24,7 @@ import numpy as np
 
 from segkit import viz
 from segkit.data.io import name_some, read_image, write_image, write_mask
+from segkit.data.resize import crop_padding
 from segkit.errors import DataError, option
 from segkit.inference.options import PredictOptions
 from segkit.inference.probs import probs_to_labels, probs_to_masks
@@ -173,6 +174,9 @@ class ImageWriter:
         class_names: a multi-label model's classes: one 0/255 mask ``<stem>_<class>.png``
             each (overlays and colour maps draw the later class where classes overlap).
         thresholds: the multi-label probability threshold per class.
+        model_size: the side images were resized to for the model (None: as they were).
+        resize: how they met it (training's ``data.resize``); ``longest_side_pad``'s padding
+            is cropped away before the probabilities are resized back.
     """
 
     out_dir: Path
@@ -182,10 +186,13 @@ class ImageWriter:
     rle_encode: Callable[[np.ndarray], str] | None = None
     class_names: tuple[str, ...] | None = None
     thresholds: tuple[float, ...] | None = None
+    model_size: int | None = None
+    resize: str = "squash"
 
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
         """Post-process one image (in a writer thread); returns its RLE when one is wanted."""
         opts = self.options
+        probs = crop_padding(probs, size, self.model_size, self.resize)
         if self.class_names is not None:
             masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
             if opts.save_masks:

@@ -1,9 +1,11 @@
 """The :class:`Predictor`: load a model once, then predict files, folders or in-memory images.
 
-Per image: resize to the training size (a reduced-size JPEG decode when the model input is
-much smaller), normalise, pad to the model's divisor, run the model (in windows with
-``tile``, with test-time augmentation with ``tta``), crop, resize the *probabilities* back
-to the image's own size and take the label (:mod:`segkit.inference.probs`). Files are
+Per image: resize to the training size as training did (``data.resize``, recorded in the
+spec: squashed, or aspect kept and padded, or aspect kept by the shortest side; a
+reduced-size JPEG decode when the model input is much smaller), normalise, pad to the
+model's divisor, run the model (in windows with ``tile``, with test-time augmentation with
+``tta``), crop the padding away, resize the *probabilities* back to the image's own size
+and take the label (:mod:`segkit.inference.probs`). Files are
 streamed (:mod:`segkit.inference.stream`); speed against the model alone:
 ``docs/benchmarks.md``.
 """
@@ -20,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.data.io import resize_square
 from segkit.data.meta import DatasetMeta
+from segkit.data.resize import check_resize_mode, crop_padding, resize_for_model
 from segkit.errors import ConfigError, DataError, option
 from segkit.inference.inputs import ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
@@ -103,6 +105,8 @@ class Predictor:
             )
         #: the square size images are resized to; None: as they are (always when tiling)
         self.size = None if opts.tile else (opts.size or train_size)
+        #: how images meet that size: training's data.resize (older checkpoints: squash)
+        self.resize = check_resize_mode(spec.options.get("resize", "squash"))
         self.mean = spec.mean or (0.0, 0.0, 0.0)
         self.std = spec.std or (1.0, 1.0, 1.0)
         self.flip_pairs = opts.flip_pairs
@@ -165,10 +169,11 @@ class Predictor:
                 f"An image to predict must hold uint8 pixels (0..255), got {image.dtype}; "
                 "convert it (e.g. np.clip(image * 255, 0, 255).astype(np.uint8) for 0..1)."
             )
-        resized = np.ascontiguousarray(resize_square(image, self.size))
+        resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
         with self._evaluating():
             probs = self.batch_probs(torch.from_numpy(resized)[None].to(self.device))
-        return probs[0], image.shape[:2]
+        size = image.shape[:2]
+        return crop_padding(probs[0], size, self.size, self.resize), size
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities ``C x H x W`` (float32) of one ``H x W x 3`` uint8 RGB image, at
@@ -251,8 +256,10 @@ class Predictor:
             encode,
             classes,
             self.thresholds,
+            model_size=self.size,
+            resize=self.resize,
         )
-        files = ImageFiles(paths, self.size, opts.max_pixels)
+        files = ImageFiles(paths, self.size, opts.max_pixels, self.resize)
         results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
         stream = FileStream(files, opts, self.batch_probs, writer, results, self.device)
         start = time.perf_counter()

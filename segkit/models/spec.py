@@ -25,7 +25,7 @@ UNIT_STD = (1.0, 1.0, 1.0)
 UPSAMPLE_MODES = ("transpose", "bilinear")
 #: ``options`` keys that describe the training data, not the architecture: they travel with
 #: the spec (inference reads them) but builders never receive them.
-METADATA_OPTIONS = ("image_size",)
+METADATA_OPTIONS = ("image_size", "resize")
 
 
 @dataclass
@@ -52,7 +52,8 @@ class ModelSpec:
         divisor: input height and width must be multiples of this.
         options: extra keyword arguments for the architecture (e.g. ``decoder_channels``),
             plus the metadata keys in :data:`METADATA_OPTIONS` (``image_size``: the training
-            input side, which prediction resizes to).
+            input side, which prediction resizes to; ``resize``: how training met the image's
+            aspect, ``data.resize``, absent in older checkpoints: ``squash``).
         meta: the training data's recorded metadata (``DatasetMeta.to_dict()``: data set name,
             classes, colours, ignore index, flip pairs, report groups); None in checkpoints
             written before it was recorded.
