@@ -192,7 +192,7 @@ def _config(tmp_path: Path, root: Path, loss: str = "bce + dice") -> Path:
     cfg.write_text(
         f"data:\n  dataset: multilabel\n  root: {root}\n  train_split: .\n  val_fraction: 0.34\n"
         "  image_size: 32\n  batch_size: 2\n  num_workers: 0\n"
-        "  options: {thresholds: [0.5, 0.4]}\n"
+        "  options: {thresholds: [0.2, 0.8]}\n"
         "model:\n  arch: unet\n  encoder: null\n  base_channels: 4\n"
         f"loss:\n  name: {loss}\ntrain:\n  epochs: 1\n  out_dir: {tmp_path / 'run'}\n"
         "  progress: false\n"
@@ -207,7 +207,7 @@ def test_train_evaluate_predict_through_the_cli(tmp_path, capsys):
     ckpt = tmp_path / "run" / "best.pt"
     spec = load_checkpoint(ckpt)["model_spec"]
     assert spec["task"] == "multilabel" and spec["classes"] == 2
-    assert spec["meta"]["multilabel"] and spec["meta"]["thresholds"] == [0.5, 0.4]
+    assert spec["meta"]["multilabel"] and spec["meta"]["thresholds"] == [0.2, 0.8]
 
     report = tmp_path / "metrics.json"
     argv = ["evaluate", "--checkpoint", str(ckpt), "--split", "val", "--json", str(report)]
@@ -314,3 +314,16 @@ def test_inference_model_gives_back_the_multilabel_logits(trained):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(InferenceModel(model)(x), model(x), atol=1e-3, rtol=1e-3)
+
+
+def test_validation_during_training_uses_the_recorded_thresholds(trained):
+    import pandas as pd
+
+    from segkit.api import evaluate
+
+    ckpt, _ = trained
+    last = pd.read_csv(ckpt.parent / "history.csv").iloc[-1]
+    result = evaluate(ckpt, split="val", device="cpu")  # thresholds [0.2, 0.8] from the spec
+    for c in CLASSES:
+        assert result[f"f1_{c}"] == pytest.approx(last[f"val_f1_{c}"], nan_ok=True)
+        assert result[f"iou_{c}"] == pytest.approx(last[f"val_iou_{c}"], nan_ok=True)
