@@ -81,6 +81,8 @@ def _add_metadata(onnx: Any, path: Path, spec: Any) -> None:
         "segkit.std": list(spec.std) if spec.std else None,
         "segkit.divisor": spec.divisor,
     }
+    if spec.task == "multilabel":  # a sigmoid per channel, thresholded per class
+        props["segkit.thresholds"] = (spec.meta or {}).get("thresholds") or [0.5] * spec.classes
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in props.items()})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))

@@ -327,3 +327,14 @@ def test_validation_during_training_uses_the_recorded_thresholds(trained):
     for c in CLASSES:
         assert result[f"f1_{c}"] == pytest.approx(last[f"val_f1_{c}"], nan_ok=True)
         assert result[f"iou_{c}"] == pytest.approx(last[f"val_iou_{c}"], nan_ok=True)
+
+
+def test_export_records_the_task_and_thresholds(trained, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from segkit.export import export_onnx
+
+    export_onnx(trained[0], tmp_path / "m.onnx", check=True)
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert props["segkit.task"] == "multilabel" and props["segkit.classes"] == 2
+    assert props["segkit.thresholds"] == [0.2, 0.8]
