@@ -203,8 +203,10 @@ def attach_transforms(
 
     if flip_pairs is None:
         flip_pairs = list(getattr(train_set, "flip_pairs", ()) or ())
-    size, ignore = cfg.data.image_size, train_set.ignore_index
+    size, ignore, crop = cfg.data.image_size, train_set.ignore_index, cfg.data.crop
     resize = spec.options.get("resize", "squash")  # older checkpoints: squash
+    if crop is not None:
+        check_crop_size(crop.size, spec)
     for ds, train in ((train_set, True), (val_set, False)):
         ds.transform = build_transforms(
             cfg.augment,
@@ -215,7 +217,37 @@ def attach_transforms(
             flip_pairs=flip_pairs,
             ignore_index=ignore,
             resize=resize,
+            crop=crop,
         )
+
+
+def check_crop_size(size: int, spec: Any) -> None:
+    """Refuse a crop (and window) side the model cannot take: not a multiple of its divisor.
+
+    Raises:
+        ConfigError: names the size, the divisor and the nearest sizes that work.
+    """
+    divisor = spec.divisor or 1
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 1 and size % divisor:
+        lower = max(divisor, size // divisor * divisor)
+        raise ConfigError(
+            f"data.crop.size={size} is not a multiple of {divisor}, which {spec.arch} needs "
+            f"(its input sides must divide by {divisor}); use {lower} or {lower + divisor}."
+        )
+
+
+def validation_windows(cfg: Config) -> Any:
+    """What validation wraps the model in when training on crops: whole images at
+    ``data.crop.scale`` in windows of ``data.crop.size`` (None without ``data.crop``)."""
+    crop = cfg.data.crop
+    if crop is None:
+        return None
+    from segkit.models.scaled import ScaledWindows
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        return ScaledWindows(model, crop.size, crop.scale, crop.overlap, cfg.data.batch_size)
+
+    return wrap
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -303,6 +335,9 @@ def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
     spec.mean, spec.std = tuple(mean), tuple(std)
     spec.options.setdefault("image_size", cfg.data.image_size)
     spec.options["resize"] = resize
+    crop = cfg.data.crop
+    if crop is not None:  # prediction runs whole images at this scale in windows of this size
+        spec.options["crop"] = {"size": crop.size, "scale": crop.scale, "overlap": crop.overlap}
     spec.meta = meta.to_dict()
     spec.imports = modules_of(cfg.imports, cfg.data.dataset, spec.arch, cfg.loss.name)
 
@@ -328,9 +363,9 @@ def train(
         drop_last=len(exp.train_set) > d.batch_size,
         **workers,
     )
-    val_loader = make_loader(
-        exp.val_set, d.batch_size, shuffle=False, seed=cfg.train.seed, **workers
-    )
+    # with crops, validation sees whole images at their own (maybe differing) sizes: one a batch
+    val_batch = 1 if d.crop is not None else d.batch_size
+    val_loader = make_loader(exp.val_set, val_batch, shuffle=False, seed=cfg.train.seed, **workers)
     trainer = Trainer(
         exp.model,
         exp.loss,
@@ -343,6 +378,7 @@ def train(
             class_names=exp.class_names,
             groups=exp.groups,
             full_config=to_dict(cfg),
+            val_wrapper=validation_windows(cfg),
         ),
         hooks=_optional_hooks(cfg),
     )
@@ -394,6 +430,7 @@ def evaluate(
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
+    from segkit.models.scaled import crop_record, windows_for
     from segkit.plugins import import_plugins
 
     ckpt = load_checkpoint(checkpoint)
@@ -414,15 +451,18 @@ def evaluate(
     names = list(model.spec.class_names or ds.class_names)
     flip_pairs = meta.pairs_for(names)
     attach_transforms(cfg, ds, ds, model.spec, flip_pairs)
+    crops = crop_record(model.spec) is not None  # whole images at native size, one a batch
     loader = make_loader(
         ds,
-        batch_size or cfg.data.batch_size,
+        batch_size or (1 if crops else cfg.data.batch_size),
         shuffle=False,
         num_workers=cfg.data.num_workers if num_workers is None else num_workers,
         seed=cfg.train.seed,
     )
     if tta is not None:
         model = InferenceModel(model, tta, flip_pairs)
+    if crops:  # scored at the native size, predicted at the training scale in windows
+        model = windows_for(model, cfg.data.batch_size)
     result = evaluate_model(
         model,
         loader,

@@ -36,6 +36,17 @@ class AugmentConfig:
 
 
 @dataclass
+class CropConfig:
+    """Training on random crops at native resolution (times ``scale``); validation in windows."""
+
+    size: int = 512  #: side of the square training crop and of the windows validation predicts in
+    scale: float = 1.0  #: images are used at this factor of their native size (0.5: half)
+    jitter: list[float] = field(default_factory=[1.0, 1.0].copy)  #: random scale [low, high]
+    foreground: float = 0.0  #: probability that a crop is placed on a labelled (non-0) pixel
+    overlap: float = 0.25  #: fraction of a window that neighbouring validation windows share
+
+
+@dataclass
 class DataConfig:
     """Where the data is and how it is read."""
 
@@ -46,8 +57,9 @@ class DataConfig:
     test_split: str = "test"  #: split `segkit evaluate` scores by default (val: held out)
     val_fraction: float = 0.1  #: part of train held out when there is no val_split
     split_file: str | None = None  #: CSV of held-out ids; {out_dir}: run folder, {root_name}: data
-    image_size: int = 256  #: square side the images are resized to
+    image_size: int = 256  #: square side the images are resized to (when crop is null)
     resize: str = "squash"  #: squash (to a square), longest_side_pad or shortest_side_crop
+    crop: CropConfig | None = None  #: train on random crops, e.g. {size: 512, scale: 0.5}
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
     batch_size: int = 10  #: images per batch
@@ -268,15 +280,27 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def optional_section(tp: Any) -> type | None:
+    """The dataclass of a ``Section | None`` field (such as ``data.crop``), else None."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 and dataclasses.is_dataclass(args[0]) else None
+
+
 def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key a config accepts, e.g. ``train.epochs``."""
+    """Every dotted key a config accepts, e.g. ``train.epochs``; a section that may be null
+    (``data.crop``) is a key itself and has its own keys (``data.crop.size``)."""
     keys = []
     for name, tp in _field_types(cls).items():
         dotted = f"{prefix}.{name}" if prefix else name
         if dataclasses.is_dataclass(tp):
             keys.extend(all_keys(tp, dotted))
-        else:
-            keys.append(dotted)
+            continue
+        keys.append(dotted)
+        section = optional_section(tp)
+        if section is not None:
+            keys.extend(all_keys(section, dotted))
     return keys
 
 
@@ -312,6 +336,7 @@ RESUME_FIXED = (
     "data.classes",
     "data.image_size",
     "data.resize",
+    "data.crop.scale",
     "augment.normalize",
 )
 #: settings a resume may change without a word (how long and where it runs, how it reads)
@@ -381,6 +406,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
+            if is_null(node.get(part)):  # a null section (data.crop: null) given a key
+                node[part] = {}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Override {item!r}: {part!r} is not a mapping.")
@@ -520,8 +547,11 @@ def _reference_rows(defaults: Any, prefix: str) -> list[str]:
             rows += _reference_rows(default, f"{prefix}.{f.name}")
             continue
         tp = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
-        tp = tp.replace("|", "\\|")
+        tp = tp.replace("segkit.config.", "").replace("|", "\\|")
         rows.append(
             f"| `{prefix}.{f.name}` | `{tp}` | `{default!r}` | {comments.get(f.name, '')} |"
         )
+        section = optional_section(hints[f.name])
+        if section is not None:  # its keys, with the defaults they take once it is set
+            rows += _reference_rows(section(), f"{prefix}.{f.name}")
     return rows

@@ -45,6 +45,8 @@ from segkit.data.transforms import (
     IMAGENET_STD,
     LabelAwareHorizontalFlip,
     build_transforms,
+    check_crop,
+    crop_steps,
 )
 
 __all__ = [
@@ -67,6 +69,8 @@ __all__ = [
     "VOCDataset",
     "build_dataset",
     "build_transforms",
+    "check_crop",
+    "crop_steps",
     "dataset_metas",
     "get_dataset_meta",
     "decode_strategy",

@@ -279,11 +279,14 @@ def read_resized(
     decode: str = "reduced",
     max_pixels: int | None = None,
     mode: str = "squash",
+    scale: float | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """An RGB image resized to ``size`` x ``size`` (``None``: as stored) and its original
     ``(height, width)``: area averaging when shrinking, bilinear when enlarging, as training's
     ``build_transforms`` resizes. ``mode`` (``data.resize``) keeps the aspect instead
-    (:func:`segkit.data.resize.resize_for_model`: ``longest_side_pad``, ``shortest_side_crop``).
+    (:func:`segkit.data.resize.resize_for_model`: ``longest_side_pad``, ``shortest_side_crop``);
+    ``scale`` (with ``size=None``) resizes by that factor, keeping the aspect
+    (:func:`resize_scaled`: a model trained on ``data.crop`` at that scale).
 
     A JPEG much larger than ``size`` is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
     (:func:`decode_strategy`), which is much faster; other formats are decoded in full, since
@@ -301,13 +304,18 @@ def read_resized(
     flag, dims = cv2.IMREAD_COLOR, None
     if max_pixels is not None:
         check_pixels(path, header_size(data, path), max_pixels)
-    if size is not None and data[:2].tobytes() == _JPEG_MAGIC:
+    if (size is not None or scale is not None) and data[:2].tobytes() == _JPEG_MAGIC:
         _, dims = _jpeg_header(data)
-        if dims is not None:
+        if dims is not None and scale is not None and size is None:
+            shape = scaled_shape(dims[1], dims[0], scale)
+            flag = decode_strategy(decode, dims[0], dims[1], min(shape), shape)
+        elif dims is not None:
             shape = resized_shape(dims[1], dims[0], size, mode)
             flag = decode_strategy(decode, dims[0], dims[1], size, shape)
     image = decode_image(data, path, flag)
     original = (dims[1], dims[0]) if dims is not None else image.shape[:2]
+    if scale is not None and size is None:
+        return resize_scaled(image, scale, original), original
     return resize_for_model(image, size, mode, original), original
 
 
@@ -315,6 +323,25 @@ def resize_square(image: np.ndarray, size: int | None) -> np.ndarray:
     """``image`` resized to ``size`` x ``size`` (``None``: as it is): area averaging when
     shrinking, bilinear when enlarging, as training's ``build_transforms`` resizes."""
     return resize_for_model(image, size)
+
+
+def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(height, width)`` times ``scale``, rounded (at least 1 pixel)."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_scaled(
+    image: np.ndarray, scale: float, original: tuple[int, int] | None = None
+) -> np.ndarray:
+    """``image`` resized to ``scale`` times ``original`` (its ``(height, width)``, default the
+    image's own; a reduced JPEG decode is smaller), rounded: area averaging when shrinking,
+    bilinear when enlarging, as training's crops are scaled."""
+    target = scaled_shape(*(original or image.shape[:2]), scale)
+    if image.shape[:2] == target:
+        return image
+    shrink = image.shape[0] > target[0] or image.shape[1] > target[1]
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (target[1], target[0]), interpolation=interpolation)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Albumentations pipelines from config: resize, label-aware flips, light augmentation, normalise."""
+"""Albumentations pipelines from config: resize or random crops, label-aware flips, light
+augmentation, normalise."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 import segkit._env  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations loads)
 
 # isort: on
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,7 +16,7 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from segkit.config import AugmentConfig
+from segkit.config import AugmentConfig, CropConfig
 from segkit.data.resize import check_resize_mode, mask_fill
 from segkit.errors import ConfigError
 
@@ -103,6 +105,89 @@ def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, 
     return pairs
 
 
+def check_crop(crop: CropConfig) -> CropConfig:
+    """``crop`` if its values make sense (see :class:`~segkit.config.CropConfig`).
+
+    Raises:
+        ConfigError: a crop size below 1, a scale or jitter factor that is not positive,
+            jitter not ``[low, high]`` with ``low <= high``, a foreground probability outside
+            0..1 or an overlap outside [0, 1); the message names the key.
+    """
+    size = crop.size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"data.crop.size must be a positive number of pixels, got {size!r}.")
+    if not (math.isfinite(crop.scale) and crop.scale > 0):
+        raise ConfigError(
+            f"data.crop.scale is the factor images are resized by before cropping (1: native "
+            f"resolution, 0.5: half) and must be positive, got {crop.scale}."
+        )
+    jitter = list(crop.jitter)
+    if len(jitter) != 2 or not all(math.isfinite(j) and j > 0 for j in jitter):
+        raise ConfigError(
+            f"data.crop.jitter is [low, high], two positive scale factors (e.g. [0.75, 1.25]; "
+            f"[1, 1]: none), got {jitter}."
+        )
+    if jitter[0] > jitter[1]:
+        raise ConfigError(
+            f"data.crop.jitter is [low, high] with low <= high, got {jitter}; write "
+            f"[{jitter[1]:g}, {jitter[0]:g}]."
+        )
+    if not 0.0 <= crop.foreground <= 1.0:
+        raise ConfigError(f"data.crop.foreground is a probability in 0..1, got {crop.foreground}.")
+    if not 0.0 <= crop.overlap < 1.0:
+        raise ConfigError(
+            f"data.crop.overlap is the fraction of a window that neighbouring windows share, "
+            f"at least 0 and below 1 (e.g. 0.25), got {crop.overlap}."
+        )
+    return crop
+
+
+def crop_steps(crop: CropConfig, ignore_index: int | None = None) -> list[Any]:
+    """Random ``crop.size`` squares at ``crop.scale`` times the native size, jittered.
+
+    ``RandomScale`` by a factor drawn from ``scale * jitter`` (area averaging when shrinking,
+    masks by pixel centres; left out at factor 1), ``PadIfNeeded`` up to the crop where the
+    image is smaller (pixels 0, masks ``ignore_index`` where the data has one, else
+    background), then ``RandomCrop``, or with probability ``crop.foreground``
+    ``CropNonEmptyMaskIfExists`` (a crop holding a labelled pixel other than background and
+    ``ignore_index``).
+    """
+    check_crop(crop)
+    low, high = (crop.scale * j for j in crop.jitter)
+    steps: list[Any] = []
+    if (low, high) != (1.0, 1.0):
+        steps.append(
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),  # the factor is 1 + a draw from this range
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                area_for_downscale="image",
+                p=1.0,
+            )
+        )
+    size, fill_mask = crop.size, mask_fill(ignore_index)
+    steps.append(
+        A.PadIfNeeded(
+            size,
+            size,
+            position="random",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=fill_mask,
+        )
+    )
+    random_crop = A.RandomCrop(size, size, p=1.0 - crop.foreground)
+    ignore = None if ignore_index is None else [ignore_index]
+    on_label = A.CropNonEmptyMaskIfExists(size, size, ignore_values=ignore, p=crop.foreground)
+    if crop.foreground == 0.0:
+        steps.append(A.RandomCrop(size, size))
+    elif crop.foreground == 1.0:
+        steps.append(A.CropNonEmptyMaskIfExists(size, size, ignore_values=ignore))
+    else:  # OneOf picks a child with its p as the weight
+        steps.append(A.OneOf([on_label, random_crop], p=1.0))
+    return steps
+
+
 def build_transforms(
     augment: AugmentConfig | None,
     size: int,
@@ -112,14 +197,17 @@ def build_transforms(
     flip_pairs: Iterable[tuple[int, int]] = (),
     ignore_index: int | None = None,
     resize: str = "squash",
+    crop: CropConfig | None = None,
 ) -> A.Compose:
     """The albumentations pipeline for training or evaluation.
 
     To ``size x size`` as ``resize`` says (:mod:`segkit.data.resize`: ``squash``,
     ``longest_side_pad``, ``shortest_side_crop``; images by area averaging when shrinking,
     bilinear when enlarging, as prediction reads them; masks nearest-neighbour by pixel
-    centres); for training only,
-    as ``augment`` sets the probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
+    centres); with ``crop`` instead random crops for training (:func:`crop_steps`) and
+    nothing for evaluation, which sees whole images at their native size (the model runs on
+    them in windows at ``crop.scale``). For training only, as ``augment`` sets the
+    probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
     light ``Affine`` (scale, rotate, small shift) and colour jitter; then
     ``Normalize(mean, std)`` on 0..255 pixels and ``ToTensorV2``. ``mean=(0, 0, 0)``,
     ``std=(1, 1, 1)`` gives ``x / 255``. Which mean/std to use (``augment.normalize``) is the
@@ -136,16 +224,23 @@ def build_transforms(
             ``longest_side_pad`` bring in (default background, 0); give the loss's ignore
             value so that the border is left out.
         resize: ``data.resize``, how the image's aspect meets the square input.
+        crop: ``data.crop``, random crops at native resolution instead (``size`` and
+            ``resize`` unused; padding brings in ``ignore_index`` too).
 
     Raises:
         ConfigError: a non-positive size, a probability outside 0..1, bad mean/std, an
-            unknown resize mode.
+            unknown resize mode, bad crop settings (:func:`check_crop`).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"Image size must be a positive integer, got {size!r}.")
     if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or min(std) <= 0:
         raise ConfigError(f"mean/std need 3 values and std > 0, got mean={mean}, std={std}.")
-    steps: list[Any] = _resize_steps(size, resize, train, ignore_index)
+    steps: list[Any]
+    if crop is not None:  # evaluation: the whole image, as it is
+        steps = crop_steps(crop, ignore_index) if train else []
+        check_crop(crop)
+    else:
+        steps = _resize_steps(size, resize, train, ignore_index)
     if train and augment is not None:
         steps += _augmentations(augment, list(flip_pairs), ignore_index)
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]

@@ -14,10 +14,15 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from segkit.engine.distributed import DistInfo, all_reduce_sum, resolve_device
 from segkit.errors import ConfigError, DataError
 from segkit.viz import overlap_labels
+
+#: kept preview samples are shrunk to at most this many pixels on their longer side (whole
+#: full-resolution images would fill every ``last.pt`` they travel in)
+PREVIEW_SIDE = 512
 
 
 def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,15 +170,30 @@ class Evaluator:
         have = sum(len(x) for x in self.kept["pred"])
         if have < self.preview:
             k = self.preview - have
-            self.kept["mask"].append(masks[:k].cpu())
-            self.kept["pred"].append(preds[:k].cpu())
+            self.kept["mask"].append(self._fit(masks[:k, None], "nearest-exact")[:, 0].cpu())
+            self.kept["pred"].append(self._fit(preds[:k, None], "nearest-exact")[:, 0].cpu())
 
     def keep_images(self, images: torch.Tensor) -> None:
         """Keep the images that go with the predictions kept by the last :meth:`update`."""
         have = sum(len(x) for x in self.kept["image"])
         want = sum(len(x) for x in self.kept["pred"])
         if have < want:
-            self.kept["image"].append(images[: want - have].float().cpu())
+            self.kept["image"].append(self._fit(images[: want - have].float(), "area").cpu())
+
+    def _fit(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """``x`` (``N x C x H x W``) shrunk to at most :data:`PREVIEW_SIDE` on its longer side,
+        then to the size of the first kept sample (whole images may differ in size)."""
+        height, width = x.shape[-2:]
+        size = (height, width)
+        first = self.kept["pred"][0] if self.kept["pred"] else None
+        if first is not None:
+            size = tuple(first.shape[-2:])
+        elif max(height, width) > PREVIEW_SIDE:
+            factor = PREVIEW_SIDE / max(height, width)
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        if size == (height, width):
+            return x
+        return F.interpolate(x.float(), size=size, mode=mode).to(x.dtype)
 
     def preview_batch(self) -> dict[str, torch.Tensor] | None:
         """The kept ``{"image", "mask", "pred"}`` samples, or None when nothing was kept."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
@@ -81,6 +81,8 @@ class TrainerOptions:
         groups: class groups whose F1 is reported, e.g. ``{"eyes": [4, 5]}``.
         out_dir: run folder (default ``cfg.out_dir``).
         full_config: the whole resolved config, written to ``config.yaml`` and checkpoints.
+        val_wrapper: wraps the validated model at each validation, e.g. in sliding windows
+            (:class:`~segkit.models.scaled.ScaledWindows`); checkpoints keep the bare model.
     """
 
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -88,6 +90,7 @@ class TrainerOptions:
     groups: dict[str, Sequence[int]] | None = None
     out_dir: str | Path | None = None
     full_config: dict[str, Any] | None = None
+    val_wrapper: Callable[[nn.Module], nn.Module] | None = None
 
 
 class Trainer:
@@ -132,6 +135,7 @@ class Trainer:
         names = opts.class_names or getattr(getattr(model, "spec", None), "class_names", None)
         self.class_names = list(names) if names else None
         self.groups = opts.groups
+        self.val_wrapper = opts.val_wrapper
         self.full_config = to_plain(opts.full_config) if opts.full_config is not None else None
         ignore = getattr(loss_fn, "ignore_index", None)
         ignore = ignore if isinstance(ignore, int) and ignore >= 0 else None
@@ -410,6 +414,8 @@ class Trainer:
         """
         D.broadcast_buffers(self.eval_model, self.dist)
         net = self.eval_net if self.eval_model is self.model else self.eval_model
+        if self.val_wrapper is not None:
+            net = self.val_wrapper(net)
         result = run_evaluation(
             net,
             self.val_loader,

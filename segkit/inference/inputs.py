@@ -88,8 +88,10 @@ def read_for_model(
     size: int | None,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
     mode: str = "squash",
+    scale: float | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original size.
+    """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is), or by the factor
+    ``scale`` (a model trained on crops at that scale), and its original size.
 
     ``mode`` is training's ``data.resize`` (:mod:`segkit.data.resize`): ``longest_side_pad``
     gives the aspect-kept image padded to ``size x size``, ``shortest_side_crop`` the whole
@@ -104,7 +106,7 @@ def read_for_model(
         DataError: the file is missing, not an image, corrupt, truncated or too large (names
             the file).
     """
-    return read_resized(path, size, max_pixels=max_pixels, mode=mode)
+    return read_resized(path, size, max_pixels=max_pixels, mode=mode, scale=scale)
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -123,16 +125,19 @@ class ImageFiles(torch.utils.data.Dataset):
         size: int | None,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
         mode: str = "squash",
+        scale: float | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
-        self.size, self.max_pixels, self.mode = size, max_pixels, mode
+        self.size, self.max_pixels, self.mode, self.scale = size, max_pixels, mode, scale
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            image, size = read_for_model(self.paths[index], self.size, self.max_pixels, self.mode)
+            image, size = read_for_model(
+                self.paths[index], self.size, self.max_pixels, self.mode, self.scale
+            )
         except DataError as exc:
             return {"index": index, "error": str(exc)}
         return {"image": torch.from_numpy(image), "index": index, "size": size}

@@ -12,6 +12,7 @@ streamed (:mod:`segkit.inference.stream`); speed against the model alone:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.data.io import resize_scaled
 from segkit.data.meta import DatasetMeta
 from segkit.data.resize import check_resize_mode, crop_padding, resize_for_model
 from segkit.errors import ConfigError, DataError, option
@@ -31,6 +33,7 @@ from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, palett
 from segkit.inference.probs import predict_proba, probs_to_labels, probs_to_masks, resize_probs
 from segkit.inference.stream import FileStream
 from segkit.inference.tiling import predict_tiled
+from segkit.models.scaled import crop_record
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,15 @@ class Predictor:
                 f"Tile size {opts.tile} is smaller than the model's divisor {spec.divisor}; "
                 f"use a tile of at least {spec.divisor} pixels."
             )
+        #: a model trained on crops predicts whole images at its training scale in windows of
+        #: its crop size, unless a size (a square resize) or another tile is asked for
+        record = crop_record(spec)
+        if record is not None and opts.tile is None and opts.size is None:
+            self.options = opts = dataclasses.replace(opts, tile=int(record["size"]))
+        #: the factor images are resized by before tiling (None: as they are)
+        self.scale = float(record["scale"]) if record is not None and opts.tile else None
+        if self.scale == 1.0:
+            self.scale = None
         #: the square size images are resized to; None: as they are (always when tiling)
         self.size = None if opts.tile else (opts.size or train_size)
         #: how images meet that size: training's data.resize (older checkpoints: squash)
@@ -169,7 +181,10 @@ class Predictor:
                 f"An image to predict must hold uint8 pixels (0..255), got {image.dtype}; "
                 "convert it (e.g. np.clip(image * 255, 0, 255).astype(np.uint8) for 0..1)."
             )
-        resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
+        if self.scale is not None:
+            resized = np.ascontiguousarray(resize_scaled(image, self.scale))
+        else:
+            resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
         with self._evaluating():
             probs = self.batch_probs(torch.from_numpy(resized)[None].to(self.device))
         size = image.shape[:2]
@@ -259,7 +274,7 @@ class Predictor:
             model_size=self.size,
             resize=self.resize,
         )
-        files = ImageFiles(paths, self.size, opts.max_pixels, self.resize)
+        files = ImageFiles(paths, self.size, opts.max_pixels, self.resize, self.scale)
         results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
         stream = FileStream(files, opts, self.batch_probs, writer, results, self.device)
         start = time.perf_counter()

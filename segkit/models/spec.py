@@ -25,7 +25,7 @@ UNIT_STD = (1.0, 1.0, 1.0)
 UPSAMPLE_MODES = ("transpose", "bilinear")
 #: ``options`` keys that describe the training data, not the architecture: they travel with
 #: the spec (inference reads them) but builders never receive them.
-METADATA_OPTIONS = ("image_size", "resize")
+METADATA_OPTIONS = ("image_size", "resize", "crop")
 
 
 @dataclass
@@ -53,7 +53,9 @@ class ModelSpec:
         options: extra keyword arguments for the architecture (e.g. ``decoder_channels``),
             plus the metadata keys in :data:`METADATA_OPTIONS` (``image_size``: the training
             input side, which prediction resizes to; ``resize``: how training met the image's
-            aspect, ``data.resize``, absent in older checkpoints: ``squash``).
+            aspect, ``data.resize``, absent in older checkpoints: ``squash``; ``crop``: ``size``,
+            ``scale`` and ``overlap`` of a model trained on crops, which prediction runs in
+            windows).
         meta: the training data's recorded metadata (``DatasetMeta.to_dict()``: data set name,
             classes, colours, ignore index, flip pairs, report groups); None in checkpoints
             written before it was recorded.
