@@ -262,11 +262,18 @@ def check_resize(data: DataConfig) -> str:
 
     Raises:
         ConfigError: an unknown mode, or one that keeps the aspect together with
-            ``data.prepare_size`` (preparation stores squashed square copies).
+            ``data.prepare_size`` (preparation stores squashed square copies) or with
+            ``data.crop`` (crops at native resolution replace the resize).
     """
     from segkit.data.resize import check_resize_mode
 
     resize = check_resize_mode(data.resize)
+    if resize != "squash" and data.crop is not None:
+        raise ConfigError(
+            f"data.resize={resize} resizes whole images to data.image_size, but data.crop is "
+            "set, which trains on crops at native resolution instead and leaves data.resize "
+            "unused. Unset data.crop, or data.resize."
+        )
     if resize != "squash" and data.prepare_size is not None:
         raise ConfigError(
             f"data.resize={resize} keeps each image's aspect, but data.prepare_size="
