@@ -115,8 +115,10 @@ class PredictOptions:
     naming the option as the interface in use spells it).
 
     Attributes:
-        size: square model input size; default the training size, else the original size
-            padded to the model's divisor. Ignored when tiling.
+        size: model input size: the square's side (with training's ``data.resize`` of
+            ``shortest_side_crop``, the shortest side of the whole image); default the
+            training size, else the original size padded to the model's divisor. Ignored
+            when tiling.
         tile: predict at the original resolution in sliding windows of this size.
         overlap: fraction of a window that neighbouring windows share.
         tta: test-time augmentation (:func:`parse_tta`): ``"flip"``, ``"scales=0.75,1,1.25"``
