@@ -134,7 +134,8 @@ def _read_split_file(path: Path) -> list[str]:
 
 def _dataset(cfg: Config, root: Path, split: str) -> Any:
     """The config's data set adapter over ``split``: ``data.options`` and ``data.classes``
-    passed on, ``loss.ignore_index`` accepted in its masks.
+    passed on, ``loss.ignore_index`` accepted in its masks, images read with
+    ``model.in_channels`` bands.
     """
     from segkit.data import build_dataset
 
@@ -144,6 +145,7 @@ def _dataset(cfg: Config, root: Path, split: str) -> Any:
     ds = build_dataset(cfg.data.dataset, root, split=split, **options)
     if cfg.loss.ignore_index is not None:  # else the data set's own (DatasetMeta.ignore_index)
         ds.ignore_index = cfg.loss.ignore_index
+    ds.in_channels = cfg.model.in_channels
     return ds
 
 
@@ -197,7 +199,8 @@ def attach_transforms(
     Images are normalised with ``spec.mean`` / ``spec.std``, the one record of what the model
     is fed (:func:`build_experiment` writes ``augment.normalize``'s choice there), and meet
     the square input as ``spec.options["resize"]`` says (``data.resize``; absent: squash);
-    flips swap ``flip_pairs`` (default: the training set's).
+    flips swap ``flip_pairs`` (default: the training set's). 8-bit RGB images are divided
+    by 255 there; band images come on their input scale already (:mod:`segkit.data.bands`).
     """
     from segkit.data import build_transforms
 
@@ -207,6 +210,7 @@ def attach_transforms(
     resize = spec.options.get("resize", "squash")  # older checkpoints: squash
     if crop is not None:
         check_crop_size(crop.size, spec)
+    rgb8 = getattr(train_set, "band_reader", lambda: None)() is None
     for ds, train in ((train_set, True), (val_set, False)):
         ds.transform = build_transforms(
             cfg.augment,
@@ -218,6 +222,7 @@ def attach_transforms(
             ignore_index=ignore,
             resize=resize,
             crop=crop,
+            max_pixel_value=255.0 if rgb8 else 1.0,
         )
 
 
@@ -330,15 +335,11 @@ def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
     Raises:
         ConfigError: a bad ``data.resize`` (:func:`check_resize`).
     """
-    from segkit.data.meta import training_normalization
     from segkit.plugins import modules_of
 
     resize = check_resize(cfg.data)
 
-    mean, std = training_normalization(cfg.augment.normalize, spec.mean, spec.std, meta)
-    if len(spec.mean) != len(mean):  # more input channels: the statistics repeat
-        mean = tuple(mean[i % len(mean)] for i in range(len(spec.mean)))
-        std = tuple(std[i % len(std)] for i in range(len(spec.std)))
+    mean, std = _normalization(cfg, spec, meta)
     spec.mean, spec.std = tuple(mean), tuple(std)
     spec.options.setdefault("image_size", cfg.data.image_size)
     spec.options["resize"] = resize
@@ -347,6 +348,67 @@ def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
         spec.options["crop"] = {"size": crop.size, "scale": crop.scale, "overlap": crop.overlap}
     spec.meta = meta.to_dict()
     spec.imports = modules_of(cfg.imports, cfg.data.dataset, spec.arch, cfg.loss.name)
+
+
+def _normalization(
+    cfg: Config, spec: Any, meta: DatasetMeta
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std training normalises with: ``augment.normalize``'s choice, with the
+    config's ``augment.mean``/``augment.std`` for ``dataset``, one value per input channel.
+
+    Raises:
+        ConfigError: only one of mean/std, or statistics that do not fit ``model.in_channels``.
+    """
+    from segkit.data.bands import fit_stats
+    from segkit.data.meta import training_normalization
+
+    aug, channels = cfg.augment, spec.in_channels
+    if (aug.mean is None) != (aug.std is None):
+        raise ConfigError(
+            "augment.mean and augment.std go together; give both (`segkit stats CONFIG` "
+            "prints them) or neither."
+        )
+    given = None
+    if aug.mean is not None and aug.std is not None:
+        given = (
+            fit_stats(aug.mean, channels, "augment.mean"),
+            fit_stats(aug.std, channels, "augment.std"),
+        )
+    mean, std = training_normalization(aug.normalize, spec.mean, spec.std, meta, given)
+    if len(mean) == channels:
+        return tuple(mean), tuple(std)
+    if aug.normalize == "dataset":
+        raise ConfigError(
+            f"The data set's mean/std have {len(mean)} values but model.in_channels is "
+            f"{channels}; give augment.mean/augment.std (`segkit stats CONFIG`)."
+        )
+    # 3-channel statistics (ImageNet's, x / 255) repeat over more input channels
+    return tuple(mean[i % len(mean)] for i in range(channels)), tuple(
+        std[i % len(std)] for i in range(channels)
+    )
+
+
+def channel_stats(cfg: Config) -> dict[str, Any]:
+    """Per-channel mean/std of the training images (``segkit stats``), on the input scale
+    training normalises (0-1 for 8-bit and 16-bit images, values as stored for others;
+    :mod:`segkit.data.bands`), NaN (no data) left out; for ``augment.mean`` / ``augment.std``
+    with ``augment.normalize: dataset``.
+
+    Returns:
+        ``mean``, ``std`` (a value per channel), ``images``, ``pixels`` (valid values per
+        channel) and ``dataset``.
+
+    Raises:
+        DataError: unreadable images, a band count that is not ``model.in_channels``, or a
+            channel that holds no valid value or never varies.
+    """
+    from segkit.data.bands import image_stats
+    from segkit.plugins import import_plugins
+
+    import_plugins(cfg.imports)
+    train_set, _ = build_datasets(cfg)
+    pairs = ((train_set.pixel_values(s), s.image_path) for s in train_set.samples)
+    return {**image_stats(pairs), "dataset": cfg.data.dataset}
 
 
 def train(

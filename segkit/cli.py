@@ -85,6 +85,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
+@command("stats")
+def cmd_stats(args: argparse.Namespace) -> None:
+    from segkit.api import channel_stats, check_json_path, write_json
+    from segkit.config import load_config
+
+    if args.json:
+        check_json_path(args.json)
+    result = channel_stats(load_config(args.config, list(args.overrides)))
+    print(
+        f"per-channel statistics of {result['images']} training image(s) of "
+        f"{result['dataset']!r} on the input scale (no-data left out):"
+    )
+    for i, (mean, std) in enumerate(zip(result["mean"], result["std"])):
+        print(f"  channel {i}: mean={mean:.6g} std={std:.6g}")
+    mean = ",".join(f"{v:.6g}" for v in result["mean"])
+    std = ",".join(f"{v:.6g}" for v in result["std"])
+    print(f"use them: augment.normalize=dataset augment.mean=[{mean}] augment.std=[{std}]")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+
+
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from segkit.api import evaluate
@@ -356,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start afresh in a run folder that holds an earlier run, replacing its files",
     )
+
+    s = add("stats", help="per-channel mean/std of a config's training images")
+    s.add_argument("config", help="YAML config of the training run")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data")
+    s.add_argument("--json", default=None, help="also write them as JSON here")
 
     s = add("evaluate", help="score a checkpoint on a split")
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")

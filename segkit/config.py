@@ -33,6 +33,8 @@ class AugmentConfig:
     color: float = 0.0  #: probability of brightness/contrast/saturation/hue jitter
     hue: float = 0.02  #: hue shift range of that jitter, a fraction of the colour wheel (<= 0.5)
     normalize: str = "model"  #: model (what it expects), imagenet, none (x/255) or dataset
+    mean: list[float] | None = None  #: normalize=dataset: per-channel mean (from `segkit stats`)
+    std: list[float] | None = None  #: normalize=dataset: per-channel std (from `segkit stats`)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class ModelConfig:
     arch: str = "smp.Unet"  #: "unet" (from scratch) or "smp.<Architecture>"
     encoder: str | None = "resnet18"  #: smp encoder name, "tu-<timm name>"; null for unet
     encoder_weights: str | None = None  #: None, "imagenet" or a path to a local weights file
+    in_channels: int = 3  #: input bands; not 3: images are read with their own bands and depth
     base_channels: int = 64  #: width of the from-scratch U-Net
     upsample: str = "transpose"  #: from-scratch U-Net upsampling: "transpose" or "bilinear"
     options: dict[str, Any] = field(default_factory=dict)  #: extra architecture keyword arguments
@@ -331,6 +334,7 @@ RESUME_FIXED = (
     "model.encoder",
     "model.base_channels",
     "model.upsample",
+    "model.in_channels",
     "model.options",
     "data.dataset",
     "data.classes",
@@ -338,6 +342,8 @@ RESUME_FIXED = (
     "data.resize",
     "data.crop.scale",
     "augment.normalize",
+    "augment.mean",
+    "augment.std",
 )
 #: settings a resume may change without a word (how long and where it runs, how it reads)
 RESUME_FREE = (

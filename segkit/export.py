@@ -1,9 +1,9 @@
 """ONNX export with dynamic batch, height and width, and an onnxruntime check.
 
-The graph takes ``image`` (``N x 3 x H x W`` float32, normalised with the model's mean/std,
-H and W multiples of the model's divisor) and returns ``logits`` (``N x C x H x W``). The
-preprocessing a consumer needs (mean, std, divisor, class names, task) is stored in the
-model's metadata properties as ``segkit.*`` keys.
+The graph takes ``image`` (``N x in_channels x H x W`` float32, normalised with the model's
+mean/std, H and W multiples of the model's divisor) and returns ``logits`` (``N x C x H x W``).
+The preprocessing a consumer needs (input channels, how the bands were read, mean, std,
+divisor, class names, task) is stored in the model's metadata properties as ``segkit.*`` keys.
 
 onnx and onnxruntime are optional (``pip install segkit[onnx]``) and imported only here,
 only when used. ``exporter="auto"`` uses torch's TorchScript-based exporter (``dynamo=False``,
@@ -77,6 +77,9 @@ def _add_metadata(onnx: Any, path: Path, spec: Any) -> None:
         "segkit.task": spec.task,
         "segkit.classes": spec.classes,
         "segkit.class_names": spec.class_names,
+        "segkit.in_channels": spec.in_channels,
+        # None: 8-bit RGB, x / 255; else bands kept / NaN fill (segkit.data.bands' scale rule)
+        "segkit.input": (spec.meta or {}).get("input"),
         "segkit.mean": list(spec.mean) if spec.mean else None,
         "segkit.std": list(spec.std) if spec.std else None,
         "segkit.divisor": spec.divisor,

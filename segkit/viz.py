@@ -79,20 +79,44 @@ def overlay(
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def display_bands(image: np.ndarray) -> np.ndarray:
+    """An ``H x W x 3`` uint8 picture of an ``H x W x C`` input: its first three bands as RGB
+    (the first band as grey when it has fewer), each stretched between its 2nd and 98th
+    percentile, for overlays and previews."""
+    image = np.asarray(image, dtype=np.float32)
+    image = image[..., None] if image.ndim == 2 else image
+    picked = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
+    out = np.zeros(picked.shape, np.uint8)
+    for i in range(picked.shape[2]):
+        band = picked[..., i]
+        finite = band[np.isfinite(band)]
+        if not finite.size:
+            continue
+        low, high = np.percentile(finite, (2, 98))
+        span = high - low if high > low else 1.0
+        out[..., i] = np.clip((np.nan_to_num(band, nan=low) - low) / span * 255 + 0.5, 0, 255)
+    return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out
+
+
 def to_image(
     tensor: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
 ) -> np.ndarray:
     """A normalised ``C x H x W`` image tensor/array back to ``H x W x 3`` uint8.
 
     With ``mean``/``std`` (0-1 scale, as the model's spec gives them) the normalisation is
-    undone; without them each image is stretched to its own min..max.
+    undone; without them each image is stretched to its own min..max. An image of other than
+    1 or 3 channels (bands; a tensor is always ``C x H x W``) shows its first bands
+    (:func:`display_bands`).
     """
-    arr = tensor.detach().float().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+    is_tensor = hasattr(tensor, "detach")
+    arr = tensor.detach().float().cpu().numpy() if is_tensor else np.asarray(tensor)
     arr = arr.astype(np.float32)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3):
+    if arr.ndim == 3 and (arr.shape[0] in (1, 3) or is_tensor):
         arr = arr.transpose(1, 2, 0)
     if arr.ndim == 2:
         arr = arr[..., None]
+    if arr.shape[2] not in (1, 3):
+        return display_bands(arr)
     if mean is not None and std is not None and len(mean) == arr.shape[2]:
         arr = arr * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
     else:

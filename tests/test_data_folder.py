@@ -159,6 +159,9 @@ def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
     if name in ("voc", "cityscapes", "color_masks", "multilabel"):  # their own synthetic sets
         dataset_metas()[name].synth(tmp_path / name, n=3)  # writes the set, says what it wrote
         return tmp_path / name, (None if name in ("color_masks", "multilabel") else "train"), {}
+    if name == "raster":
+        dataset_metas()[name].synth(tmp_path / name, n=3)
+        return tmp_path / name, None, {"label_map": {-1: "ignore"}}
     raise AssertionError(f"registered dataset {name!r} has no test case: add one here")
 
 

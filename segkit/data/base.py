@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from segkit.data.bands import BandReader
 from segkit.data.io import map_255_to_1, name_some, read_image, read_mask
 from segkit.data.meta import DatasetMeta
 from segkit.errors import DataError
@@ -104,6 +105,11 @@ class SegmentationDataset(Dataset):
     albumentations transform, called as ``transform(image=..., mask=...)`` on the uint8
     arrays, ``image`` becomes a CHW float32 tensor and ``mask`` an HxW int64 tensor.
 
+    Images are read as 8-bit RGB unless the data set reads bands (``reader``, a
+    :class:`~segkit.data.bands.BandReader`) or ``in_channels`` (``model.in_channels``, set by
+    the caller) is not 3: they are then ``H x W x in_channels`` float32 on the input scale of
+    :mod:`segkit.data.bands`, and an image with another band count is a DataError.
+
     Subclasses declare a ``meta`` (:class:`~segkit.data.meta.DatasetMeta`: class names, flip
     pairs, report groups, ...) or, in the older style, ``class_names`` and ``flip_pairs``
     attributes; they find their samples and call ``super().__init__(samples, transform)``.
@@ -117,6 +123,11 @@ class SegmentationDataset(Dataset):
     #: a label value that marks pixels to leave out (the loss's ``ignore_index``): accepted in
     #: masks beside the classes, and never mapped to 1 in a binary mask
     ignore_index: int | None = None
+    #: bands the network takes (``model.in_channels``): another count reads bands as stored;
+    #: None: bands as stored, any count
+    in_channels: int | None = 3
+    #: how images are read; None: 8-bit RGB, unless ``in_channels`` is not 3
+    reader: BandReader | None = None
     _warned_void = False
 
     def __init__(
@@ -158,11 +169,19 @@ class SegmentationDataset(Dataset):
     def metadata(self) -> DatasetMeta:
         """This data set's :class:`~segkit.data.meta.DatasetMeta` as built: the declared one
         with the classes, flip pairs and ignore index this instance uses."""
+        reader = self.band_reader()
         return type(self).meta.replace(
             classes=tuple(self.class_names),
             flip_pairs=tuple(self.flip_pairs),
             ignore_index=self.ignore_index,
+            input=reader.to_dict() if reader is not None else None,
         )
+
+    def band_reader(self) -> BandReader | None:
+        """The reader of this data set's images; None: 8-bit RGB (:func:`read_image`)."""
+        if self.reader is None and self.in_channels == 3:
+            return None
+        return self.reader or BandReader()
 
     @property
     def num_classes(self) -> int:
@@ -179,8 +198,19 @@ class SegmentationDataset(Dataset):
         )
 
     def load_image(self, sample: Sample) -> np.ndarray:
-        """The sample's image as HxWx3 uint8 RGB."""
-        return read_image(sample.image_path)
+        """The sample's image: HxWx3 uint8 RGB, or HxWxC float32 bands (see the class)."""
+        reader = self.band_reader()
+        if reader is None:
+            return read_image(sample.image_path)
+        return reader.read(sample.image_path, self.in_channels)
+
+    def pixel_values(self, sample: Sample) -> np.ndarray:
+        """The sample's image on the network's input scale before normalisation (0-1 for
+        8-bit RGB), NaN kept where the data has no value: what ``segkit stats`` averages."""
+        reader = self.band_reader()
+        if reader is None:
+            return read_image(sample.image_path).astype(np.float32) / np.float32(255.0)
+        return reader.read(sample.image_path, self.in_channels, fill=False)
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """The sample's label map as HxW uint8 (``shape`` is the image's, for encoded masks)."""
@@ -231,7 +261,8 @@ class SegmentationDataset(Dataset):
         return mask
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, Sample]:
-        """Image (HxWx3 uint8) and checked mask (HxW uint8) of sample ``index``, untransformed."""
+        """Image (as :meth:`load_image` reads it) and checked mask (HxW uint8) of sample
+        ``index``, untransformed."""
         sample = self.samples[index]
         image = self.load_image(sample)
         mask = self.check_pair(image, self.load_mask(sample, image.shape[:2]), sample)

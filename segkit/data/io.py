@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segkit._files import write_bytes_atomic  # noqa: F401  (part of segkit.data.io's API)
-from segkit.data.resize import resize_for_model, resized_shape
+from segkit.data.resize import resize_for_model, resize_image, resized_shape
 from segkit.errors import DataError, option
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -341,7 +341,7 @@ def resize_scaled(
         return image
     shrink = image.shape[0] > target[0] or image.shape[1] > target[1]
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(image, (target[1], target[0]), interpolation=interpolation)
+    return resize_image(image, (target[1], target[0]), interpolation)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -41,6 +41,7 @@ RECORDED = (
     "groups",
     "multilabel",
     "thresholds",
+    "input",
 )
 
 
@@ -69,13 +70,17 @@ class DatasetMeta:
             train on, prepared into ``dst`` first when ``root`` is not prepared at ``size``.
         synth: ``fn(dst, n=..., seed=..., overwrite=..., **options)`` writing a synthetic set
             in the real layout (``segkit synth``); returns the message to show.
-        mean: the data set's own per-channel mean (0-1 scale) for ``augment.normalize: dataset``.
+        mean: the data set's own per-channel mean for ``augment.normalize: dataset``, on the
+            input scale (:mod:`segkit.data.bands`: 0-1 for 8-bit and 16-bit images); a config's
+            ``augment.mean`` replaces it.
         std: the data set's own per-channel std.
         multilabel: classes may overlap: ``classes`` names one binary mask each (no
             background), the mask is ``C x H x W`` 0/1, the model has one sigmoid output per
             class, and prediction writes one mask per class (docs/data.md, "Multi-label").
         thresholds: multi-label only: the probability above which a pixel belongs to each
             class (one per class, or None: 0.5 each); evaluate and predict use them.
+        input: how its images are read (``BandReader.to_dict()``: bands, NaN fill); None:
+            8-bit RGB. Set per instance by the data set; prediction reads images the same way.
     """
 
     classes: tuple[str, ...] = ()
@@ -93,6 +98,7 @@ class DatasetMeta:
     std: tuple[float, ...] | None = None
     multilabel: bool = False
     thresholds: tuple[float, ...] | None = None
+    input: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise the containers once, here
@@ -148,6 +154,7 @@ class DatasetMeta:
             "groups": {k: list(v) for k, v in self.groups.items()},
             "multilabel": self.multilabel,
             "thresholds": list(self.thresholds) if self.thresholds is not None else None,
+            "input": dict(self.input) if self.input is not None else None,
         }
 
     @classmethod
@@ -273,19 +280,32 @@ def legacy_meta(spec: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
 
 
 def training_normalization(
-    normalize: str, model_mean: Sequence[float], model_std: Sequence[float], meta: DatasetMeta
+    normalize: str,
+    model_mean: Sequence[float],
+    model_std: Sequence[float],
+    meta: DatasetMeta,
+    given: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean/std that training normalises with, as ``augment.normalize`` chooses.
 
     ``model``: what the network expects (its spec); ``imagenet``: ImageNet statistics;
-    ``none``: ``x / 255``; ``dataset``: the data set's declared ``mean``/``std``. The result
-    is written into the model spec, the one place predict, evaluate and export read it from.
+    ``none``: ``x / 255`` (for other images the input scale of :mod:`segkit.data.bands`);
+    ``dataset``: the per-channel statistics of the data, ``given`` (the config's
+    ``augment.mean`` / ``augment.std``, e.g. from ``segkit stats``), else the data set's
+    declared ``mean``/``std``. The result is written into the model spec, the one place
+    predict, evaluate and export read it from.
 
     Raises:
-        ConfigError: an unknown choice, or ``dataset`` for a data set that declares none.
+        ConfigError: an unknown choice; ``dataset`` without statistics; statistics given for
+            another choice.
     """
     from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
+    if given is not None and normalize != "dataset":
+        raise ConfigError(
+            f"augment.mean/augment.std are given but augment.normalize is {normalize!r}; they "
+            "are used with augment.normalize=dataset. Set it, or remove them."
+        )
     if normalize == "model":
         return tuple(model_mean), tuple(model_std)
     if normalize == "imagenet":
@@ -293,10 +313,13 @@ def training_normalization(
     if normalize == "none":
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if normalize == "dataset":
+        if given is not None:
+            return tuple(float(v) for v in given[0]), tuple(float(v) for v in given[1])
         if meta.mean is None or meta.std is None:
             raise ConfigError(
-                f"augment.normalize=dataset, but data set {meta.dataset!r} declares no mean/std "
-                "in its DatasetMeta. Use model, imagenet or none, or declare them."
+                f"augment.normalize=dataset, but data set {meta.dataset!r} declares no mean/std. "
+                "Compute them with `segkit stats CONFIG` and give augment.mean/augment.std, or "
+                "use model, imagenet or none."
             )
         return tuple(meta.mean), tuple(meta.std)
     raise ConfigError(

@@ -63,6 +63,20 @@ def mask_fill(ignore_index: int | None) -> int:
     return 0 if ignore_index is None else int(ignore_index)
 
 
+def resize_image(image: np.ndarray, dsize: tuple[int, int], interpolation: int) -> np.ndarray:
+    """``cv2.resize(image, dsize, interpolation=...)`` for any channel count: OpenCV resizes
+    at most 4 channels at a time, so more (multi-band images) go through in groups; an
+    ``H x W x 1`` image keeps its channel axis."""
+    if image.ndim == 2 or image.shape[2] <= 4:
+        out = cv2.resize(image, dsize, interpolation=interpolation)
+        return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
+    parts = [
+        cv2.resize(image[..., i : i + 4], dsize, interpolation=interpolation)
+        for i in range(0, image.shape[2], 4)
+    ]
+    return np.ascontiguousarray(np.dstack(parts))
+
+
 def resized_shape(
     height: int, width: int, size: int | None, mode: str = "squash"
 ) -> tuple[int, int]:
@@ -104,7 +118,7 @@ def resize_for_model(
     if image.shape[:2] != target:
         shrink = image.shape[0] > target[0] or image.shape[1] > target[1]
         interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        image = cv2.resize(image, target[::-1], interpolation=interpolation)
+        image = resize_image(image, target[::-1], interpolation)
     if mode == "longest_side_pad" and target != (size, size):
         padded = np.zeros((size, size, *image.shape[2:]), dtype=image.dtype)
         padded[: target[0], : target[1]] = image

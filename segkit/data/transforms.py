@@ -198,6 +198,7 @@ def build_transforms(
     ignore_index: int | None = None,
     resize: str = "squash",
     crop: CropConfig | None = None,
+    max_pixel_value: float = 255.0,
 ) -> A.Compose:
     """The albumentations pipeline for training or evaluation.
 
@@ -209,15 +210,16 @@ def build_transforms(
     them in windows at ``crop.scale``). For training only, as ``augment`` sets the
     probabilities: horizontal flip (label-aware when ``flip_pairs``), vertical flip, a
     light ``Affine`` (scale, rotate, small shift) and colour jitter; then
-    ``Normalize(mean, std)`` on 0..255 pixels and ``ToTensorV2``. ``mean=(0, 0, 0)``,
+    ``Normalize(mean, std)`` of ``x / max_pixel_value`` and ``ToTensorV2``. ``mean=(0, 0, 0)``,
     ``std=(1, 1, 1)`` gives ``x / 255``. Which mean/std to use (``augment.normalize``) is the
-    caller's choice: it knows the model.
+    caller's choice: it knows the model. Any channel count works; images read as bands
+    (:mod:`segkit.data.bands`, float32 on their input scale) take ``max_pixel_value=1``.
 
     Args:
         augment: augmentation settings; None: no augmentation.
         size: side of the square network input.
         train: add the random augmentations.
-        mean: per-channel mean (RGB, 0..1 scale).
+        mean: per-channel mean (one value per image channel, of ``x / max_pixel_value``).
         std: per-channel standard deviation.
         flip_pairs: class id pairs that a horizontal flip swaps.
         ignore_index: label of the border an ``Affine`` shift or rotation and the padding of
@@ -226,15 +228,27 @@ def build_transforms(
         resize: ``data.resize``, how the image's aspect meets the square input.
         crop: ``data.crop``, random crops at native resolution instead (``size`` and
             ``resize`` unused; padding brings in ``ignore_index`` too).
+        max_pixel_value: what the pixels are divided by before ``mean``/``std`` apply (255
+            for 8-bit RGB; 1 for images already on their input scale).
 
     Raises:
         ConfigError: a non-positive size, a probability outside 0..1, bad mean/std, an
-            unknown resize mode, bad crop settings (:func:`check_crop`).
+            unknown resize mode, bad crop settings (:func:`check_crop`), colour jitter on
+            images that are not 8-bit RGB.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"Image size must be a positive integer, got {size!r}.")
-    if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or min(std) <= 0:
-        raise ConfigError(f"mean/std need 3 values and std > 0, got mean={mean}, std={std}.")
+    mean, std = tuple(mean), tuple(std)
+    if not mean or len(mean) != len(std) or min(std) <= 0:
+        raise ConfigError(
+            f"mean/std need one value per image channel each and std > 0, got mean={mean}, "
+            f"std={std} ({len(mean)} and {len(std)} values)."
+        )
+    if train and augment is not None and augment.color > 0 and max_pixel_value != 255.0:
+        raise ConfigError(
+            f"augment.color={augment.color} jitters the colours of 8-bit RGB images, but these "
+            "images are read with their own bands and bit depth; set augment.color=0."
+        )
     steps: list[Any]
     if crop is not None:  # evaluation: the whole image, as it is
         steps = crop_steps(crop, ignore_index) if train else []
@@ -243,7 +257,8 @@ def build_transforms(
         steps = _resize_steps(size, resize, train, ignore_index)
     if train and augment is not None:
         steps += _augmentations(augment, list(flip_pairs), ignore_index)
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    normalize = A.Normalize(mean=mean, std=std, max_pixel_value=max_pixel_value)
+    steps += [normalize, ToTensorV2()]
     return A.Compose(steps)
 
 

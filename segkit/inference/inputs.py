@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.data.io import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, list_files, read_resized
+from segkit.data.bands import BandReader
+from segkit.data.io import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    check_pixels,
+    header_size,
+    list_files,
+    read_resized,
+    resize_scaled,
+)
+from segkit.data.resize import resize_for_model
 from segkit.errors import DataError
 
 #: a data set folder that holds each sample's files side by side names its photo
@@ -109,6 +119,29 @@ def read_for_model(
     return read_resized(path, size, max_pixels=max_pixels, mode=mode, scale=scale)
 
 
+def read_bands_for_model(
+    path: str | Path,
+    size: int | None,
+    reader: BandReader,
+    channels: int,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    mode: str = "squash",
+    scale: float | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_for_model` for a model trained on bands: ``H x W x channels`` float32 on
+    the input scale (:class:`~segkit.data.bands.BandReader`), resized as training did.
+
+    Raises:
+        DataError: unreadable, too large, or another band count than ``channels``.
+    """
+    if max_pixels is not None and Path(path).is_file():  # else the reader names what is wrong
+        check_pixels(path, header_size(np.fromfile(path, np.uint8, count=64), path), max_pixels)
+    image = reader.read(path, channels, trained=True)
+    if scale is not None and size is None:
+        return resize_scaled(image, scale), image.shape[:2]
+    return resize_for_model(image, size, mode), image.shape[:2]
+
+
 class ImageFiles(torch.utils.data.Dataset):
     """One image file per item, read and resized for a model (only the paths are held).
 
@@ -133,14 +166,39 @@ class ImageFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def read(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image at ``path`` for the model and its original ``(height, width)``."""
+        return read_for_model(path, self.size, self.max_pixels, self.mode, self.scale)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            image, size = read_for_model(
-                self.paths[index], self.size, self.max_pixels, self.mode, self.scale
-            )
+            image, size = self.read(self.paths[index])
         except DataError as exc:
             return {"index": index, "error": str(exc)}
         return {"image": torch.from_numpy(image), "index": index, "size": size}
+
+
+class BandFiles(ImageFiles):
+    """:class:`ImageFiles` for a model trained on bands: items hold ``H x W x channels``
+    float32 images on the input scale (:func:`read_bands_for_model`)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        size: int | None,
+        reader: BandReader,
+        channels: int,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        mode: str = "squash",
+        scale: float | None = None,
+    ) -> None:
+        super().__init__(paths, size, max_pixels, mode, scale)
+        self.reader, self.channels = reader, channels
+
+    def read(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """The bands at ``path`` for the model and their original ``(height, width)``."""
+        args = (self.max_pixels, self.mode, self.scale)
+        return read_bands_for_model(path, self.size, self.reader, self.channels, *args)
 
 
 def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,9 +245,11 @@ def close_batches(batches: Any) -> None:
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``N x H x W x 3`` uint8 -> ``N x 3 x H x W`` float32 ``(x / 255 - mean) / std``."""
-    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
-    scale = 1.0 / (255.0 * torch.tensor(std, device=images.device).view(1, -1, 1, 1))
+    """``N x H x W x C`` uint8 -> ``N x C x H x W`` float32 ``(x / 255 - mean) / std``; a
+    float batch (bands on their input scale) gives ``(x - mean) / std``."""
+    unit = 255.0 if images.dtype == torch.uint8 else 1.0
+    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * unit
+    scale = 1.0 / (unit * torch.tensor(std, device=images.device).view(1, -1, 1, 1))
     x = images.permute(0, 3, 1, 2).float().contiguous()
     return x.sub_(shift).mul_(scale)
 

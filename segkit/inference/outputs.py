@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from segkit import viz
+from segkit.data.bands import BandReader
 from segkit.data.io import name_some, read_image, write_image, write_mask
 from segkit.data.resize import crop_padding
 from segkit.errors import DataError, option
@@ -177,6 +178,8 @@ class ImageWriter:
         model_size: the side images were resized to for the model (None: as they were).
         resize: how they met it (training's ``data.resize``); ``longest_side_pad``'s padding
             is cropped away before the probabilities are resized back.
+        reader: how the images are read (a model trained on bands; None: 8-bit RGB); the
+            overlay then shows their first bands (:func:`segkit.viz.display_bands`).
     """
 
     out_dir: Path
@@ -188,6 +191,7 @@ class ImageWriter:
     thresholds: tuple[float, ...] | None = None
     model_size: int | None = None
     resize: str = "squash"
+    reader: BandReader | None = None
 
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
         """Post-process one image (in a writer thread); returns its RLE when one is wanted."""
@@ -210,7 +214,10 @@ class ImageWriter:
         if opts.color:
             write_image(self.out_dir / f"{path.stem}_color.png", viz.colorize(labels, colors))
         if opts.overlay:
-            image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            if self.reader is None:
+                image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            else:
+                image = viz.display_bands(self.reader.read(path, fill=False))
             blended = viz.overlay(image, labels, colors=colors)
             write_image(self.out_dir / f"{path.stem}_overlay.jpg", blended, quality=90)
         return self.rle_encode(labels) if self.rle_encode else None

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.data.bands import BandReader
 from segkit.data.io import resize_scaled
 from segkit.data.meta import DatasetMeta
 from segkit.data.resize import check_resize_mode, crop_padding, resize_for_model
 from segkit.errors import ConfigError, DataError, option
-from segkit.inference.inputs import ImageFiles, find_images, normalize
+from segkit.inference.inputs import BandFiles, ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, palette
 from segkit.inference.probs import predict_proba, probs_to_labels, probs_to_masks, resize_probs
@@ -121,8 +122,12 @@ class Predictor:
         self.resize = check_resize_mode(spec.options.get("resize", "squash"))
         self.mean = spec.mean or (0.0, 0.0, 0.0)
         self.std = spec.std or (1.0, 1.0, 1.0)
-        self.flip_pairs = opts.flip_pairs
         meta = DatasetMeta.from_dict(spec.meta or {})
+        #: how training read its images (bands, NaN fill); None: 8-bit RGB
+        self.reader = BandReader.from_dict(meta.input)
+        if self.reader is None and spec.in_channels != 3:  # a model built outside training
+            self.reader = BandReader()
+        self.flip_pairs = opts.flip_pairs
         if self.flip_pairs is None:  # what training flipped (recorded in the spec)
             self.flip_pairs = tuple(meta.pairs_for(spec.class_names or []))
         #: a multi-label model's classes (one mask each) and thresholds; None otherwise
@@ -160,8 +165,9 @@ class Predictor:
             self.model.train(was_training)
 
     def batch_probs(self, images: torch.Tensor) -> np.ndarray:
-        """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch on the model's
-        device (one image when tiling), at the size the batch has."""
+        """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch (``N x h x w x
+        in_channels`` float32 bands) on the model's device (one image when tiling), at the
+        size the batch has."""
         opts = self.options
         x = normalize(images, self.mean, self.std)
         if opts.tile:
@@ -170,6 +176,10 @@ class Predictor:
         return predict_proba(self.model, x, opts.tta, self.flip_pairs).cpu().numpy()
 
     def _array_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        if self.reader is not None and isinstance(image, np.ndarray) and image.ndim in (2, 3):
+            where = "the image array"
+            bands = self.reader.prepare(image, self.spec.in_channels, where, trained=True)
+            return self._resized_probs(bands)
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
             shape = getattr(image, "shape", type(image).__name__)
             raise DataError(
@@ -181,6 +191,11 @@ class Predictor:
                 f"An image to predict must hold uint8 pixels (0..255), got {image.dtype}; "
                 "convert it (e.g. np.clip(image * 255, 0, 255).astype(np.uint8) for 0..1)."
             )
+        return self._resized_probs(image)
+
+    def _resized_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Probabilities of one checked image, resized for the model as training did, with
+        any padding cropped off; and the image's own size."""
         if self.scale is not None:
             resized = np.ascontiguousarray(resize_scaled(image, self.scale))
         else:
@@ -273,8 +288,13 @@ class Predictor:
             self.thresholds,
             model_size=self.size,
             resize=self.resize,
+            reader=self.reader,
         )
-        files = ImageFiles(paths, self.size, opts.max_pixels, self.resize, self.scale)
+        if self.reader is None:
+            files = ImageFiles(paths, self.size, opts.max_pixels, self.resize, self.scale)
+        else:
+            geometry = (opts.max_pixels, self.resize, self.scale)
+            files = BandFiles(paths, self.size, self.reader, self.spec.in_channels, *geometry)
         results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
         stream = FileStream(files, opts, self.batch_probs, writer, results, self.device)
         start = time.perf_counter()

@@ -222,6 +222,7 @@ def model_from_config(
         encoder_weights=cfg.encoder_weights,
         classes=len(names) if multilabel else 1 if len(names) == 2 else len(names),
         task="multilabel" if multilabel else None,
+        in_channels=getattr(cfg, "in_channels", 3),
         base_channels=cfg.base_channels,
         upsample=cfg.upsample,
         class_names=names,

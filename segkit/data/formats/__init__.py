@@ -1,6 +1,7 @@
 """Readers for data sets in the layouts they are released in (each registers itself):
-Pascal VOC (``voc``), Cityscapes (``cityscapes``), colour-coded masks (``color_masks``) and
-multi-label masks (``multilabel``)."""
+Pascal VOC (``voc``), Cityscapes (``cityscapes``), colour-coded masks (``color_masks``),
+multi-label masks (``multilabel``) and multi-band / high bit depth rasters paired by name
+patterns (``raster``)."""
 
 from segkit.data.formats.cityscapes import (
     CITYSCAPES_CLASSES,
@@ -11,6 +12,7 @@ from segkit.data.formats.cityscapes import (
 )
 from segkit.data.formats.color_masks import ColorMaskDataset, colors_to_ids, read_class_table
 from segkit.data.formats.multilabel import MultiLabelDataset, read_stack
+from segkit.data.formats.raster import RasterDataset
 from segkit.data.formats.voc import VOC_CLASSES, VOCDataset, voc_palette
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "CityscapesDataset",
     "ColorMaskDataset",
     "MultiLabelDataset",
+    "RasterDataset",
     "VOCDataset",
     "colors_to_ids",
     "label_ids_to_train_ids",

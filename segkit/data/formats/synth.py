@@ -141,3 +141,26 @@ def synth_multilabel(dst: str | Path, n: int = 6, seed: int = 0, overwrite: bool
         for name, disc in zip(SYNTH_MULTILABEL_CLASSES, discs):
             cv2.imwrite(str(dst / "masks" / name / f"s{i}.png"), disc.astype(np.uint8) * 255)
     return dst
+
+
+def synth_raster(dst: str | Path, n: int = 6, seed: int = 0, overwrite: bool = False) -> Path:
+    """``images/r<i>.tif`` (2-band float32 in decibels, band-first as Sentinel-1 GeoTIFFs,
+    a NaN no-data corner) + ``masks/r<i>.tif`` (int16: 0 land, 1 water, -1 no data)."""
+    from segkit.data.bands import _tifffile
+
+    tifffile = _tifffile()
+    dst = Path(dst)
+    _check_destination("synth_raster", [dst / "images", dst / "masks"], overwrite=overwrite)
+    (dst / "images").mkdir(parents=True, exist_ok=True), (dst / "masks").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        labels = _layout(rng, [0, 1], SIZE).astype(np.int16)
+        level = np.where(labels == 1, -20.0, -9.0)  # water is dark in radar
+        bands = np.stack([level, level - 7.0]) + rng.normal(0, 1.5, (2, *labels.shape))
+        bands = bands.astype(np.float32)
+        bands[:, :4, :6] = np.nan  # no data, as at a swath edge
+        labels[:4, :6] = -1
+        tifffile.imwrite(dst / "images" / f"r{i}.tif", bands, photometric="minisblack",
+                         planarconfig="separate")  # fmt: skip
+        tifffile.imwrite(dst / "masks" / f"r{i}.tif", labels)
+    return dst
