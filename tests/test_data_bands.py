@@ -20,7 +20,7 @@ from segkit.data.bands import BandReader, ChannelStats, pixel_scale, read_bands
 from segkit.data.formats.synth import SIZE, synth_raster
 from segkit.data.io import resize_scaled, resize_square
 from segkit.errors import ConfigError, DataError
-from segkit.inference import normalize
+from segkit.inference import Predictor, normalize
 
 #: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
 DATA = Path(
@@ -232,6 +232,9 @@ def test_bands_train_evaluate_predict_export_through_the_cli(tmp_path, capsys):
         label = cv2.imread(str(out / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert label.shape == (SIZE[1], SIZE[0]) and set(np.unique(label)) <= {0, 1}
         assert cv2.imread(str(out / f"{image.stem}_overlay.jpg")).shape == (SIZE[1], SIZE[0], 3)
+    bands = tifffile.imread(images[0]).transpose(1, 2, 0)  # an in-memory array, as stored
+    written = cv2.imread(str(out / f"{images[0].stem}.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(Predictor(ckpt, device="cpu").labels(bands), written)
     assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx")]) == 0
     import onnx
 
