@@ -288,6 +288,26 @@ def check_resize(data: DataConfig) -> str:
     return resize
 
 
+def check_crop_config(data: DataConfig) -> None:
+    """``data.crop``'s values, and that nothing else in ``data`` contradicts it.
+
+    Raises:
+        ConfigError: a bad crop value (:func:`segkit.data.check_crop`), or ``data.crop``
+            together with ``data.prepare_size`` (preparation stores small square copies).
+    """
+    if data.crop is None:
+        return
+    from segkit.data import check_crop
+
+    check_crop(data.crop)
+    if data.prepare_size is not None:
+        raise ConfigError(
+            "data.crop trains on crops of the images at their native size (times "
+            f"data.crop.scale), but data.prepare_size={data.prepare_size} prepares small square "
+            "copies to train on. Unset data.prepare_size (or data.crop)."
+        )
+
+
 def build_experiment(cfg: Config) -> Experiment:
     """Data sets, model, loss and optimizer for a config."""
     from segkit.engine import seed_everything
@@ -296,6 +316,7 @@ def build_experiment(cfg: Config) -> Experiment:
     from segkit.plugins import import_plugins
 
     check_resize(cfg.data)  # before any data is read or prepared
+    check_crop_config(cfg.data)
     import_plugins(cfg.imports)
     train_set, val_set = build_datasets(cfg)
     class_names = list(train_set.class_names)

@@ -155,6 +155,30 @@ def test_crop_size_must_fit_the_model_divisor():
     check_crop_size(96, ModelSpec(divisor=32))
 
 
+def test_crops_refuse_prepared_squares(tmp_path):
+    from segkit.api import build_experiment
+    from segkit.data import synth_carvana
+
+    synth_carvana(tmp_path / "raw", cars=2, views=1, seed=0, size=(96, 64))
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=carvana",
+            f"data.root={tmp_path / 'raw'}",
+            "data.val_fraction=0.5",
+            "data.prepare_size=32",
+            f"data.prepared_root={tmp_path / 'prepared'}",
+            "data.crop.size=32",
+            "model.arch=unet",
+            "model.encoder=null",
+            "model.base_channels=4",
+        ],
+    )
+    with pytest.raises(ConfigError, match="Unset data.prepare_size"):
+        build_experiment(cfg)
+    assert not (tmp_path / "prepared").exists()  # refused before anything was prepared
+
+
 def test_preview_of_large_whole_images_is_shrunk_to_one_size():
     from segkit.engine.evaluation import PREVIEW_SIDE, Evaluator
 

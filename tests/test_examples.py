@@ -55,6 +55,8 @@ def test_example_trains_one_tiny_epoch(config, helen_official, carvana_kaggle, t
     overrides = [*TINY, f"data.root={root}", f"train.out_dir={tmp_path / 'run'}"]
     if cfg.data.prepare_size:
         overrides += ["data.prepare_size=64", f"data.prepared_root={tmp_path / 'prepared'}"]
+    if cfg.data.crop is not None:  # crops (and validation windows) of the tiny images
+        overrides.append("data.crop.size=32")
     if cfg.data.split_file:  # the example's split file for these synthetic ids goes to tmp_path
         name = Path(cfg.data.split_file).name
         overrides.append(f"data.split_file={tmp_path / name}")
