@@ -77,7 +77,8 @@ def resolve_data_root(data: DataConfig) -> Path:
             f"(those that have one: {', '.join(able) or 'none'}). Unset data.prepare_size."
         )
     # the data set's own step: a folder already prepared at this size is used as it is
-    return Path(meta.prepared(root, _prepared_root(data), data.prepare_size))
+    soft = {"soft": True} if data.soft_targets else {}  # only a step that can make them
+    return Path(meta.prepared(root, _prepared_root(data), data.prepare_size, **soft))
 
 
 def split_file_path(data: DataConfig, out_dir: str | Path) -> Path | None:
@@ -135,7 +136,7 @@ def _read_split_file(path: Path) -> list[str]:
 def _dataset(cfg: Config, root: Path, split: str) -> Any:
     """The config's data set adapter over ``split``: ``data.options`` and ``data.classes``
     passed on, ``loss.ignore_index`` accepted in its masks, images read with
-    ``model.in_channels`` bands.
+    ``model.in_channels`` bands, soft targets when ``data.soft_targets``.
     """
     from segkit.data import build_dataset
 
@@ -146,6 +147,13 @@ def _dataset(cfg: Config, root: Path, split: str) -> Any:
     if cfg.loss.ignore_index is not None:  # else the data set's own (DatasetMeta.ignore_index)
         ds.ignore_index = cfg.loss.ignore_index
     ds.in_channels = cfg.model.in_channels
+    if cfg.data.soft_targets:
+        if not hasattr(ds, "use_soft_targets"):
+            raise ConfigError(
+                f"data.soft_targets: the {cfg.data.dataset!r} data set ({type(ds).__name__}) "
+                "cannot give soft targets (it is no segkit SegmentationDataset). Unset it."
+            )
+        ds.use_soft_targets()
     return ds
 
 
@@ -223,6 +231,7 @@ def attach_transforms(
             resize=resize,
             crop=crop,
             max_pixel_value=255.0 if rgb8 else 1.0,
+            soft=cfg.data.soft_targets,
         )
 
 
@@ -267,18 +276,11 @@ def check_resize(data: DataConfig) -> str:
 
     Raises:
         ConfigError: an unknown mode, or one that keeps the aspect together with
-            ``data.prepare_size`` (preparation stores squashed square copies) or with
-            ``data.crop`` (crops at native resolution replace the resize).
+            ``data.prepare_size`` (preparation stores squashed square copies).
     """
     from segkit.data.resize import check_resize_mode
 
     resize = check_resize_mode(data.resize)
-    if resize != "squash" and data.crop is not None:
-        raise ConfigError(
-            f"data.resize={resize} resizes whole images to data.image_size, but data.crop is "
-            "set, which trains on crops at native resolution instead and leaves data.resize "
-            "unused. Unset data.crop, or data.resize."
-        )
     if resize != "squash" and data.prepare_size is not None:
         raise ConfigError(
             f"data.resize={resize} keeps each image's aspect, but data.prepare_size="
@@ -335,6 +337,12 @@ def build_experiment(cfg: Config) -> Experiment:
         mode="multilabel" if meta.multilabel else None,
         **lc.options,
     )
+    if cfg.data.soft_targets and not getattr(loss, "accepts_soft", False):
+        raise ConfigError(
+            f"loss.name {lc.name!r} takes integer labels, but data.soft_targets gives float "
+            "coverage targets: use soft_dice, bce or ce (or a sum of them), or unset "
+            "data.soft_targets."
+        )
     return Experiment(
         cfg,
         train_set,

@@ -251,6 +251,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             workers=args.workers,
             overwrite=args.overwrite,
             threshold=args.threshold,
+            **({"soft": True} if args.soft else {}),  # a step without soft targets refuses it
         )
     )
 
@@ -472,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="carvana: read masks with soft (anti-aliased) edges as car where value >= THRESHOLD "
         "(e.g. 128 for 0..255 masks; default: masks must hold 0/1 or 0/255 only)",
+    )
+    s.add_argument(
+        "--soft",
+        action="store_true",
+        help="carvana: also write soft targets, the fraction of each small pixel that is car "
+        "(soft_masks/, for data.soft_targets=true)",
     )
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 

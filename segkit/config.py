@@ -64,6 +64,7 @@ class DataConfig:
     crop: CropConfig | None = None  #: train on random crops, e.g. {size: 512, scale: 0.5}
     prepare_size: int | None = None  #: carvana: prepare (resize + PNG masks) to this size first
     prepared_root: str | None = None  #: where prepared data goes (default: <root>_prepared<size>)
+    soft_targets: bool = False  #: binary: float coverage targets in 0..1 (carvana: prepare --soft)
     batch_size: int = 10  #: images per batch
     num_workers: int = 2  #: DataLoader worker processes
     persistent_workers: bool = False  #: keep workers between epochs (resume then not exact)

@@ -9,6 +9,11 @@ shape and scores each channel as its own binary task (sigmoid): ``bce``, ``dice`
 Everything is reduced in float32, and empty masks, all-background or fully ignored
 batches give finite values.
 
+A binary target may also be *soft*: float32 in 0..1, the fraction of each pixel that is
+foreground (``data.soft_targets``). ``soft_dice``, ``bce`` and ``ce`` (binary) take it, and
+so do sums of them; each is optimal exactly at ``p = t``. Plain ``dice`` (``Σp + Σt``) is
+not (a pixel of coverage 0.5 pulls ``p`` to 1) and, like the smp losses, refuses soft targets.
+
 Names for :func:`build_loss`: ``soft_dice``, ``dice``, ``ce``, ``bce``, and weighted sums
 such as ``"ce + dice"`` or ``"0.5*ce + 1.0*soft_dice"``.
 """
@@ -41,7 +46,7 @@ def soft_dice_score(
 
     Args:
         probs: probabilities, e.g. ``N x C x H x W``.
-        target_onehot: one-hot (0/1) target of the same shape.
+        target_onehot: one-hot (0/1) target of the same shape, or soft coverage in 0..1.
         smooth: added to numerator and denominator; makes empty-vs-empty score 1.
         dims: dimensions summed over; ``(0, 2, 3)`` gives one score per class over the batch,
             ``(2, 3)`` one per image and class.
@@ -69,7 +74,9 @@ def soft_dice_score(
 def probs_and_onehot(
     logits: torch.Tensor, target: torch.Tensor, mode: str, ignore_index: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities and one-hot target (float32, ``N x C x H x W``), zero where ignored."""
+    """Probabilities and one-hot target (float32, ``N x C x H x W``), zero where ignored.
+
+    A float (soft) binary target is used as it is, as the foreground channel."""
     logits = logits.float()
     if mode == "multilabel":  # target: N x C x H x W 0/1
         return torch.sigmoid(logits), target.float()
@@ -131,7 +138,8 @@ def binary_cross_entropy(
     """Sigmoid BCE: on the single channel (binary) or one-vs-rest per class (multiclass).
 
     Binary ``class_weights`` are ``(background, foreground)`` pixel weights; multiclass and
-    multi-label ones weight each class's channel.
+    multi-label ones weight each class's channel. A soft binary target ``t`` weighs its pixel
+    ``(1 - t)·w_background + t·w_foreground``.
     """
     logits = logits.float()
     if mode == "multilabel":  # target: N x C x H x W 0/1
@@ -144,7 +152,10 @@ def binary_cross_entropy(
     if mode == "binary":
         per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], safe.float(), reduction="none")
         weight = valid.float()
-        if class_weights is not None:
+        if class_weights is not None and safe.is_floating_point():
+            w = class_weights.to(per_pixel)
+            weight = weight * ((1.0 - safe) * w[0] + safe * w[1])
+        elif class_weights is not None:
             weight = weight * class_weights.to(per_pixel)[safe]
     else:
         onehot = F.one_hot(safe, logits.shape[1]).permute(0, 3, 1, 2).float()
@@ -158,7 +169,10 @@ def binary_cross_entropy(
 def _valid_and_safe(
     target: torch.Tensor, ignore_index: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask of counted pixels, and the target with ignored pixels set to 0 (int64)."""
+    """Mask of counted pixels, and the target with ignored pixels set to 0 (int64; a soft
+    float target is kept as it is, every pixel counted)."""
+    if target.is_floating_point():
+        return torch.ones_like(target, dtype=torch.bool), target.float()
     target = target.long()
     if ignore_index is None:
         return torch.ones_like(target, dtype=torch.bool), target
@@ -182,6 +196,9 @@ class SegmentationLoss(nn.Module):
 
     #: whether the loss can train a multi-label model (a 0/1 target per channel)
     multilabel: bool = False
+    #: whether the loss takes soft binary targets (float coverage in 0..1); a subclass that
+    #: handles them sets this True, others get a clear error instead of a wrong value
+    accepts_soft: bool = False
 
     def __init__(
         self,
@@ -213,7 +230,7 @@ class SegmentationLoss(nn.Module):
 
     def check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, str]:
         """Validate shapes, dtype and label values; return the int64 target and the mode
-        (multi-label: the float32 0/1 target)."""
+        (multi-label: the float32 0/1 target; soft binary targets: float32 in 0..1)."""
         if self.mode == "multilabel" or (
             self.mode is None and target.ndim == 4 and target.shape[1] == logits.shape[1] > 1
         ):
@@ -230,7 +247,7 @@ class SegmentationLoss(nn.Module):
                 f"Expected logits N x C x H x W and target N x H x W, got logits "
                 f"{tuple(logits.shape)} and target {tuple(target.shape)}."
             )
-        if target.is_floating_point() or target.is_complex():
+        if target.is_complex():
             raise TypeError(f"target must hold integer labels, got dtype {target.dtype}.")
         channels = logits.shape[1]
         mode = self.mode or ("binary" if channels == 1 else "multiclass")
@@ -239,6 +256,8 @@ class SegmentationLoss(nn.Module):
                 f"Loss mode {mode!r} does not fit logits with {channels} channels: binary "
                 "needs 1 channel, multiclass 2 or more."
             )
+        if target.is_floating_point():
+            return self.check_soft(target, mode), mode
         n_labels = 2 if mode == "binary" else channels
         if self.class_weights is not None and len(self.class_weights) != n_labels:
             raise ValueError(
@@ -272,6 +291,34 @@ class SegmentationLoss(nn.Module):
         if bool(((target != 0) & (target != 1)).any()):
             values = torch.unique(target[(target != 0) & (target != 1)])[:10].tolist()
             raise ValueError(f"A multi-label target holds 0 and 1 only, got values {values}.")
+        return target
+
+    def check_soft(self, target: torch.Tensor, mode: str) -> torch.Tensor:
+        """A float target as a soft binary target (float32 in 0..1), or a clear error."""
+        if mode != "binary":
+            raise TypeError(
+                f"A {mode} loss takes integer labels, got a {target.dtype} target; soft (float) "
+                "targets are for binary tasks (one output channel) only."
+            )
+        if not self.accepts_soft:
+            name = next((n for n, c in _LOSSES.items() if c is type(self)), type(self).__name__)
+            raise TypeError(
+                f"Loss {name!r} takes integer labels, got a {target.dtype} target "
+                "(soft targets, data.soft_targets): use soft_dice, bce or ce, or a sum of them."
+            )
+        if self.ignore_index is not None:
+            raise ValueError(
+                f"A soft (float) target marks no pixels to leave out; unset ignore_index "
+                f"(it is {self.ignore_index}) or train on integer labels."
+            )
+        target = target.float()
+        bad = ~((target >= 0) & (target <= 1))  # NaN counts as bad
+        if bool(bad.any()):
+            values = torch.unique(target[bad])[:5].tolist()
+            raise ValueError(
+                f"A soft target holds values {values} outside 0..1; it is the fraction of each "
+                "pixel that is foreground (coverage 0..255 divides by 255)."
+            )
         return target
 
     def weights(self, like: torch.Tensor) -> torch.Tensor | None:
@@ -340,10 +387,14 @@ def loss_modules(expression: str) -> list[str]:
 
 @register_loss("soft_dice")
 class SoftDiceLoss(SegmentationLoss):
-    """``1 - mean_c (2·Σ(p·t) + s) / (Σp² + Σt² + s)`` (Carvana tutorial's soft Dice)."""
+    """``1 - mean_c (2·Σ(p·t) + s) / (Σp² + Σt² + s)`` (Carvana tutorial's soft Dice).
+
+    Takes soft binary targets: ``Σp² + Σt² >= 2·Σ(p·t)`` with equality only at ``p = t``.
+    """
 
     squared = True
     multilabel = True
+    accepts_soft = True
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
         return dice_loss(
@@ -359,14 +410,17 @@ class SoftDiceLoss(SegmentationLoss):
 
 @register_loss("dice")
 class DiceLoss(SoftDiceLoss):
-    """``1 - mean_c (2·Σ(p·t) + s) / (Σp + Σt + s)``."""
+    """``1 - mean_c (2·Σ(p·t) + s) / (Σp + Σt + s)``; integer labels only (see the module)."""
 
     squared = False
+    accepts_soft = False
 
 
 @register_loss("ce")
 class CrossEntropyLoss(SegmentationLoss):
-    """Softmax cross-entropy; in binary mode the same as ``bce``."""
+    """Softmax cross-entropy; in binary mode the same as ``bce`` (soft targets too)."""
+
+    accepts_soft = True
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
         if mode == "binary":
@@ -379,9 +433,10 @@ class CrossEntropyLoss(SegmentationLoss):
 @register_loss("bce")
 class BCELoss(SegmentationLoss):
     """Sigmoid binary cross-entropy (one-vs-rest per class when multiclass; per channel when
-    multi-label)."""
+    multi-label; binary: soft targets too)."""
 
     multilabel = True
+    accepts_soft = True
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
         return binary_cross_entropy(logits, target, mode, self.ignore_index, self.weights(logits))
@@ -496,6 +551,18 @@ class CombinedLoss(SegmentationLoss):
         self.multilabel = all(loss.multilabel for _, _, loss in terms)
         self.terms = terms
         self.losses = nn.ModuleList(loss for _, _, loss in terms)
+        self.accepts_soft = all(loss.accepts_soft for _, _, loss in terms)
+
+    def check_soft(self, target: torch.Tensor, mode: str) -> torch.Tensor:
+        """As :meth:`SegmentationLoss.check_soft`, naming the term that refuses soft targets."""
+        refusing = [name for _, name, loss in self.terms if not loss.accepts_soft]
+        if refusing and mode == "binary":
+            raise TypeError(
+                f"The loss term(s) {', '.join(refusing)} take integer labels, got a "
+                f"{target.dtype} target (soft targets, data.soft_targets): use soft_dice, bce "
+                "or ce terms."
+            )
+        return super().check_soft(target, mode)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
         total = logits.new_zeros(())

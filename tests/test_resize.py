@@ -306,6 +306,3 @@ def test_a_bad_mode_or_one_with_prepared_squares_is_refused_before_training(tmp_
         build_experiment(_cfg(tmp_path, "pad"))
     with pytest.raises(ConfigError, match="keeps each image's aspect, but data.prepare_size"):
         build_experiment(_cfg(tmp_path, "longest_side_pad", "data.prepare_size=16"))
-    with pytest.raises(ConfigError, match="but data.crop is set"):
-        build_experiment(_cfg(tmp_path, "shortest_side_crop", "data.crop={size: 16}"))
-    build_experiment(_cfg(tmp_path, "squash", "data.crop={size: 16}"))  # crops alone are fine

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from segkit.data.bands import BandReader
 from segkit.data.io import map_255_to_1, name_some, read_image, read_mask
 from segkit.data.meta import DatasetMeta
-from segkit.errors import DataError
+from segkit.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ class SegmentationDataset(Dataset):
     Subclasses declare a ``meta`` (:class:`~segkit.data.meta.DatasetMeta`: class names, flip
     pairs, report groups, ...) or, in the older style, ``class_names`` and ``flip_pairs``
     attributes; they find their samples and call ``super().__init__(samples, transform)``.
-    Binary data sets map mask value 255 to 1 before checking values.
+    Binary data sets map mask value 255 to 1 before checking values. After
+    :meth:`use_soft_targets` a binary data set's masks are float32 in 0..1 (soft targets)
+    and stay float through the transform.
     """
 
     meta: ClassVar[DatasetMeta] = DatasetMeta()
@@ -128,6 +130,8 @@ class SegmentationDataset(Dataset):
     in_channels: int | None = 3
     #: how images are read; None: 8-bit RGB, unless ``in_channels`` is not 3
     reader: BandReader | None = None
+    #: masks are float coverage in 0..1 rather than labels (see :meth:`use_soft_targets`)
+    soft_targets: bool = False
     _warned_void = False
 
     def __init__(
@@ -216,14 +220,47 @@ class SegmentationDataset(Dataset):
         """The sample's label map as HxW uint8 (``shape`` is the image's, for encoded masks)."""
         return read_mask(sample.mask_path)
 
-    def check_pair(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> np.ndarray:
-        """Check sizes and label values; returns the mask (binary: 255 mapped to 1)."""
+    def use_soft_targets(self) -> None:
+        """Give masks as float32 foreground coverage in 0..1 instead of int64 labels.
+
+        The base class reads the 0/1 masks as floats; a resize below their size then
+        averages them by area (``build_transforms(..., soft=True)``), which gives the fraction
+        of each small pixel that is foreground. Adapters with stored coverage masks (Carvana's
+        ``prepare --soft``) override this and :meth:`check_soft`.
+
+        Raises:
+            ConfigError: the data set is not binary, or it has an ignore label (a float
+                target cannot mark pixels to leave out).
+        """
+        if self.task != "binary":
+            raise ConfigError(
+                f"data.soft_targets needs a binary data set (background and one class); "
+                f"{type(self).__name__} has {self.num_classes} classes "
+                f"({name_some(self.class_names)}). Unset data.soft_targets."
+            )
+        if self.ignore_index is not None:
+            raise ConfigError(
+                f"data.soft_targets cannot leave out pixels of label {self.ignore_index} (a "
+                "coverage target holds no labels): unset loss.ignore_index or data.soft_targets."
+            )
+        self.soft_targets = True
+
+    def check_size(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> None:
+        """Raise DataError when the image and its mask differ in size (names both files)."""
         if image.shape[:2] != mask.shape[:2]:
             raise DataError(
                 f"Image {str(sample.image_path)!r} is {image.shape[1]}x{image.shape[0]} but its "
                 f"mask {str(sample.mask_path)!r} is {mask.shape[1]}x{mask.shape[0]} (width x "
                 "height). Resize the mask with nearest-neighbour interpolation or re-export the pair."
             )
+
+    def check_soft(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> np.ndarray:
+        """The checked 0/1 mask as float32 (soft targets; see :meth:`use_soft_targets`)."""
+        return self.check_pair(image, mask, sample).astype(np.float32)
+
+    def check_pair(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> np.ndarray:
+        """Check sizes and label values; returns the mask (binary: 255 mapped to 1)."""
+        self.check_size(image, mask, sample)
         n, ignore = len(self.class_names), self.ignore_index
         if self.task == "binary" and mask.size and mask.max() == 255:
             if ignore != 255:
@@ -261,25 +298,27 @@ class SegmentationDataset(Dataset):
         return mask
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, Sample]:
-        """Image (as :meth:`load_image` reads it) and checked mask (HxW uint8) of sample
-        ``index``, untransformed."""
+        """Image (as :meth:`load_image` reads it) and checked mask (HxW uint8; float32
+        coverage with soft targets) of sample ``index``, untransformed."""
         sample = self.samples[index]
         image = self.load_image(sample)
-        mask = self.check_pair(image, self.load_mask(sample, image.shape[:2]), sample)
+        check = self.check_soft if self.soft_targets else self.check_pair
+        mask = check(image, self.load_mask(sample, image.shape[:2]), sample)
         return image, mask, sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask, sample = self.read(index)
         item: dict[str, Any] = {"id": sample.id, "image_path": str(sample.image_path)}
         if self.transform is None:
-            item["image"], item["mask"] = image, mask.astype(np.int64)
+            item["image"] = image
+            item["mask"] = mask.astype(np.float32 if self.soft_targets else np.int64)
             return item
         out = self.transform(image=image, mask=mask)
         item["image"] = _image_tensor(out["image"])
         mask_out = out["mask"]
         if not isinstance(mask_out, torch.Tensor):
             mask_out = torch.from_numpy(np.ascontiguousarray(mask_out))
-        item["mask"] = mask_out.long()
+        item["mask"] = mask_out.float() if self.soft_targets else mask_out.long()
         return item
 
 

@@ -4,7 +4,9 @@
   (palette GIF, 0/1; 0/255 and PNG masks are accepted too), or, when there is no mask folder,
   ``<root>/train_masks.csv`` holding Kaggle RLE (``img,rle_mask``).
 - Prepared layout (written by :func:`prepare_carvana`):
-  ``<root>/images/<id>.png`` + ``<root>/masks/<id>.png`` (0/1) + ``<root>/index.csv``.
+  ``<root>/images/<id>.png`` + ``<root>/masks/<id>.png`` (0/1) + ``<root>/index.csv``; with
+  ``soft=True`` also ``<root>/soft_masks/<id>.png`` (area coverage, 0..255 for 0..1), listed in
+  the index's ``soft_mask`` column, for training on soft targets (``data.soft_targets``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -41,10 +42,13 @@ from segkit.data.io import (
 from segkit.data.meta import DatasetMeta
 from segkit.data.registry import register_dataset
 from segkit.data.rle import read_rle_csv, rle_decode
+from segkit.data.soft import decode_coverage, encode_coverage, shrink_coverage, shrink_labels
 from segkit.errors import DataError
 
 CARVANA_CLASSES = ["background", "car"]
 INDEX_COLUMNS = ["id", "car_id", "view", "image", "mask", "width", "height", "split"]
+#: the index column naming each pair's coverage mask; present only when some pair has one
+SOFT_COLUMN = "soft_mask"
 
 CARVANA_LAYOUTS = {
     "kaggle": "<root>/<split>/<id>_<NN>.jpg + <root>/<split>_masks/<id>_<NN>_mask.gif "
@@ -139,7 +143,8 @@ def read_index(root: str | Path) -> pd.DataFrame:
     return index
 
 
-def _prepared_samples(root: Path, split: str | None) -> list[Sample]:
+def _prepared_samples(root: Path, split: str | None) -> tuple[list[Sample], dict[str, Path]]:
+    """The prepared pairs of ``split``, and the coverage masks the index lists (id -> file)."""
     index = read_index(root)
     if split and "split" in index.columns:
         held = sorted(set(index["split"].dropna()))
@@ -164,7 +169,9 @@ def _prepared_samples(root: Path, split: str | None) -> list[Sample]:
             f"{len(lost)} file(s) listed in {str(root / 'index.csv')!r} are missing: "
             f"{name_some(lost)}. Re-run prepare_carvana on the source to recreate them."
         )
-    return samples
+    listed = index.dropna(subset=[SOFT_COLUMN]) if SOFT_COLUMN in index.columns else index[:0]
+    soft = {str(row.id): root / str(row.soft_mask) for row in listed.itertuples(index=False)}
+    return samples, soft
 
 
 def _prepare(
@@ -174,17 +181,20 @@ def _prepare(
     workers: int | None = None,
     overwrite: bool = False,
     threshold: int | None = None,
+    soft: bool = False,
     **_: Any,
 ) -> tuple[str, list[str]]:
     """``segkit prepare carvana``: resized PNG pairs; the message and notes to show."""
     size = size or 128
     index = prepare_carvana(
-        src, dst, size=size, workers=workers, overwrite=overwrite, threshold=threshold
+        src, dst, size=size, workers=workers, overwrite=overwrite, threshold=threshold, soft=soft
     )
     done, kept = index.attrs["written"], index.attrs["skipped"]
     parts = [f"prepared {done} Carvana pair{'s' * (done != 1)}"] * bool(done or not kept)
     parts += [f"{kept} already prepared (--overwrite redoes them)"] * bool(kept)
-    return f"{', '.join(parts)} at {size}x{size} in {dst}", list(index.attrs.get("notes", []))
+    with_soft = " with soft (area coverage) masks" if soft else ""
+    message = f"{', '.join(parts)} at {size}x{size}{with_soft} in {dst}"
+    return message, list(index.attrs.get("notes", []))
 
 
 def _synth(dst: str | Path, cars: int, seed: int, overwrite: bool) -> str:
@@ -198,7 +208,10 @@ def _synth(dst: str | Path, cars: int, seed: int, overwrite: bool) -> str:
 class CarvanaDataset(SegmentationDataset):
     """Carvana car masks in the Kaggle or the prepared layout (detected automatically).
 
-    Masks are binary: 255 is read as 1; any other value besides 0/1 is a DataError.
+    Masks are binary: 255 is read as 1; any other value besides 0/1 is a DataError. With
+    :meth:`use_soft_targets` masks are float coverage in 0..1: a prepared folder's
+    ``soft_masks/`` (written by ``prepare_carvana(..., soft=True)``), or the full-size 0/1
+    masks of the Kaggle layout, which training's resize then averages by area.
 
     Args:
         root: Kaggle folder (holding ``train/``, ``train_masks/``) or a prepared folder.
@@ -214,7 +227,7 @@ class CarvanaDataset(SegmentationDataset):
         "Challenge there (train/*.jpg, train_masks/*_mask.gif)",
         split_group=lambda sample_id: parse_carvana_id(sample_id)[0],  # all views of a car
         prepare=_prepare,
-        prepared=lambda root, dst, size: ensure_prepared(root, dst, size),
+        prepared=lambda root, dst, size, **options: ensure_prepared(root, dst, size, **options),
         synth=lambda dst, n=2, seed=0, overwrite=False, **_: _synth(dst, n, seed, overwrite),
     )
     class_names = CARVANA_CLASSES
@@ -230,9 +243,10 @@ class CarvanaDataset(SegmentationDataset):
         root = require_dir(root, "Carvana root")
         self.split = split
         self._rle: dict[str, str] | None = None
+        self._soft_files: dict[str, Path] = {}
         if (root / "index.csv").is_file():
             self.layout = "prepared"
-            samples = _prepared_samples(root, split)
+            samples, self._soft_files = _prepared_samples(root, split)
         elif split and (root / split).is_dir():
             self.layout = "kaggle"
             samples, self._rle = find_kaggle_samples(root, split)
@@ -245,6 +259,44 @@ class CarvanaDataset(SegmentationDataset):
                 "folder written by prepare_carvana."
             )
         super().__init__(select_ids(samples, ids, root), transform, root=root)
+
+    def use_soft_targets(self) -> None:
+        """Read masks as float coverage in 0..1; a prepared folder's ``soft_masks/`` then.
+
+        Raises:
+            DataError: the prepared folder holds no coverage mask for some sample (it was
+                prepared without ``--soft``).
+        """
+        super().use_soft_targets()
+        if self.layout != "prepared":
+            return  # full-size 0/1 masks: the resize to data.image_size averages them by area
+        lacking = [s.id for s in self.samples if s.id not in self._soft_files]
+        if lacking:
+            raise DataError(
+                f"The prepared Carvana folder {str(self.root)!r} holds no soft (coverage) mask "
+                f"for {len(lacking)} sample(s), e.g. {name_some(lacking, 3)}: it was prepared "
+                "without --soft. Run `segkit prepare carvana <Kaggle folder> "
+                f"{self.root} --soft` (pairs already there are kept), or point data.root at "
+                "the Kaggle folder with data.prepare_size set."
+            )
+        lost = [
+            self._soft_files[s.id].name
+            for s in self.samples
+            if not self._soft_files[s.id].is_file()
+        ]
+        if lost:
+            raise DataNotFoundError(
+                f"{len(lost)} soft mask(s) listed in {str(self.root / 'index.csv')!r} are missing: "
+                f"{name_some(lost)}. Re-run prepare_carvana with soft=True (--soft) to recreate them."
+            )
+        self.samples = [Sample(s.id, s.image_path, self._soft_files[s.id]) for s in self.samples]
+
+    def check_soft(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> np.ndarray:
+        """A prepared coverage mask (0..255) as float 0..1; Kaggle 0/1 masks as float."""
+        if self.layout != "prepared":
+            return super().check_soft(image, mask, sample)
+        self.check_size(image, mask, sample)
+        return decode_coverage(mask)
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """Mask from its file, or decoded from ``<split>_masks.csv`` at the image's size."""
@@ -285,17 +337,22 @@ class _Preparer:
     split: str
     rle: dict[str, str] | None
     threshold: int | None = None
+    soft: bool = False
 
     def __call__(self, sample: Sample) -> tuple[dict[str, Any], bool]:
         car_id, view = parse_carvana_id(sample.id)
         image_rel, mask_rel = f"images/{sample.id}.png", f"masks/{sample.id}.png"
+        soft_rel = f"soft_masks/{sample.id}.png"
         width, height = image_size(sample.image_path)
         row = {"id": sample.id, "car_id": car_id, "view": view, "image": image_rel,
                "mask": mask_rel, "width": width, "height": height, "split": self.split}  # fmt: skip
         done = _is_prepared(self.dst / image_rel, self.size) and _is_prepared(
             self.dst / mask_rel, self.size
         )
-        if done and not self.overwrite:
+        has_soft = _is_prepared(self.dst / soft_rel, self.size)
+        if done and not self.overwrite and (has_soft or not self.soft):
+            if has_soft:  # a pair kept as it is keeps its coverage mask (from the same source)
+                row[SOFT_COLUMN] = soft_rel
             return row, False
         if self.rle is not None:
             mask = rle_decode(self.rle[sample.id], (height, width))
@@ -318,9 +375,11 @@ class _Preparer:
                 "values >= 128 as car."
             )
         # by pixel centres, as the image is resized (INTER_NEAREST would shift it by 7 px)
-        small = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST_EXACT)
         write_image(self.dst / image_rel, load_resized(sample.image_path, self.size, self.decode))
-        write_mask(self.dst / mask_rel, small)
+        write_mask(self.dst / mask_rel, shrink_labels(mask, self.size))
+        if self.soft:
+            write_mask(self.dst / soft_rel, encode_coverage(shrink_coverage(mask, self.size)))
+            row[SOFT_COLUMN] = soft_rel
         return row, True
 
 
@@ -344,19 +403,20 @@ def prepared_side(root: str | Path) -> int | None:
 
 
 def ensure_prepared(
-    root: str | Path, dst: str | Path, size: int, workers: int | None = None
+    root: str | Path, dst: str | Path, size: int, workers: int | None = None, soft: bool = False
 ) -> Path:
     """The folder to train on when a config asks for Carvana prepared at ``size``.
 
     A folder already written by :func:`prepare_carvana` at ``size`` is used as is; the Kaggle
-    layout is prepared into ``dst`` (pairs already there are kept).
+    layout is prepared into ``dst`` (pairs already there are kept), with coverage masks when
+    ``soft`` (``data.soft_targets``).
 
     Raises:
         DataError: ``root`` was prepared at another size.
     """
     side = prepared_side(root)
     if side is None and not (Path(root) / "index.csv").is_file():
-        prepare_carvana(root, dst, size=size, workers=workers)
+        prepare_carvana(root, dst, size=size, workers=workers, soft=soft)
         return Path(dst)
     if side is not None and side != size:
         raise DataError(
@@ -377,11 +437,15 @@ def prepare_carvana(
     decode: str = "reduced",
     split: str = "train",
     threshold: int | None = None,
+    soft: bool = False,
 ) -> pd.DataFrame:
     """Resize the Kaggle Carvana data to ``size x size`` PNGs (masks 0/1) with a thread pool.
 
     Writes ``dst/images/<id>.png``, ``dst/masks/<id>.png`` and ``dst/index.csv`` (columns id,
-    car_id, view, image, mask, width, height of the original, split). Streams over the files
+    car_id, view, image, mask, width, height of the original, split); with ``soft`` also
+    ``dst/soft_masks/<id>.png``, the fraction of each small pixel that is car (area
+    averaging of the full-size mask, 0..255 for 0..1; :mod:`segkit.data.soft`), listed in a
+    ``soft_mask`` column, which is present only when some pair has one. Streams over the files
     (``pool.map`` over paths); every file is written to a temporary name and renamed, so an
     interrupted run resumes where it stopped. The source is only read.
 
@@ -395,6 +459,8 @@ def prepare_carvana(
         split: which split folder of ``src`` to prepare.
         threshold: masks holding values above 1 other than 255 (soft, anti-aliased edges) are
             read as car where ``value >= threshold``; None refuses them.
+        soft: also write the coverage masks that ``data.soft_targets`` trains on; pairs kept
+            as they are keep theirs either way.
 
     Returns:
         The index as a DataFrame; ``attrs["written"]`` / ``attrs["skipped"]`` count the pairs
@@ -425,11 +491,11 @@ def prepare_carvana(
         parse_carvana_id(sample.id)  # reject badly named files before writing anything
     if threshold is not None and not 1 <= threshold <= 255:
         raise ValueError(f"threshold must be between 1 and 255, got {threshold!r}.")
-    folders = [dst, dst / "images", dst / "masks"]
+    folders = [dst, dst / "images", dst / "masks"] + [dst / "soft_masks"] * bool(soft)
     created = [f for f in folders if not f.exists()]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    job = _Preparer(dst, size, decode, overwrite, split, rle, threshold)
+    job = _Preparer(dst, size, decode, overwrite, split, rle, threshold, bool(soft))
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(job, samples))
@@ -438,7 +504,9 @@ def prepare_carvana(
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
-    index = pd.DataFrame([row for row, _ in results], columns=INDEX_COLUMNS)
+    rows = [row for row, _ in results]
+    columns = INDEX_COLUMNS + [SOFT_COLUMN] * any(SOFT_COLUMN in row for row in rows)
+    index = pd.DataFrame(rows, columns=columns)
     write_bytes_atomic(dst / "index.csv", index.to_csv(index=False).encode())
     index.attrs["written"] = sum(wrote for _, wrote in results)
     index.attrs["skipped"] = len(results) - index.attrs["written"]

@@ -120,9 +120,15 @@ def _prepare(
     overwrite: bool = False,
     size: int | None = None,
     threshold: int | None = None,
+    soft: bool = False,
     **_: Any,
 ) -> str:
     """``segkit prepare helen``: the official release copied into the split layout."""
+    if soft:
+        raise DataError(
+            "prepare helen: --soft writes soft targets for binary masks (carvana); Helen has "
+            "11 classes, whose labels stay integer. Drop --soft."
+        )
     if size is not None or threshold is not None:
         raise DataError(
             f"prepare helen copies the release as it is; {'--size' if size else '--threshold'} "

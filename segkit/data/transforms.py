@@ -199,6 +199,7 @@ def build_transforms(
     resize: str = "squash",
     crop: CropConfig | None = None,
     max_pixel_value: float = 255.0,
+    soft: bool = False,
 ) -> A.Compose:
     """The albumentations pipeline for training or evaluation.
 
@@ -230,6 +231,10 @@ def build_transforms(
             ``resize`` unused; padding brings in ``ignore_index`` too).
         max_pixel_value: what the pixels are divided by before ``mean``/``std`` apply (255
             for 8-bit RGB; 1 for images already on their input scale).
+        soft: masks are float coverage in 0..1 (soft targets): they are resized as the image
+            is (area averaging when shrinking, bilinear otherwise, also in the ``Affine``),
+            so a 0/1 mask shrinks to the fraction of each pixel that is foreground; not
+            with ``crop`` (crops keep native resolution, where there is nothing to average).
 
     Raises:
         ConfigError: a non-positive size, a probability outside 0..1, bad mean/std, an
@@ -250,23 +255,31 @@ def build_transforms(
             "images are read with their own bands and bit depth; set augment.color=0."
         )
     steps: list[Any]
+    if crop is not None and soft:
+        raise ConfigError(
+            "data.soft_targets averages masks when training resizes them below native "
+            "resolution; data.crop trains at native resolution. Unset one of them."
+        )
     if crop is not None:  # evaluation: the whole image, as it is
         steps = crop_steps(crop, ignore_index) if train else []
         check_crop(crop)
     else:
-        steps = _resize_steps(size, resize, train, ignore_index)
+        steps = _resize_steps(size, resize, train, ignore_index, soft)
     if train and augment is not None:
-        steps += _augmentations(augment, list(flip_pairs), ignore_index)
+        steps += _augmentations(augment, list(flip_pairs), ignore_index, soft)
     normalize = A.Normalize(mean=mean, std=std, max_pixel_value=max_pixel_value)
     steps += [normalize, ToTensorV2()]
     return A.Compose(steps)
 
 
-def _resize_steps(size: int, mode: str, train: bool, ignore_index: int | None) -> list[Any]:
+def _resize_steps(
+    size: int, mode: str, train: bool, ignore_index: int | None, soft: bool = False
+) -> list[Any]:
     """The steps that bring an image and its mask to ``size x size`` (``data.resize``).
 
     Prediction repeats them with :func:`segkit.data.resize.resize_for_model`.
-    ``shortest_side_crop`` crops at random for training, in the centre otherwise.
+    ``shortest_side_crop`` crops at random for training, in the centre otherwise. Soft
+    (float coverage) masks are resized as the image is.
     """
     mode = check_resize_mode(mode)
     # area averaging when shrinking, bilinear when enlarging: what prediction's read_resized does;
@@ -274,8 +287,8 @@ def _resize_steps(size: int, mode: str, train: bool, ignore_index: int | None) -
     # source pixel per pixel of scale (7 px at 1918 -> 128)
     interp: dict[str, Any] = {
         "interpolation": cv2.INTER_LINEAR,
-        "mask_interpolation": cv2.INTER_NEAREST_EXACT,
-        "area_for_downscale": "image",
+        "mask_interpolation": cv2.INTER_LINEAR if soft else cv2.INTER_NEAREST_EXACT,
+        "area_for_downscale": "image_mask" if soft else "image",
     }
     if mode == "squash":
         return [A.Resize(size, size, **interp)]
@@ -294,7 +307,10 @@ def _resize_steps(size: int, mode: str, train: bool, ignore_index: int | None) -
 
 
 def _augmentations(
-    augment: AugmentConfig, flip_pairs: list[tuple[int, int]], ignore_index: int | None
+    augment: AugmentConfig,
+    flip_pairs: list[tuple[int, int]],
+    ignore_index: int | None,
+    soft: bool = False,
 ) -> list[Any]:
     for key in ("hflip", "vflip", "affine", "color"):
         p = getattr(augment, key)
@@ -317,6 +333,7 @@ def _augmentations(
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=0,
                 fill_mask=0 if ignore_index is None else ignore_index,  # no made-up background
+                mask_interpolation=cv2.INTER_LINEAR if soft else cv2.INTER_NEAREST,
                 p=augment.affine,
             )
         )

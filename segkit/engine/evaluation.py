@@ -4,6 +4,8 @@ A model with one output channel is binary: ``sigmoid > 0.5`` (logit > 0) gives t
 the confusion matrix has 2 classes; otherwise the label is the arg-max over channels. With
 multi-label masks (``N x C x H x W`` 0/1, classes may overlap) each channel's
 ``sigmoid > threshold`` is scored as its own binary task (:class:`~segkit.metrics.MultiLabelConfusion`).
+Soft (float, 0..1) binary targets count as foreground above 0.5 in the confusion matrix,
+as a probability does in prediction; the loss and the soft Dice see them as they are.
 Under ``torchrun`` the sums are added over ranks before any metric is computed.
 """
 
@@ -47,6 +49,18 @@ def predict_multilabel(
         return (probs > 0.5).long()
     t = torch.as_tensor(list(thresholds), dtype=probs.dtype, device=probs.device)
     return (probs > t.view(1, -1, 1, 1)).long()
+
+
+def as_target(masks: torch.Tensor) -> torch.Tensor:
+    """A batch's masks as the loss takes them: int64 labels (multi-label stacks too), or
+    float32 soft binary targets (``N x H x W`` floats)."""
+    soft = masks.is_floating_point() and masks.ndim == 3
+    return masks.float() if soft else masks.long()
+
+
+def hard_labels(masks: torch.Tensor) -> torch.Tensor:
+    """Label maps for the confusion matrix: soft (float) targets are foreground above 0.5."""
+    return (masks > 0.5).long() if masks.is_floating_point() else masks
 
 
 def predict_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -156,15 +170,15 @@ class Evaluator:
             self.cm.update(preds, masks)
             self._keep(*(overlap_labels(x) for x in (masks, preds)))
             return
-        preds = predict_labels(logits)
-        self.cm.update(preds, masks)  # counted on the device; only the C x C counts move
+        preds, labels = predict_labels(logits), hard_labels(masks)
+        self.cm.update(preds, labels)  # counted on the device; only the C x C counts move
         if self.dice is not None:
             probs, target = torch.sigmoid(logits[:, 0].float()), masks
             if self.ignore_index is not None:
                 keep = masks != self.ignore_index
                 probs, target = probs * keep, target * keep
             self.dice.update(probs, target)
-        self._keep(masks, preds)
+        self._keep(labels, preds)
 
     def _keep(self, masks: torch.Tensor, preds: torch.Tensor) -> None:
         have = sum(len(x) for x in self.kept["pred"])
@@ -249,7 +263,7 @@ def run_evaluation(
         for batch in loader:
             images, masks = unpack_batch(batch)
             images = images.to(device, non_blocking=True, memory_format=fmt)
-            masks = masks.to(device, non_blocking=True).long()
+            masks = as_target(masks.to(device, non_blocking=True))
             with autocast:
                 logits = model(images)
                 loss = loss_fn(logits, masks) if loss_fn is not None else None

@@ -34,7 +34,7 @@ from segkit.engine.checkpoint import (
     to_plain,
 )
 from segkit.engine.ema import EMAHook
-from segkit.engine.evaluation import Evaluator, run_evaluation, unpack_batch
+from segkit.engine.evaluation import Evaluator, as_target, run_evaluation, unpack_batch
 from segkit.engine.hooks import (
     BestHook,
     CheckpointHook,
@@ -360,7 +360,7 @@ class Trainer:
         """Forward and backward one batch; step the optimizer every ``accumulate`` batches."""
         images, masks = unpack_batch(batch)
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        masks = masks.to(self.device, non_blocking=True).long()
+        masks = as_target(masks.to(self.device, non_blocking=True))
         n = self.batch_in_epoch + 1
         self.stepped = n % self.cfg.accumulate == 0 or n == self.n_batches
         no_sync = self.dist.enabled and not self.stepped
