@@ -28,6 +28,23 @@ TTA_HELP = (
 )
 
 
+def _window_arguments(s: argparse.ArgumentParser, tile_help: str) -> None:
+    """``--tile``, ``--overlap`` and ``--blend`` (sliding windows), for predict and evaluate."""
+    s.add_argument("--tile", type=int, default=None, metavar="N", help=tile_help)
+    s.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="with --tile: fraction of a window that neighbouring windows share (default 0.25)",
+    )
+    s.add_argument(
+        "--blend",
+        default="gaussian",
+        help="with --tile: gaussian (window centres weigh more; default) or uniform (plain mean)",
+    )
+
+
 def command(name: str) -> Callable:
     """Register a ``cmd_<name>`` function as the handler of ``segkit <name>``."""
 
@@ -119,6 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         json_out=args.json,
         tta=args.tta,
         threshold=args.threshold,
+        tile=args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
     )
     print_metrics(result)
     if args.json:
@@ -200,6 +220,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         overlay=args.overlay,
         tta=args.tta,
         tile=args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         color=args.color,
@@ -396,12 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
         "for the Carvana example, whose Kaggle test set has no masks); 'val' = the held-out part",
     )
     s.add_argument(
-        "--batch-size", type=int, default=None, help="images per batch (default: data.batch_size)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch, windows per batch with --tile (default: data.batch_size)",
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
     s.add_argument("--tta", default=None, help=TTA_HELP)
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
+    _window_arguments(s, "score each image at its native resolution, in sliding windows of N px")
 
     s = add("score", help="score two folders of label PNGs against each other by file name")
     s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
@@ -427,10 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
     s.add_argument("--tta", default=None, help=TTA_HELP)
+    _window_arguments(s, "predict at the native resolution in sliding windows of N px")
     s.add_argument(
-        "--tile", type=int, default=None, help="sliding-window tile size for large images"
+        "--batch-size",
+        type=int,
+        default=8,
+        help="images per forward pass (windows per pass with --tile)",
     )
-    s.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     s.add_argument(
         "--workers",
         type=int,

@@ -491,6 +491,14 @@ class SoftDiceAccumulator:
         self.denominator += float(den)
         return scores
 
+    def add_image(self, intersection: float, denominator: float) -> None:
+        """Add one image from its sums ``Σ(p·t)`` and denominator (``Σp² + Σt²``, or
+        ``Σp + Σt`` when not squared), e.g. summed over the parts it was scored in."""
+        self.score_sum += (2 * intersection + self.smooth) / (denominator + self.smooth)
+        self.count += 1
+        self.intersection += intersection
+        self.denominator += denominator
+
     def compute(self) -> dict[str, float]:
         """``{"soft_dice": mean per image, "soft_dice_global": pooled}``."""
         if self.count == 0:

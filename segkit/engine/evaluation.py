@@ -239,6 +239,48 @@ class Evaluator:
             result.update(d.compute())
         return {k: float(v) for k, v in result.items()}
 
+    def update_region(
+        self,
+        probs: torch.Tensor,
+        preds: torch.Tensor,
+        masks: torch.Tensor,
+        sums: tuple[float, float] | None = None,
+    ) -> tuple[float, float] | None:
+        """Count one region of one image (a finished band of sliding windows, say).
+
+        Args:
+            probs: the region's probabilities ``C x h x w`` (one channel: the foreground's).
+            preds: its labels ``h x w``.
+            masks: its target labels ``h x w``.
+            sums: what earlier regions of the same image returned.
+
+        Returns:
+            The image's soft-Dice sums so far (binary models; None otherwise), for the next
+            region and then :meth:`finish_image`.
+        """
+        if self.cm is None and not self.is_multilabel:
+            self._start(probs.shape[0], masks)
+        if self.is_multilabel:
+            raise ValueError("update_region counts label maps; multi-label models need update().")
+        self.cm.update(preds, masks)
+        if self.dice is None:
+            return None
+        p, t = probs[0].float(), masks.to(probs.device).float()
+        if self.ignore_index is not None:
+            keep = masks.to(probs.device) != self.ignore_index
+            p, t = p * keep, t * keep
+        inter = float((p * t).sum())
+        den = (
+            float((p * p).sum() + (t * t).sum()) if self.dice.squared else float(p.sum() + t.sum())
+        )
+        return (inter, den) if sums is None else (sums[0] + inter, sums[1] + den)
+
+    def finish_image(self, sums: tuple[float, float] | None = None) -> None:
+        """End an image counted by :meth:`update_region`: its soft Dice from ``sums``."""
+        self.sums[1] += 1
+        if self.dice is not None and sums is not None:
+            self.dice.add_image(*sums)
+
 
 @torch.no_grad()
 def run_evaluation(

@@ -13,7 +13,7 @@ from typing import Any
 
 from segkit.data.io import MAX_IMAGE_PIXELS
 from segkit.errors import ConfigError, option, unknown_name
-from segkit.models.sliding import check_overlap
+from segkit.models.sliding import check_blend, check_overlap
 
 #: how a test-time augmentation is written, for messages and help texts
 TTA_FORMS = "'flip', 'scales=0.75,1,1.25' or 'flip+scales=0.75,1,1.25'"
@@ -121,6 +121,8 @@ class PredictOptions:
             when tiling.
         tile: predict at the original resolution in sliding windows of this size.
         overlap: fraction of a window that neighbouring windows share.
+        blend: how overlapping windows are blended: "gaussian" (window centres weigh more)
+            or "uniform" (a plain mean).
         tta: test-time augmentation (:func:`parse_tta`): ``"flip"``, ``"scales=0.75,1,1.25"``
             or both (``"flip+scales=..."``).
         flip_pairs: class pairs that flip TTA swaps back; default what training flipped.
@@ -143,6 +145,7 @@ class PredictOptions:
     size: int | None = None
     tile: int | None = None
     overlap: float = 0.25
+    blend: str = "gaussian"
     tta: TTA | str | None = None
     flip_pairs: tuple[tuple[int, int], ...] | None = None
     threshold: float | tuple[float, ...] | None = None
@@ -161,6 +164,7 @@ class PredictOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tta", parse_tta(self.tta))
         check_overlap(self.overlap)
+        check_blend(self.blend)
         for name in ("batch_size", "writers"):
             _positive(name, getattr(self, name))
         for name in ("size", "tile", "max_pixels"):

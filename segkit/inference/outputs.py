@@ -194,16 +194,25 @@ class ImageWriter:
     reader: BandReader | None = None
 
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
-        """Post-process one image (in a writer thread); returns its RLE when one is wanted."""
+        """Post-process one image (in a writer thread); returns its RLE when one is wanted.
+
+        ``probs`` are ``C x h x w`` probabilities, or (sliding windows at the image's own
+        size) its finished ``H x W`` uint8 label map.
+        """
         opts = self.options
-        probs = crop_padding(probs, size, self.model_size, self.resize)
-        if self.class_names is not None:
+        if probs.ndim == 2:
+            labels = probs
+            if opts.save_masks:
+                write_mask(self.out_dir / f"{path.stem}.png", labels)
+        elif self.class_names is not None:
+            probs = crop_padding(probs, size, self.model_size, self.resize)
             masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
             if opts.save_masks:
                 for name, mask in zip(self.class_names, masks):
                     write_mask(self.out_dir / f"{path.stem}_{name}.png", mask * np.uint8(255))
             labels = viz.overlap_labels(masks).astype(np.uint8)
         else:
+            probs = crop_padding(probs, size, self.model_size, self.resize)
             threshold = 0.5 if opts.threshold is None else opts.threshold
             labels = probs_to_labels(probs, size, threshold, opts.resize_back)
             if opts.save_masks:

@@ -33,8 +33,9 @@ from segkit.inference.options import PredictOptions
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, palette
 from segkit.inference.probs import predict_proba, probs_to_labels, probs_to_masks, resize_probs
 from segkit.inference.stream import FileStream
-from segkit.inference.tiling import predict_tiled
+from segkit.inference.tiling import prob_bands, tiled_labels
 from segkit.models.scaled import crop_record
+from segkit.models.sliding import check_tile
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +103,7 @@ class Predictor:
         self.model, train_size = load_model(checkpoint_or_model, device)
         self.spec = spec = self.model.spec
         self.device = next(self.model.parameters()).device
-        if opts.tile is not None and opts.tile < (spec.divisor or 1):
-            raise ConfigError(
-                f"Tile size {opts.tile} is smaller than the model's divisor {spec.divisor}; "
-                f"use a tile of at least {spec.divisor} pixels."
-            )
+        check_tile(opts.tile, spec.divisor)
         #: a model trained on crops predicts whole images at its training scale in windows of
         #: its crop size, unless a size (a square resize) or another tile is asked for
         record = crop_record(spec)
@@ -164,33 +161,55 @@ class Predictor:
         finally:
             self.model.train(was_training)
 
+    def _window_args(self) -> tuple[Any, ...]:
+        opts = self.options
+        window = (opts.tile, opts.overlap, opts.batch_size, opts.tta, self.flip_pairs)
+        return (self.mean, self.std, *window)
+
     def batch_probs(self, images: torch.Tensor) -> np.ndarray:
         """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch (``N x h x w x
         in_channels`` float32 bands) on the model's device (one image when tiling), at the
         size the batch has."""
         opts = self.options
-        x = normalize(images, self.mean, self.std)
         if opts.tile:
-            args = (opts.tile, opts.overlap, opts.batch_size, opts.tta, self.flip_pairs)
-            return torch.stack([predict_tiled(self.model, im, *args) for im in x]).cpu().numpy()
+            return np.stack([self._tiled_probs(image) for image in images])
+        x = normalize(images, self.mean, self.std)
         return predict_proba(self.model, x, opts.tta, self.flip_pairs).cpu().numpy()
+
+    def _tiled_probs(self, image: torch.Tensor) -> np.ndarray:
+        """``C x H x W`` probabilities of one image in windows, filled band by band (each
+        window batch normalised as it is read: no float copy of the image)."""
+        out: np.ndarray | None = None
+        for band in prob_bands(self.model, image, *self._window_args(), self.options.blend):
+            if out is None:
+                out = np.empty((band.out.shape[0], *image.shape[:2]), np.float32)
+            h, w = band.out.shape[-2:]
+            out[:, band.y : band.y + h, band.x : band.x + w] = band.out.cpu().numpy()
+        return out
+
+    @property
+    def labels_in_windows(self) -> bool:
+        """Whether label maps are made band by band as windows finish (tiling an image at its
+        own size, one label per pixel): memory then holds one band of floats, not an image."""
+        return bool(self.options.tile) and self.scale is None and not self.multilabel
+
+    def batch_outputs(self, images: torch.Tensor) -> np.ndarray:
+        """What the writers take for a batch: probabilities (resized back and turned into
+        labels in the writer threads), or, with :attr:`labels_in_windows`, the finished
+        ``N x H x W`` uint8 label maps."""
+        if not self.labels_in_windows:
+            return self.batch_probs(images)
+        opts = self.options
+        threshold = 0.5 if opts.threshold is None else opts.threshold
+        args = (*self._window_args(), threshold, opts.blend)
+        return np.stack([tiled_labels(self.model, image, *args) for image in images])
 
     def _array_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         if self.reader is not None and isinstance(image, np.ndarray) and image.ndim in (2, 3):
             where = "the image array"
             bands = self.reader.prepare(image, self.spec.in_channels, where, trained=True)
             return self._resized_probs(bands)
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise DataError(
-                f"An image to predict must be an H x W x 3 RGB array, got {shape}; "
-                "convert it (e.g. cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))."
-            )
-        if image.dtype != np.uint8:
-            raise DataError(
-                f"An image to predict must hold uint8 pixels (0..255), got {image.dtype}; "
-                "convert it (e.g. np.clip(image * 255, 0, 255).astype(np.uint8) for 0..1)."
-            )
+        _check_rgb(image)
         return self._resized_probs(image)
 
     def _resized_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -222,6 +241,11 @@ class Predictor:
         Raises:
             DataError: not an ``H x W x 3`` uint8 array.
         """
+        if self.labels_in_windows and self.reader is None:
+            _check_rgb(image)
+            with self._evaluating():
+                batch = torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
+                return self.batch_outputs(batch)[0]
         probs, size = self._array_probs(image)
         if self.thresholds is not None:
             return probs_to_masks(probs, size, self.thresholds, self.options.resize_back)
@@ -296,7 +320,7 @@ class Predictor:
             geometry = (opts.max_pixels, self.resize, self.scale)
             files = BandFiles(paths, self.size, self.reader, self.spec.in_channels, *geometry)
         results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
-        stream = FileStream(files, opts, self.batch_probs, writer, results, self.device)
+        stream = FileStream(files, opts, self.batch_outputs, writer, results, self.device)
         start = time.perf_counter()
         with self._evaluating():
             stream.run()
@@ -315,6 +339,21 @@ class Predictor:
             "seconds": seconds,
             "images_per_s": count / seconds if seconds > 0 else 0.0,
         }
+
+
+def _check_rgb(image: Any) -> None:
+    """Refuse anything but an ``H x W x 3`` uint8 RGB array (DataError)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise DataError(
+            f"An image to predict must be an H x W x 3 RGB array, got {shape}; "
+            "convert it (e.g. cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))."
+        )
+    if image.dtype != np.uint8:
+        raise DataError(
+            f"An image to predict must hold uint8 pixels (0..255), got {image.dtype}; "
+            "convert it (e.g. np.clip(image * 255, 0, 255).astype(np.uint8) for 0..1)."
+        )
 
 
 def predict(

@@ -68,11 +68,13 @@ def prob_bands(
     tta: TTA | str | None = None,
     flip_pairs: Sequence[tuple[int, int]] = (),
     blend: str = "gaussian",
+    device: torch.device | str | None = None,
 ) -> Iterator[Band]:
     """Finished bands of sliding-window probabilities of an ``H x W x 3`` uint8 image.
 
-    Each window batch is normalised (``mean``/``std``, 0..1 scale) when it is read, so no
-    float copy of the whole image is made (:func:`segkit.models.sliding.blend_bands`).
+    Each window batch is moved to ``device`` (None: where the image is) and normalised
+    (``mean``/``std``, 0..1 scale) when it is read, so no float copy of the whole image is
+    made (:func:`segkit.models.sliding.blend_bands`).
     """
 
     def read(box: Box) -> torch.Tensor:
@@ -80,6 +82,7 @@ def prob_bands(
         return image[y : y + h, x : x + w]
 
     def probs(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device, non_blocking=True) if device is not None else batch
         return predict_proba(model, normalize(batch, mean, std), tta, flip_pairs)
 
     size = tuple(image.shape[:2])

@@ -67,6 +67,23 @@ def check_blend(blend: str) -> str:
     return blend
 
 
+def check_tile(tile: int | None, divisor: int | None) -> int | None:
+    """``tile`` if it is a positive whole number no smaller than the model's ``divisor``.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if tile is None:
+        return None
+    _check_window(tile, 1)
+    if tile < (divisor or 1):
+        raise ConfigError(
+            f"Tile size {tile} is smaller than the model's divisor {divisor}; "
+            f"use a tile of at least {divisor} pixels."
+        )
+    return tile
+
+
 def _check_window(tile: int, batch_size: int) -> None:
     for name, value in (("tile", tile), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

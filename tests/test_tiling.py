@@ -1,0 +1,194 @@
+"""Sliding windows end to end: evaluate --tile against evaluate, TTA in windows, bounded memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from segkit.api import evaluate, train
+from segkit.cli import main
+from segkit.config import load_config
+from segkit.data import synth_carvana, synth_helen
+from segkit.engine import Evaluator
+from segkit.errors import ConfigError
+from segkit.inference import PredictOptions, Predictor, predict_tiled
+from segkit.inference.scoring import score_tiled
+from segkit.models import ModelSpec, SegmentationModel
+from segkit.models.sliding import window_stride
+
+#: what scoring counts exactly (confusion-matrix metrics); soft Dice sums floats in another order
+EXACT = ("accuracy", "miou", "f1_overall", "f1_eyes", "iou_foreground", "f1_foreground")
+
+
+def _run(tmp, dataset: str, extra: list[str]) -> str:
+    cfg = load_config(
+        None,
+        [
+            f"data.dataset={dataset}",
+            f"data.root={tmp / 'data'}",
+            "data.image_size=64",
+            "data.batch_size=1",  # untiled soft Dice then sums each image alone, as tiles do
+            "data.num_workers=0",
+            "model.arch=unet",
+            "model.encoder=null",
+            "model.base_channels=4",
+            "train.epochs=1",
+            "train.progress=false",
+            "train.preview=0",
+            f"train.out_dir={tmp / 'run'}",
+            *extra,
+        ],
+    )
+    train(cfg)
+    return str(tmp / "run" / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def helen_ckpt(tmp_path_factory):
+    """A tiny U-Net trained one epoch on 64 px synthetic faces (flip pairs: brows, eyes)."""
+    tmp = tmp_path_factory.mktemp("helen")
+    synth_helen(tmp / "data", n=4, seed=0, size=64)
+    synth_helen(tmp / "data", n=2, seed=1, size=64, split="test")
+    return _run(tmp, "helen", ["data.val_fraction=0.25", "loss.name=ce"])
+
+
+@pytest.fixture(scope="module")
+def carvana_ckpt(tmp_path_factory):
+    """A tiny binary U-Net trained one epoch on 64 x 64 synthetic cars."""
+    tmp = tmp_path_factory.mktemp("carvana")
+    synth_carvana(tmp / "data", cars=2, views=2, size=(64, 64))
+    return _run(tmp, "carvana", ["data.val_fraction=0.5", "data.test_split=val"])
+
+
+@pytest.mark.parametrize("tta", [None, "flip", "flip+scales=0.5,1"])
+def test_tiled_evaluate_equals_evaluate_when_one_window_covers_each_image(helen_ckpt, tta):
+    whole = evaluate(helen_ckpt, split="test", num_workers=0, tta=tta)
+    tiled = evaluate(helen_ckpt, split="test", num_workers=0, tta=tta, tile=64, overlap=0.5)
+    assert set(tiled) == set(whole)
+    # with TTA, untiled evaluate takes the arg-max of log-probabilities, which can break a
+    # near-tie (a flip pair averaged to equal probabilities) otherwise than the arg-max of the
+    # probabilities that windows (and predict) take: a pixel in 8192 here
+    tol = 1e-9 if tta is None else 2e-3
+    for key in whole:
+        assert tiled[key] == pytest.approx(whole[key], abs=tol, nan_ok=True), key
+
+
+def test_tiled_evaluate_of_a_binary_model_equals_evaluate(carvana_ckpt):
+    whole = evaluate(carvana_ckpt, num_workers=0)
+    tiled = evaluate(carvana_ckpt, num_workers=0, tile=64)
+    assert set(tiled) == set(whole) and "soft_dice" in whole
+    for key in whole:
+        tol = 1e-9 if key in EXACT else 1e-6
+        assert tiled[key] == pytest.approx(whole[key], abs=tol, nan_ok=True), key
+
+
+def test_tiled_evaluate_in_many_windows_scores_close_to_one_window(helen_ckpt):
+    one = evaluate(helen_ckpt, split="test", num_workers=0, tile=64)
+    many = evaluate(helen_ckpt, split="test", num_workers=0, tile=32, overlap=0.5, batch_size=3)
+    assert many != one  # really scored in windows: 32 px windows see less context
+    assert abs(many["accuracy"] - one["accuracy"]) < 0.25
+
+
+def test_the_command_scores_in_windows(helen_ckpt, tmp_path, capsys):
+    args = ["evaluate", "--checkpoint", helen_ckpt, "--split", "test", "--tile", "32"]
+    assert main([*args, "--overlap", "0.5", "--blend", "uniform", "--tta", "flip"]) == 0
+    assert "miou" in capsys.readouterr().out
+    assert main([*args, "--blend", "cosine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--blend 'cosine'" in err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"tile": 8}, "Tile size 8 is smaller than the model's divisor 16"),
+        ({"tile": 0}, "tile=0: must be a positive whole number"),
+        ({"tile": 32, "overlap": 1.5}, "overlap=1.5: the fraction"),
+        ({"tile": 32, "blend": "mean"}, "Unknown blend='mean'"),
+    ],
+)
+def test_bad_window_settings_of_evaluate(helen_ckpt, kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        evaluate(helen_ckpt, split="test", num_workers=0, **kwargs)
+
+
+def _pointwise(classes: int = 2) -> SegmentationModel:
+    torch.manual_seed(0)
+    task = "binary" if classes == 1 else "multiclass"
+    spec = ModelSpec(arch="unet", encoder=None, classes=classes, divisor=16, task=task)
+    spec.mean, spec.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    return SegmentationModel(torch.nn.Conv2d(3, classes, 1), spec).eval()
+
+
+def test_flip_tta_in_windows_swaps_paired_classes_back():
+    """A model that labels the left half 1 and the right half 2: mirrored, 1 and 2 trade
+    places; flip TTA with the pair (1, 2) swaps them back, so nothing changes."""
+
+    class Halves(torch.nn.Module):
+        def forward(self, x):
+            n, _, h, w = x.shape
+            logits = torch.zeros(n, 3, h, w)
+            logits[:, 1, :, : w // 2] = logits[:, 2, :, w // 2 :] = 5.0
+            return logits
+
+    spec = ModelSpec(arch="unet", encoder=None, classes=3, divisor=1, task="multiclass")
+    model = SegmentationModel(Halves(), spec)
+    image = torch.zeros(3, 40, 40)
+    with torch.inference_mode():
+        plain = predict_tiled(model, image, 40)
+        kept = predict_tiled(model, image, 40, tta="flip", flip_pairs=[(1, 2)])
+        lost = predict_tiled(model, image, 40, tta="flip")
+    torch.testing.assert_close(kept, plain)
+    assert (lost - plain).abs().max() > 0.3  # without the pair, left and right blur together
+
+
+class LargestFloat(TorchDispatchMode):
+    """Records the bytes of the largest floating-point tensor any torch op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def _band_bytes(classes: int, tile: int, overlap: float, batch_size: int, width: int) -> int:
+    """The largest float block one band may hold (strips of at most max(4096, 8 tile) px)."""
+    stride = window_stride(tile, overlap)
+    strip = min(width, max(4096, 8 * tile))
+    rows = math.ceil(batch_size / max(1, (strip - tile) // stride + 1)) + 1
+    return 4 * classes * ((rows - 1) * stride + tile) * strip
+
+
+def test_the_largest_float_tensor_does_not_grow_with_the_image(tmp_path):
+    """A small window on a large image: no float tensor beyond one band of windows (a whole
+    image's probabilities, 2 x 2048 x 6144 floats, would be 100 MB)."""
+    model = _pointwise(2)
+    image = np.random.default_rng(0).integers(0, 256, (2048, 6144, 3), dtype=np.uint8)
+    opts = PredictOptions(tile=128, overlap=0.25, batch_size=8)
+    predictor = Predictor(model, opts, device="cpu")
+    with LargestFloat() as seen:
+        labels = predictor.labels(image)
+    bound = _band_bytes(2, 128, 0.25, 8, 6144)
+    assert labels.shape == (2048, 6144) and labels.dtype == np.uint8
+    assert seen.largest <= bound < 2 * 2048 * 6144 * 4 / 10
+    # the same pixels scored against a mask: bounded by the same band
+    mask = torch.from_numpy((image[..., 0] > 127).astype(np.int64))
+    batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
+    with LargestFloat() as scored:
+        result = score_tiled(model, batch, Evaluator(["a", "b"]), torch.device("cpu"), 128)
+    assert scored.largest <= bound and 0 <= result["miou"] <= 1
+    # and the tracker can see a whole image's floats: what predict_tiled returns is one
+    small = torch.zeros(3, 512, 768)
+    with LargestFloat() as whole, torch.inference_mode():
+        predict_tiled(model, small, 128)
+    assert whole.largest >= 2 * 512 * 768 * 4
