@@ -260,3 +260,19 @@ def test_prediction_of_a_crop_trained_model_runs_windows_at_the_training_scale(c
 
     squashed = Predictor(crop_run[0] / "run" / "best.pt", PredictOptions(size=64), device="cpu")
     assert squashed.options.tile is None and squashed.scale is None and squashed.size == 64
+
+
+def test_validation_during_training_scores_what_evaluate_scores(crop_run, tmp_path):
+    import json
+
+    import pandas as pd
+
+    base, _ = crop_run
+    history = pd.read_csv(base / "run" / "history.csv").iloc[-1]
+    report = tmp_path / "val.json"
+    assert _cli("evaluate", "--checkpoint", base / "run" / "best.pt", "--split", "val",
+                "--json", report) == 0  # fmt: skip
+    scores = json.loads(report.read_text())
+    # both: whole images at their own size, windows at the crop scale
+    assert scores["f1_car"] == pytest.approx(history["val_f1_car"], abs=1e-6)
+    assert scores["soft_dice"] == pytest.approx(history["val_soft_dice"], abs=1e-6)
