@@ -156,7 +156,13 @@ def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
         return synth_carvana(tmp_path / "c", cars=1, views=2, size=(48, 32)), "train", {}
     if name == "folder":
         return make_folder(tmp_path / "f", classes=3), None, {"classes": 3}
-    if name in ("voc", "cityscapes", "color_masks", "multilabel"):  # their own synthetic sets
+    if name in (
+        "voc",
+        "cityscapes",
+        "camvid",
+        "color_masks",
+        "multilabel",
+    ):  # their own synthetic sets
         dataset_metas()[name].synth(tmp_path / name, n=3)  # writes the set, says what it wrote
         return tmp_path / name, (None if name in ("color_masks", "multilabel") else "train"), {}
     if name == "raster":

@@ -1,8 +1,9 @@
 """Readers for data sets in the layouts they are released in (each registers itself):
-Pascal VOC (``voc``), Cityscapes (``cityscapes``), colour-coded masks (``color_masks``),
+Pascal VOC (``voc``), Cityscapes (``cityscapes``), SegNet's CamVid (``camvid``), colour-coded masks (``color_masks``),
 multi-label masks (``multilabel``) and multi-band / high bit depth rasters paired by name
 patterns (``raster``)."""
 
+from segkit.data.formats.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVidDataset
 from segkit.data.formats.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
@@ -16,6 +17,9 @@ from segkit.data.formats.raster import RasterDataset
 from segkit.data.formats.voc import VOC_CLASSES, VOCDataset, voc_palette
 
 __all__ = [
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "CamVidDataset",
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
     "VOC_CLASSES",

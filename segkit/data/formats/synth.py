@@ -1,4 +1,4 @@
-"""Small synthetic sets in the VOC, Cityscapes, colour-mask and multi-label layouts
+"""Small synthetic sets in the VOC, Cityscapes, SegNet CamVid, colour-mask and multi-label layouts
 (``segkit synth voc``).
 
 Each image is a few rectangles of classes, painted in class-dependent colours with noise, so
@@ -87,6 +87,28 @@ def synth_cityscapes(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool
                 cv2.imwrite(
                     str(dst / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"), labels
                 )
+    return dst
+
+
+def synth_camvid(dst: str | Path, n: int = 3, seed: int = 0, overwrite: bool = False) -> Path:
+    """SegNet's CamVid layout: ``train/`` + ``trainannot/`` (ids 0..10 and 11 Unlabelled) and
+    ``train.txt`` (also val) whose lines are absolute paths from another machine."""
+    dst = Path(dst)
+    splits = ("train", "val")
+    folders = [dst / f"{s}{annot}" for s in splits for annot in ("", "annot")]
+    _check_destination("synth_camvid", folders, overwrite=overwrite)
+    rng = np.random.default_rng(seed)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        lines = []
+        for i in range(n):
+            name = f"0001TP_{split}{i:04d}.png"
+            labels = _layout(rng, [0, 3, 8, 11], SIZE)  # sky, road, car, unlabelled
+            cv2.imwrite(str(dst / split / name), _photo(rng, labels)[..., ::-1])
+            cv2.imwrite(str(dst / f"{split}annot" / name), labels)
+            lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
+        (dst / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return dst
 
 

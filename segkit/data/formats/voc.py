@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.data.base import Sample, SegmentationDataset, select_ids
-from segkit.data.io import DataNotFoundError, name_some, require_dir
+from segkit.data.io import DataNotFoundError, name_some, require_dir, split_list_entries
 from segkit.data.meta import DatasetMeta
 from segkit.data.registry import register_dataset
 from segkit.errors import DataError
@@ -67,12 +67,7 @@ def find_voc_root(root: str | Path) -> Path:
 def read_split_list(path: Path) -> list[str]:
     """Sample ids of a split list: the first word of each non-empty line, path and suffix
     dropped (``2007_000032``, ``JPEGImages/2007_000032.jpg`` and ``2007_000032 1`` alike)."""
-    ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        words = line.split()
-        if words and not words[0].startswith("#"):
-            ids.append(Path(words[0]).stem)
-    return ids
+    return [Path(words[0]).stem for _, words in split_list_entries(path)]
 
 
 def _voc_samples(base: Path, split_list: Path, images: str, masks: str) -> list[Sample]:
