@@ -9,6 +9,7 @@ False; ``train_split: 07`` is "07", not 7).
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -431,7 +432,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         if isinstance(value, str) and value.startswith("{out_dir}"):
             continue  # filled in with train.out_dir (already absolute) where it is used
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            data[section][key] = str((base / value).resolve())
+            # absolute without following symlinks: a linked data/carvana keeps its
+            # prepared copy beside the link, not beside the link's target
+            data[section][key] = os.path.abspath(base / Path(value).expanduser())
         elif isinstance(value, str):
             data[section][key] = str(Path(value).expanduser())
 

@@ -245,3 +245,13 @@ def test_a_key_in_the_wrong_section_points_to_the_right_one(override, hint):
 def test_data_classes_takes_names_or_a_count():
     assert load_config(None, ["data.classes=11"]).data.classes == 11
     assert load_config(None, ["data.classes=[bg, road]"]).data.classes == ["bg", "road"]
+
+
+def test_a_symlinked_data_root_is_kept_as_the_link(tmp_path):
+    # data/carvana -> /elsewhere/carvana_real: the prepared copy belongs beside the link
+    target = tmp_path / "elsewhere" / "carvana_real"
+    target.mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "carvana").symlink_to(target)
+    path = write(tmp_path, {"data": {"root": "../data/carvana"}})
+    assert load_config(path).data.root == str(tmp_path.resolve() / "data" / "carvana")
