@@ -450,6 +450,8 @@ def train(
     """
     from segkit.engine import Trainer, TrainerOptions, make_loader
 
+    if overwrite and not resume:
+        _forget_earlier_split(cfg)
     exp = build_experiment(cfg)
     d = cfg.data
     workers = {"num_workers": d.num_workers, "persistent_workers": d.persistent_workers}
@@ -483,6 +485,23 @@ def train(
     if exp.meta is not None and exp.meta.thresholds is not None:  # multi-label validation
         trainer.evaluator.thresholds = list(exp.meta.thresholds)
     return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def _forget_earlier_split(cfg: Config) -> None:
+    """On overwrite, remove the held-out ids an earlier run wrote into its run folder.
+
+    They belong to that run (perhaps drawn from other data): the new run draws its own.
+    A split file outside the run folder is the user's and is kept.
+    """
+    from segkit.engine.run_folder import RUN_FILES
+
+    out_dir = Path(cfg.train.out_dir)
+    if not (cfg.data.split_file or "").startswith("{out_dir}"):
+        return
+    if any((out_dir / name).exists() for name in RUN_FILES):
+        split_file = split_file_path(cfg.data, out_dir)
+        if split_file is not None:
+            split_file.unlink(missing_ok=True)
 
 
 def _optional_hooks(cfg: Config) -> list[Any]:

@@ -151,3 +151,28 @@ def test_an_out_dir_split_file_goes_into_the_run_folder_not_beside_the_config(he
     _, val = build_datasets(cfg)
     assert pd.read_csv(run / "val_ids.csv", dtype=str)["id"].tolist() == ids(val)
     assert sorted(p.name for p in example.parent.iterdir()) == before
+
+
+def test_overwrite_draws_a_new_split_for_new_data(tmp_path):
+    # an earlier run on other data left its held-out ids in the run folder
+    from segkit.api import train
+    from segkit.data import synth_helen
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    synth_helen(first, n=6, seed=0, size=32)
+    synth_helen(second, n=6, seed=1, size=32, layout="official")
+    cfg = make_cfg(first, "{out_dir}/val_ids.csv")
+    cfg.model.arch, cfg.model.base_channels, cfg.model.encoder_weights = "unet", 4, None
+    cfg.data.image_size, cfg.data.batch_size, cfg.data.num_workers = 32, 2, 0
+    cfg.train.epochs, cfg.train.out_dir = 1, str(tmp_path / "run")
+    cfg.train.hooks.plot = False
+    train(cfg)
+    cfg.data.root = str(second)
+    train(cfg, overwrite=True)
+    written = pd.read_csv(tmp_path / "run" / "val_ids.csv", dtype=str)["id"].tolist()
+    assert written and all(i.endswith("_1") for i in written)  # official-layout ids
+    keep = tmp_path / "mine.csv"  # a split file outside the run folder is the user's
+    pd.DataFrame({"id": written}).to_csv(keep, index=False)
+    cfg.data.split_file = str(keep)
+    train(cfg, overwrite=True)
+    assert keep.is_file()
