@@ -109,6 +109,13 @@ def _held_out_ids(ds: Any, data: DataConfig, seed: int, out_dir: str | Path = ".
     try:
         groups = [group(i) for i in ids] if group is not None else None
         _, val = split_ids(ids, data.val_fraction, seed, groups)
+    except DataError:  # one group only: no val_fraction can split it
+        raise DataError(
+            f"Cannot hold out validation samples from the {len(ids)} of data.root "
+            f"{str(data.root)!r}: the {data.dataset} data set keeps related samples (such as "
+            "one car's views) on one side of the split, and these are all one group. Add "
+            "samples of another group, or set data.val_split to a split of its own."
+        ) from None
     except ValueError as exc:  # scikit-learn: one side of the split would be empty
         raise ConfigError(
             f"data.val_fraction={data.val_fraction} cannot split {len(ids)} samples into training "

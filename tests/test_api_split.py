@@ -176,3 +176,16 @@ def test_overwrite_draws_a_new_split_for_new_data(tmp_path):
     cfg.data.split_file = str(keep)
     train(cfg, overwrite=True)
     assert keep.is_file()
+
+
+def test_one_car_cannot_be_split_by_car_and_the_message_says_what_helps(tmp_path):
+    from segkit.data import synth_carvana
+
+    synth_carvana(tmp_path / "c", cars=1, views=4, size=(64, 48))
+    cfg = make_cfg(tmp_path / "c", None)
+    cfg.data.dataset = "carvana"
+    with pytest.raises(DataError) as info:
+        build_datasets(cfg)
+    message = str(info.value)
+    assert "one car's views" in message and "data.val_split" in message
+    assert "val_fraction" not in message  # no fraction can split a single car
