@@ -11,6 +11,7 @@ SCRIPTS = [
     "bench_predict.py",
     "bench_memory.py",
     "bench_gpu.py",
+    "bench_tiling.py",
 ]
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ SCRIPTS = {
     "bench_predict.py": "predict",
     "bench_memory.py": "memory",
     "bench_gpu.py": "gpu",
+    "bench_tiling.py": "tiling",
 }
 
 
@@ -123,3 +124,10 @@ def test_gpu_quick(tmp_path):
         assert figures["fp32"]["images_per_s"] > 0
     else:
         assert figures["skipped"] == "no CUDA device"
+
+
+def test_tiling_quick(tmp_path):
+    figures = run_quick("bench_tiling.py", tmp_path)
+    assert figures["tiled_images_per_s"] > 0 and figures["ratio_tiled_to_model_only"] > 0
+    small, large = figures["memory"]
+    assert large["largest_float_tensor_mib"] <= small["largest_float_tensor_mib"] * 1.01
