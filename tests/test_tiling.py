@@ -192,3 +192,25 @@ def test_the_largest_float_tensor_does_not_grow_with_the_image(tmp_path):
     with LargestFloat() as whole, torch.inference_mode():
         predict_tiled(model, small, 128)
     assert whole.largest >= 2 * 512 * 768 * 4
+
+
+def test_tile_is_refused_for_a_model_trained_on_crops_at_another_scale(helen_ckpt, tmp_path):
+    from segkit.engine import load_checkpoint
+
+    state = load_checkpoint(helen_ckpt)
+    state["model_spec"]["options"]["crop"] = {"size": 32, "scale": 0.5, "overlap": 0.25}
+    torch.save(state, tmp_path / "crops.pt")
+    with pytest.raises(ConfigError, match="trained on crops at scale 0.5"):
+        evaluate(tmp_path / "crops.pt", split="test", num_workers=0, tile=32)
+
+
+def test_predict_command_takes_overlap_and_blend(helen_ckpt, tmp_path):
+    import cv2
+
+    from segkit.data import read_mask
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((50, 70, 3), 120, np.uint8))
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", helen_ckpt, str(tmp_path / "a.png"), "--out", str(out)]
+    assert main([*args, "--tile", "32", "--overlap", "0.5", "--blend", "uniform"]) == 0
+    assert read_mask(out / "a.png").shape == (50, 70)
