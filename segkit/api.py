@@ -581,6 +581,8 @@ def evaluate(
         cfg.data.root = str(root)
         cfg.data.prepared_root = None
     split = split or cfg.data.test_split
+    if split == "val" and cfg.data.val_split:  # the split training validated on
+        split = cfg.data.val_split
     model = model_from_checkpoint(checkpoint, device="cpu")
     meta = DatasetMeta.from_dict(model.spec.meta or {})  # what training recorded
     thresholds = class_thresholds(meta, model.spec.classes, threshold)

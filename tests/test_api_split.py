@@ -189,3 +189,26 @@ def test_one_car_cannot_be_split_by_car_and_the_message_says_what_helps(tmp_path
     message = str(info.value)
     assert "one car's views" in message and "data.val_split" in message
     assert "val_fraction" not in message  # no fraction can split a single car
+
+
+def test_evaluate_val_scores_the_split_training_validated_on(helen_root, tmp_path):
+    from segkit.api import evaluate, train
+
+    cfg = make_cfg(helen_root, None)
+    cfg.data.val_split = "train"  # validate on a split of its own, not a hold-out
+    cfg.model.arch, cfg.model.base_channels, cfg.model.encoder_weights = "unet", 4, None
+    cfg.data.image_size, cfg.data.batch_size, cfg.data.num_workers = 32, 2, 0
+    cfg.train.epochs, cfg.train.out_dir = 1, str(tmp_path / "run")
+    cfg.train.hooks.plot = False
+    train(cfg)
+    best = tmp_path / "run" / "best.pt"
+    val, whole = (evaluate(best, split=s, device="cpu") for s in ("val", "train"))
+    assert val.keys() == whole.keys()
+    np.testing.assert_equal([val[k] for k in val], [whole[k] for k in val])  # NaN == NaN
+
+
+def test_a_missing_helen_split_names_the_command_line_option(helen_root):
+    from segkit.data.helen import _split_folder
+
+    with pytest.raises(DataError, match=r"holding test/.*data\.root=DIR; segkit evaluate --data"):
+        _split_folder(helen_root, "test")

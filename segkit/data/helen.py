@@ -56,7 +56,10 @@ def _split_folder(root: str | Path, split: str | None) -> Path:
     folder = root / split if split else root
     if not folder.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
-        hint = f"Pass root=<folder holding {split}/>, e.g. root=.../helenstar_release."
+        hint = (
+            f"Point the data root at a folder holding {split}/, e.g. .../helenstar_release "
+            "(data.root=DIR; segkit evaluate --data DIR)."
+        )
         if "images" in found or any(p.stem.endswith("_image") for p in root.iterdir()):
             hint = f"{str(root)!r} looks like a split folder itself: pass its parent as root."
         raise DataNotFoundError(
