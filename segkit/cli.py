@@ -225,6 +225,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         color=args.color,
+        ids=args.ids,
         threshold=args.threshold,
         progress=sys.stderr.isatty(),  # no bar drawn into log files
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
@@ -449,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--color",
         action="store_true",
         help="also write <name>_color.png in the data set's class colours",
+    )
+    s.add_argument(
+        "--ids",
+        action="store_true",
+        help="write class ids 0..C-1 even where the data set has its own label values "
+        "(Cityscapes: trainIds instead of labelIds)",
     )
     s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)

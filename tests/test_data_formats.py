@@ -12,6 +12,7 @@ from segkit.cli import main
 from segkit.data import build_dataset
 from segkit.data.formats import (
     CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
     VOC_CLASSES,
     colors_to_ids,
     label_ids_to_train_ids,
@@ -19,8 +20,11 @@ from segkit.data.formats import (
     train_ids_to_label_ids,
     voc_palette,
 )
+from segkit.data.formats.cityscapes import CITYSCAPES_LABELS
 from segkit.data.formats.synth import SYNTH_TABLE, synth_cityscapes, synth_color_masks, synth_voc
-from segkit.errors import DataError
+from segkit.data.meta import DatasetMeta
+from segkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from segkit.errors import ConfigError, DataError
 
 #: the real samples: $SEGKIT_TEST_DATA, else ../shared/data beside the repository
 DATA = Path(
@@ -210,7 +214,49 @@ def test_cityscapes_through_the_cli(tmp_path):
     root = make_cityscapes(tmp_path / "cs")
     images = sorted((root / "leftImg8bit" / "val").glob("*/*.png"))[:2]
     data = f"  dataset: cityscapes\n  root: {root}\n  train_split: train\n  val_split: val\n"
-    _train_evaluate_predict(tmp_path, data, images, "val")
+    out = _train_evaluate_predict(tmp_path, data, images, "val")
+    ckpt = tmp_path / "run" / "best.pt"
+    argv = ["predict", "--checkpoint", str(ckpt), *map(str, images)]
+    assert main([*argv, "--out", str(tmp_path / "ids"), "--ids"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "tiled"), "--tile", "32"]) == 0
+    old = load_checkpoint(ckpt)  # a checkpoint from before predictions had their own encoding
+    del old["model_spec"]["meta"]["output_ids"]
+    save_checkpoint(tmp_path / "old.pt", old)
+    argv[2] = str(tmp_path / "old.pt")
+    assert main([*argv, "--out", str(tmp_path / "old")]) == 0
+    label_ids = {label for label, _, train, _ in CITYSCAPES_LABELS if train != 255}
+    for image in images:
+        label, color = _palette_of(out, image.stem)
+        train = cv2.imread(str(tmp_path / "ids" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert set(np.unique(label).tolist()) <= label_ids  # labelIds, as gtFine holds
+        assert int(train.max()) < len(CITYSCAPES_CLASSES)  # --ids: trainIds
+        np.testing.assert_array_equal(label, train_ids_to_label_ids(train))
+        np.testing.assert_array_equal(color, np.array(CITYSCAPES_PALETTE, np.uint8)[train])
+        plain = cv2.imread(str(tmp_path / "old" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(plain, train)  # an old checkpoint writes class ids
+        tiled = cv2.imread(str(tmp_path / "tiled" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert set(np.unique(tiled).tolist()) <= label_ids  # windows: labelIds too
+
+
+def test_cityscapes_declares_its_output_ids(tmp_path):
+    root = make_cityscapes(tmp_path)
+    meta = build_dataset("cityscapes", root, split="train").metadata()
+    assert meta.output_ids[:2] == (7, 8) and meta.output_ids[-1] == 33  # road, ..., bicycle
+    assert DatasetMeta.from_dict(meta.to_dict()).output_ids == meta.output_ids
+    for train, label in enumerate(meta.output_ids):
+        assert label_ids_to_train_ids(np.array([label], np.uint8))[0] == train
+    for f in (tmp_path / "gtFine" / "train").glob("*/*_labelIds.png"):
+        mask = label_ids_to_train_ids(cv2.imread(str(f), cv2.IMREAD_UNCHANGED))
+        cv2.imwrite(str(f).replace("_labelIds", "_labelTrainIds"), mask)
+    trained = build_dataset("cityscapes", root, "train", label_type="labelTrainIds")
+    assert trained.metadata().output_ids is None  # its own files hold trainIds
+
+
+def test_bad_output_ids_are_one_line():
+    with pytest.raises(ConfigError, match="output_ids .* one label value 0..255 per class"):
+        DatasetMeta(classes=("a", "b"), output_ids=(0, 300))
+    with pytest.raises(ConfigError, match="output_ids"):
+        DatasetMeta(classes=("a", "b"), output_ids=(0,))
 
 
 def test_color_masks_through_the_cli(tmp_path):

@@ -11,7 +11,8 @@ Each dataset class declares one (like MMSegmentation's ``METAINFO``)::
         )
 
 Training copies the plain-data part (:meth:`DatasetMeta.to_dict`: classes, colours, ignore
-index, flip pairs, report groups, data set name) into the model spec and so into every
+index, flip pairs, report groups, data set name, the label values predictions are written
+in) into the model spec and so into every
 checkpoint, together with the mean/std the images were normalised with (``spec.mean`` /
 ``spec.std``). ``evaluate``, ``predict``, ``export`` and ``score`` read it from there, so a
 checkpoint behaves as training did without knowing the data set's code.
@@ -42,6 +43,7 @@ RECORDED = (
     "multilabel",
     "thresholds",
     "input",
+    "output_ids",
 )
 
 
@@ -81,6 +83,10 @@ class DatasetMeta:
             class (one per class, or None: 0.5 each); evaluate and predict use them.
         input: how its images are read (``BandReader.to_dict()``: bands, NaN fill); None:
             8-bit RGB. Set per instance by the data set; prediction reads images the same way.
+        output_ids: the value each class id is written as in the data set's own label files
+            (class id ``i`` -> ``output_ids[i]``, 0..255), for a data set that renumbers its
+            labels on load (Cityscapes: trainId -> labelId); prediction writes its label PNGs
+            in these values unless asked for plain class ids. None: class ids as they are.
     """
 
     classes: tuple[str, ...] = ()
@@ -99,6 +105,7 @@ class DatasetMeta:
     multilabel: bool = False
     thresholds: tuple[float, ...] | None = None
     input: Mapping[str, Any] | None = None
+    output_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise the containers once, here
@@ -111,6 +118,8 @@ class DatasetMeta:
         fix(self, "multilabel", bool(self.multilabel))
         if self.thresholds is not None:
             fix(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if self.output_ids is not None:
+            fix(self, "output_ids", tuple(int(i) for i in self.output_ids))
         self.check()
 
     def check(self) -> None:
@@ -136,6 +145,18 @@ class DatasetMeta:
                     "leave them out (a binary model's threshold is a prediction option)."
                 )
             check_thresholds(self.thresholds, n or len(self.thresholds), "thresholds")
+        self._check_output_ids(n)
+
+    def _check_output_ids(self, n: int) -> None:
+        ids = self.output_ids
+        if ids is None:
+            return
+        if self.multilabel or (n and len(ids) != n) or any(not 0 <= i <= 255 for i in ids):
+            raise ConfigError(
+                f"Dataset {self.dataset!r}: output_ids {list(ids)} must give one label value "
+                f"0..255 per class ({n} classes), and only for a single-label data set; fix "
+                "them, or leave them out to write class ids."
+            )
 
     def replace(self, **changes: Any) -> DatasetMeta:
         """A copy with some fields changed."""
@@ -155,6 +176,7 @@ class DatasetMeta:
             "multilabel": self.multilabel,
             "thresholds": list(self.thresholds) if self.thresholds is not None else None,
             "input": dict(self.input) if self.input is not None else None,
+            "output_ids": list(self.output_ids) if self.output_ids is not None else None,
         }
 
     @classmethod
@@ -272,7 +294,8 @@ def legacy_meta(spec: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
     meta = meta_for_classes(names) if names else DatasetMeta()
     loss = (config or {}).get("loss") or {}
     data = (config or {}).get("data") or {}
-    out = meta.replace(classes=tuple(names), ignore_index=loss.get("ignore_index")).to_dict()
+    ignore = loss.get("ignore_index")  # and class ids written as such, as those versions did
+    out = meta.replace(classes=tuple(names), ignore_index=ignore, output_ids=None).to_dict()
     out["dataset"] = meta.dataset or data.get("dataset")
     if out["flip_pairs"] is None and names:
         out["flip_pairs"] = [list(p) for p in meta.pairs_for(names)]

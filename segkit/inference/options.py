@@ -133,7 +133,9 @@ class PredictOptions:
         batch_size: images per model call (windows per call when tiling).
         num_workers: DataLoader worker processes reading files (0: threads of this process).
         writers: threads that resize back, encode and write outputs (and read, on the CPU).
-        save_masks: write ``<stem>.png`` label maps.
+        save_masks: write ``<stem>.png`` label maps, in the data set's own label values
+            where its metadata declares them (``output_ids``: Cityscapes' labelIds).
+        ids: write plain class ids 0..C-1 in ``<stem>.png`` even so.
         overlay: also write ``<stem>_overlay.jpg``.
         color: also write ``<stem>_color.png`` in the data set's class colours.
         overwrite: replace output files that exist already (inputs never are).
@@ -154,6 +156,7 @@ class PredictOptions:
     num_workers: int = 0
     writers: int = 2
     save_masks: bool = True
+    ids: bool = False
     overlay: bool = False
     color: bool = False
     overwrite: bool = False

@@ -1,7 +1,8 @@
 """Outputs of prediction: what is written per image, refused before anything is written, and
 kept in input order.
 
-Per image: ``<stem>.png`` (class ids at the image's own size; a multi-label model writes
+Per image: ``<stem>.png`` (class ids at the image's own size, or the data set's own label
+values where its metadata declares ``output_ids``; a multi-label model writes
 ``<stem>_<class>.png`` instead, 0/255 per class), optionally
 ``<stem>_overlay.jpg``, ``<stem>_color.png`` and a row ``img,rle_mask`` of a Kaggle CSV,
 which goes to a temporary name and is renamed into place once every row is in.
@@ -156,6 +157,12 @@ class Outputs:
                 self._tmp.unlink(missing_ok=True)
 
 
+def encoding(spec: Any) -> np.ndarray | None:
+    """Class id -> label value to write, from the ``output_ids`` training recorded, or None."""
+    ids = (getattr(spec, "meta", None) or {}).get("output_ids")
+    return np.asarray(ids, dtype=np.uint8) if ids else None
+
+
 def palette(spec: Any) -> np.ndarray | None:
     """The class colours training recorded (``spec.meta["palette"]``), or None."""
     colors = (getattr(spec, "meta", None) or {}).get("palette")
@@ -180,6 +187,8 @@ class ImageWriter:
             is cropped away before the probabilities are resized back.
         reader: how the images are read (a model trained on bands; None: 8-bit RGB); the
             overlay then shows their first bands (:func:`segkit.viz.display_bands`).
+        encoding: class id -> the value ``<stem>.png`` holds (the data set's ``output_ids``
+            as a lookup table); None: class ids. Colours, overlays and RLE use class ids.
     """
 
     out_dir: Path
@@ -192,6 +201,12 @@ class ImageWriter:
     model_size: int | None = None
     resize: str = "squash"
     reader: BandReader | None = None
+    encoding: np.ndarray | None = None
+
+    def _write_labels(self, path: Path, labels: np.ndarray) -> None:
+        """``<stem>.png``: the class ids, or the data set's own values for them."""
+        own = labels if self.encoding is None else self.encoding[labels]
+        write_mask(self.out_dir / f"{path.stem}.png", own)
 
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
         """Post-process one image (in a writer thread); returns its RLE when one is wanted.
@@ -203,7 +218,7 @@ class ImageWriter:
         if probs.ndim == 2:
             labels = probs
             if opts.save_masks:
-                write_mask(self.out_dir / f"{path.stem}.png", labels)
+                self._write_labels(path, labels)
         elif self.class_names is not None:
             probs = crop_padding(probs, size, self.model_size, self.resize)
             masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
@@ -216,7 +231,7 @@ class ImageWriter:
             threshold = 0.5 if opts.threshold is None else opts.threshold
             labels = probs_to_labels(probs, size, threshold, opts.resize_back)
             if opts.save_masks:
-                write_mask(self.out_dir / f"{path.stem}.png", labels)
+                self._write_labels(path, labels)
         colors = self.colors
         if colors is None or len(colors) <= int(labels.max()):
             colors = viz.palette(max(self.classes, int(labels.max()) + 1))

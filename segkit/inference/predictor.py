@@ -30,7 +30,7 @@ from segkit.data.resize import check_resize_mode, crop_padding, resize_for_model
 from segkit.errors import ConfigError, DataError, option
 from segkit.inference.inputs import BandFiles, ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
-from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, palette
+from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, encoding, palette
 from segkit.inference.probs import predict_proba, probs_to_labels, probs_to_masks, resize_probs
 from segkit.inference.stream import FileStream
 from segkit.inference.tiling import prob_bands, tiled_labels
@@ -313,6 +313,7 @@ class Predictor:
             model_size=self.size,
             resize=self.resize,
             reader=self.reader,
+            encoding=None if opts.ids or classes is not None else encoding(self.spec),
         )
         if self.reader is None:
             files = ImageFiles(paths, self.size, opts.max_pixels, self.resize, self.scale)

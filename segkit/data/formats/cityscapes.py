@@ -10,6 +10,10 @@ so each mask goes through the standard labelId -> trainId table on load (ids wit
 trainId, such as ``parking`` or ``ego vehicle``, become 255 and are left out). Files that
 ``createTrainIdLabelImgs`` wrote (``*_gtFine_labelTrainIds.png``) are read as they are with
 ``label_type="labelTrainIds"``; coarse labels with ``annotations="gtCoarse"``.
+
+Its metadata declares the way back (``output_ids``, trainId -> labelId), so ``segkit predict``
+writes labelIds PNGs as in ``gtFine`` (trainIds with ``--ids``, or for a model trained on
+``labelTrainIds`` files).
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ class CityscapesDataset(SegmentationDataset):
         palette=CITYSCAPES_PALETTE,
         ignore_index=255,
         flip_pairs=(),
+        output_ids=tuple(int(i) for i in TRAIN_TO_LABEL[: len(CITYSCAPES_CLASSES)]),
         synth=_synth,
         source="unpack leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
         "cityscapes-dataset.com there (leftImg8bit/ and gtFine/)",
@@ -174,6 +179,12 @@ class CityscapesDataset(SegmentationDataset):
             samples = [s for s in samples if s.image_path.parent.name in keep]
         self.split, self.label_type = split, label_type
         super().__init__(select_ids(samples, ids, image_dir), transform, None, root)
+
+    def metadata(self) -> DatasetMeta:
+        """The declared metadata; predictions are written in the label files' own ids
+        (labelIds, or trainIds when those are what it reads)."""
+        meta = super().metadata()
+        return meta if self.label_type == "labelIds" else meta.replace(output_ids=None)
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """The label map in trainIds (0..18, 255 = left out)."""
