@@ -189,6 +189,12 @@ def _labels_from_folders(
     if len(fits) == 1:
         print(f"scoring as {fits[0]!r}: its {count} classes (--classes chooses others)")
         return _labels(fits[0])
+    if fits:  # several data sets have that many classes: guessing one would mislabel the rest
+        print(
+            f"scoring {count} classes found in the labels (data sets with {count} classes: "
+            f"{', '.join(sorted(fits))}; --classes {sorted(fits)[0]} names them so)"
+        )
+        return [str(i) for i in range(count)], None
     print(f"scoring {count} classes found in the labels (--classes names them)")
     return [str(i) for i in range(count)], None
 

@@ -399,6 +399,9 @@ def test_a_helen_release_folder_predicts_its_images_only_and_scores(tmp_path, ca
     )
     assert len(list((tmp_path / "p").iterdir())) == 3
     assert main(["score", str(folder), str(tmp_path / "p")]) == 0
+    # Helen and CamVid both have 11 classes: the labels alone cannot say which, so both are named
+    assert "data sets with 11 classes: camvid, helen" in capsys.readouterr().out
+    assert main(["score", str(folder), str(tmp_path / "p"), "--classes", "helen"]) == 0
     assert "f1_overall" in capsys.readouterr().out
 
 
