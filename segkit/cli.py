@@ -192,7 +192,8 @@ def _labels_from_folders(
     if fits:  # several data sets have that many classes: guessing one would mislabel the rest
         print(
             f"scoring {count} classes found in the labels (data sets with {count} classes: "
-            f"{', '.join(sorted(fits))}; --classes {sorted(fits)[0]} names them so)"
+            f"{', '.join(sorted(fits))}; name them with "
+            f"{' or '.join(f'--classes {n}' for n in sorted(fits))})"
         )
         return [str(i) for i in range(count)], None
     print(f"scoring {count} classes found in the labels (--classes names them)")
