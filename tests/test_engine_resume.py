@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -368,11 +369,13 @@ def test_a_format_1_checkpoint_resumes_as_the_straight_run(
     shutil.copytree(TESTS / "data" / f"v1_{name}", tmp_path / "old")
     resumed_model, resumed = trainer(tmp_path / "old")
     result = resumed.fit(resume=True)
-    assert all(torch.equal(a, b) for a, b in zip(weights(resumed_model), weights(model)))
-    assert (result["best_epoch"], result["best_value"]) == (
-        expected["best_epoch"],
-        expected["best_value"],
-    )
-    assert history_without_timing(tmp_path / "old" / "history.csv") == history_without_timing(
-        tmp_path / "straight" / "history.csv"
-    )
+    # the files' first epochs ran on the CPU that made them; another CPU's kernels (AVX2 here,
+    # AVX-512 elsewhere) round differently, by a few float32 ulps (1e-8 .. 6e-8 measured). A
+    # lost state (optimizer moments, RNG, scheduler step) would differ by far more: the
+    # interrupt-and-resume tests above, on one machine, stay bit-identical
+    for a, b in zip(weights(resumed_model), weights(model)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert result["best_epoch"] == expected["best_epoch"]
+    assert result["best_value"] == pytest.approx(expected["best_value"], rel=1e-6)
+    old, new = (pd.read_csv(tmp_path / d / "history.csv").iloc[:, :-2] for d in ("old", "straight"))
+    pd.testing.assert_frame_equal(old, new, rtol=1e-6)
