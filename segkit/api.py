@@ -557,10 +557,15 @@ def evaluate(
     ``batch_size`` is then windows per model call, and memory stays bounded by the window
     batch and one band of windows, whatever the images' size
     (:func:`segkit.inference.scoring.score_tiled`). Without it images are resized to the
-    training size (a model trained on ``data.crop`` is scored at native size in windows of
-    its crop size at its training scale).
+    training size, except that a model trained on ``data.crop`` is always scored at the
+    native size in windows, as validation scored it: of its crop size at its training scale
+    (``tile`` then sets the window as the model sees it, each covering ``tile / scale``
+    image pixels).
     """
+    from segkit.engine import Evaluator
+    from segkit.engine.distributed import resolve_device
     from segkit.inference import InferenceModel, parse_tta
+    from segkit.inference.scoring import score_tiled
     from segkit.models.sliding import check_blend, check_overlap, check_tile
 
     tta = parse_tta(tta)
@@ -571,7 +576,7 @@ def evaluate(
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
-    from segkit.models.scaled import crop_record, windows_for
+    from segkit.models.scaled import crop_record
     from segkit.plugins import import_plugins
 
     ckpt = load_checkpoint(checkpoint)
@@ -594,89 +599,34 @@ def evaluate(
     names = list(model.spec.class_names or ds.class_names)
     flip_pairs = meta.pairs_for(names)
     workers = cfg.data.num_workers if num_workers is None else num_workers
-    if tile is not None:
-        _check_tiled(model.spec, meta, tile)
+    record = crop_record(model.spec)
+    if tile is not None or record is not None:
+        check_tile(tile, model.spec.divisor)
+        scale = float(record.get("scale", 1.0)) if record is not None else 1.0
+        if tile is None:  # the windows validation scored: the crop size at its scale
+            tile, overlap = int(record["size"]), float(record.get("overlap", overlap))
+        evaluator = Evaluator(names, meta.groups_for(names), meta.ignore_index)
+        if meta.multilabel:
+            evaluator = Evaluator(names, multilabel=True, thresholds=thresholds)
+        ds.transform = None  # images and masks as read: windows are normalised one by one
+        loader = make_loader(ds, 1, shuffle=False, num_workers=workers, seed=cfg.train.seed)
         window = (tile, overlap, batch_size or cfg.data.batch_size, tta, flip_pairs, blend)
-        result = _evaluate_tiled(model, ds, names, meta, device, workers, cfg.train.seed, window)
-        result = {k: float(v) for k, v in result.items()}
-        if json_out is not None:
-            write_json(json_out, result)
-        return result
-    attach_transforms(cfg, ds, ds, model.spec, flip_pairs)
-    crops = crop_record(model.spec) is not None  # whole images at native size, one a batch
-    loader = make_loader(
-        ds,
-        batch_size or (1 if crops else cfg.data.batch_size),
-        shuffle=False,
-        num_workers=workers,
-        seed=cfg.train.seed,
-    )
-    if tta is not None:
-        model = InferenceModel(model, tta, flip_pairs)
-    if crops:  # scored at the native size, predicted at the training scale in windows
-        model = windows_for(model, cfg.data.batch_size)
-    result = evaluate_model(
-        model,
-        loader,
-        class_names=names,
-        groups=meta.groups_for(names),
-        device=device,
-        ignore_index=meta.ignore_index,
-        thresholds=thresholds,
-    )
+        dev = resolve_device(device)
+        result = score_tiled(model.to(dev), loader, evaluator, dev, *window, scale=scale)
+    else:
+        attach_transforms(cfg, ds, ds, model.spec, flip_pairs)
+        batches = batch_size or cfg.data.batch_size
+        loader = make_loader(ds, batches, False, num_workers=workers, seed=cfg.train.seed)
+        if tta is not None:
+            model = InferenceModel(model, tta, flip_pairs)
+        groups = meta.groups_for(names)
+        result = evaluate_model(
+            model, loader, names, groups, device, None, meta.ignore_index, thresholds
+        )
     result = {k: float(v) for k, v in result.items()}
     if json_out is not None:
         write_json(json_out, result)
     return result
-
-
-def _check_tiled(spec: Any, meta: DatasetMeta, tile: int) -> None:
-    """Refuse ``tile`` where windows at the native size do not score what the model predicts.
-
-    Raises:
-        ConfigError: a window smaller than the model's divisor; a multi-label model; a model
-            trained on crops at another scale than 1.
-    """
-    from segkit.errors import option
-    from segkit.models.scaled import crop_record
-    from segkit.models.sliding import check_tile
-
-    check_tile(tile, spec.divisor)
-    if meta.multilabel:
-        raise ConfigError(
-            f"{option('tile', tile)} scores label maps; this model is multi-label. Leave it "
-            "out (the images are then scored at the training size)."
-        )
-    record = crop_record(spec)
-    if record is not None and float(record.get("scale", 1.0)) != 1.0:
-        raise ConfigError(
-            f"{option('tile', tile)}: this model was trained on crops at scale "
-            f"{record['scale']:g}, and evaluate already scores it at the native size in windows "
-            f"of its crop size ({record['size']}) at that scale. Leave it out."
-        )
-
-
-def _evaluate_tiled(
-    model: torch.nn.Module,
-    ds: Any,
-    names: list[str],
-    meta: DatasetMeta,
-    device: str,
-    num_workers: int,
-    seed: int,
-    window: tuple[Any, ...],
-) -> dict[str, float]:
-    """Score ``ds``'s images at their native size in sliding windows (``window``: tile,
-    overlap, windows per call, TTA, flip pairs, blend), one image per loader batch."""
-    from segkit.engine import Evaluator, make_loader
-    from segkit.engine.distributed import resolve_device
-    from segkit.inference.scoring import score_tiled
-
-    ds.transform = None  # images and masks as read: windows are normalised one by one
-    loader = make_loader(ds, 1, shuffle=False, num_workers=num_workers, seed=seed)
-    dev = resolve_device(device)
-    evaluator = Evaluator(names, meta.groups_for(names), meta.ignore_index)
-    return score_tiled(model.to(dev), loader, evaluator, dev, *window)
 
 
 def class_thresholds(

@@ -136,12 +136,21 @@ def _tiny_model():
 
 
 def test_scaled_windows_equal_the_model_when_one_window_covers_the_image():
-    from segkit.models.scaled import ScaledWindows
+    import torch.nn.functional as F
+
+    from segkit.models.scaled import ScaledWindows, probs_to_logits
+    from segkit.models.sliding import SlidingWindow  # pads to the divisor and crops back
 
     model = _tiny_model()
     x = torch.randn(2, 3, 32, 48)
     with torch.no_grad():
         assert torch.equal(ScaledWindows(model, tile=64)(x), model(x))
+        # at scale 0.5 a 32 px window covers 64 image px: the image is shrunk by area
+        # averaging, run, and its probabilities enlarged back
+        half = torch.sigmoid(SlidingWindow(model, 64)(F.interpolate(x, (16, 24), mode="area")))
+        back = F.interpolate(half, size=(32, 48), mode="bilinear", align_corners=False)
+        scaled = ScaledWindows(model, tile=32, scale=0.5)(x)
+        torch.testing.assert_close(scaled, probs_to_logits(back, sigmoid=True))
         out = ScaledWindows(model, tile=16, scale=0.5)(torch.randn(1, 3, 70, 90))
     assert out.shape == (1, 1, 70, 90)  # at the input's size, whatever the scale
 
@@ -259,7 +268,7 @@ def test_prediction_of_a_crop_trained_model_runs_windows_at_the_training_scale(c
     from segkit.inference import PredictOptions
 
     squashed = Predictor(crop_run[0] / "run" / "best.pt", PredictOptions(size=64), device="cpu")
-    assert squashed.options.tile is None and squashed.scale is None and squashed.size == 64
+    assert squashed.options.tile is None and squashed.scale == 1.0 and squashed.size == 64
 
 
 def test_validation_during_training_scores_what_evaluate_scores(crop_run, tmp_path):

@@ -306,7 +306,6 @@ def test_dataset_reads_one_image_per_item_and_holds_only_paths(tmp_path):
         "size": 48,
         "max_pixels": MAX_IMAGE_PIXELS,
         "mode": "squash",
-        "scale": None,
     }  # no pixels
     item = ds[1]
     assert item["image"].dtype == torch.uint8 and item["size"] == (80, 96)

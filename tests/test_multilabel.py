@@ -274,8 +274,14 @@ def test_predictor_arrays_tiles_and_tta(trained, tmp_path):
     assert masks.shape == (2, SIZE[1], SIZE[0]) and masks[0].all() and not masks[1].any()
     probs = predictor.probabilities(image)
     assert probs.shape == (2, SIZE[1], SIZE[0]) and probs.min() >= 0.0 and probs.max() <= 1.0
-    tiled = Predictor(ckpt, PredictOptions(tile=32), device="cpu")
+    tiled = Predictor(ckpt, PredictOptions(tile=32, overlay=True), device="cpu")
     assert tiled.labels(image).shape == (2, SIZE[1], SIZE[0])
+    written = tiled.predict([root / "images" / "s0.png"], tmp_path / "tiled")  # masks in bands
+    assert sorted(Path(p).name for p in written["outputs"]) == [f"s0_{c}.png" for c in CLASSES]
+    for c, mask in zip(CLASSES, tiled.labels(image)):
+        on_disk = cv2.imread(str(tmp_path / "tiled" / f"s0_{c}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(on_disk, mask * 255)
+    assert (tmp_path / "tiled" / "s0_overlay.jpg").is_file()
     result = evaluate(ckpt, split="val", tta="flip", threshold=0.5, device="cpu")
     assert set(result) >= {f"f1_{c}" for c in CLASSES}
 
@@ -338,3 +344,30 @@ def test_export_records_the_task_and_thresholds(trained, tmp_path):
     props = {p.key: json.loads(p.value) for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert props["segkit.task"] == "multilabel" and props["segkit.classes"] == 2
     assert props["segkit.thresholds"] == [0.2, 0.8]
+
+
+def test_tiled_scoring_equals_whole_image_scoring_when_one_window_covers_the_image(trained):
+    from segkit.api import evaluate
+    from segkit.engine import model_from_checkpoint
+    from segkit.engine.evaluation import run_evaluation
+    from segkit.inference.inputs import normalize
+    from segkit.inference.scoring import score_tiled
+
+    ckpt, root = trained
+    model = model_from_checkpoint(ckpt, device="cpu")
+    stems = sorted(p.stem for p in (root / "images").glob("*.png"))
+    images = np.stack([cv2.imread(str(root / "images" / f"{s}.png"))[..., ::-1] for s in stems])
+    images = torch.from_numpy(images.copy())
+    masks = torch.from_numpy(np.stack([_stack(root, s) // 255 for s in stems]).astype(np.int64))
+    x = normalize(images, model.spec.mean, model.spec.std)  # native size: 48 x 32
+
+    def evaluator() -> Evaluator:
+        return Evaluator(CLASSES, multilabel=True, thresholds=[0.2, 0.8])
+
+    cpu = torch.device("cpu")
+    whole = run_evaluation(model, [{"image": x, "mask": masks}], evaluator(), cpu)
+    pairs = [{"image": i[None], "mask": m[None]} for i, m in zip(images, masks)]
+    tiled = score_tiled(model, pairs, evaluator(), cpu, 64)
+    assert tiled == pytest.approx(whole, abs=1e-12, nan_ok=True)
+    # and through evaluate: multi-label models take --tile too
+    assert set(evaluate(ckpt, split="val", device="cpu", tile=32)) >= {f"f1_{c}" for c in CLASSES}

@@ -169,11 +169,15 @@ def _band_bytes(classes: int, tile: int, overlap: float, batch_size: int, width:
     return 4 * classes * ((rows - 1) * stride + tile) * strip
 
 
+def _large_image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (2048, 6144, 3), dtype=np.uint8)
+
+
 def test_the_largest_float_tensor_does_not_grow_with_the_image(tmp_path):
     """A small window on a large image: no float tensor beyond one band of windows (a whole
     image's probabilities, 2 x 2048 x 6144 floats, would be 100 MB)."""
     model = _pointwise(2)
-    image = np.random.default_rng(0).integers(0, 256, (2048, 6144, 3), dtype=np.uint8)
+    image = _large_image()
     opts = PredictOptions(tile=128, overlap=0.25, batch_size=8)
     predictor = Predictor(model, opts, device="cpu")
     with LargestFloat() as seen:
@@ -194,14 +198,89 @@ def test_the_largest_float_tensor_does_not_grow_with_the_image(tmp_path):
     assert whole.largest >= 2 * 512 * 768 * 4
 
 
-def test_tile_is_refused_for_a_model_trained_on_crops_at_another_scale(helen_ckpt, tmp_path):
+@pytest.mark.parametrize("kind", ["crops at scale 0.5", "multi-label"])
+def test_scaled_and_multilabel_models_are_bounded_by_the_band_too(kind):
+    """A model trained on 64 px crops at scale 0.5 (its windows cover 128 image pixels), and
+    a multi-label model, on the same large image: predicted and scored band by band."""
+    model = _pointwise(2)
+    opts = PredictOptions(batch_size=8)
+    if kind == "multi-label":
+        model.spec.task, opts = "multilabel", PredictOptions(tile=128, batch_size=8)
+    else:
+        model.spec.options["crop"] = {"size": 64, "scale": 0.5, "overlap": 0.25}
+    image = _large_image()
+    predictor = Predictor(model, opts, device="cpu")
+    with LargestFloat() as seen:
+        labels = predictor.labels(image)
+    bound = _band_bytes(2, 128, 0.25, 8, 6144)
+    assert seen.largest <= bound
+    shape = (2, 2048, 6144) if kind == "multi-label" else (2048, 6144)
+    assert labels.shape == shape and labels.dtype == np.uint8
+    mask = torch.from_numpy(labels.astype(np.int64))
+    if kind == "multi-label":
+        evaluator, tile, scale = Evaluator(["a", "b"], multilabel=True), 128, 1.0
+    else:
+        evaluator, tile, scale = Evaluator(["a", "b"]), 64, 0.5
+    batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
+    with LargestFloat() as scored:
+        result = score_tiled(model, batch, evaluator, torch.device("cpu"), tile, scale=scale)
+    assert scored.largest <= bound
+    assert result["mean_f1" if kind == "multi-label" else "accuracy"] == pytest.approx(1.0)
+
+
+def _at_scale(ckpt: str, tmp_path, scale: float = 0.5) -> str:
+    """``ckpt`` as if trained on 32 px crops at ``scale``."""
     from segkit.engine import load_checkpoint
 
-    state = load_checkpoint(helen_ckpt)
-    state["model_spec"]["options"]["crop"] = {"size": 32, "scale": 0.5, "overlap": 0.25}
+    state = load_checkpoint(ckpt)
+    state["model_spec"]["options"]["crop"] = {"size": 32, "scale": scale, "overlap": 0.25}
     torch.save(state, tmp_path / "crops.pt")
-    with pytest.raises(ConfigError, match="trained on crops at scale 0.5"):
-        evaluate(tmp_path / "crops.pt", split="test", num_workers=0, tile=32)
+    return str(tmp_path / "crops.pt")
+
+
+def test_a_model_trained_on_crops_at_another_scale_is_scored_in_windows_at_it(
+    helen_ckpt, tmp_path, monkeypatch
+):
+    import segkit.inference.probs as probs
+
+    seen: list[tuple[int, ...]] = []
+
+    def spy(model, x):
+        seen.append(tuple(x.shape))
+        return forward(model, x)
+
+    forward = probs.forward_probs
+    monkeypatch.setattr(probs, "forward_probs", spy)
+    ckpt = _at_scale(helen_ckpt, tmp_path)
+    recorded = evaluate(ckpt, split="test", num_workers=0)  # the recorded windows
+    # the 64 px faces (2 of them) resized by 0.5: one 32 px window each, one face per call
+    assert seen == [(1, 3, 32, 32)] * 2
+    same = evaluate(ckpt, split="test", num_workers=0, tile=32, overlap=0.25)
+    assert same == pytest.approx(recorded, abs=0, nan_ok=True)
+    # --tile is the window as the model sees it: 16 model px at scale 0.5 cover 32 of the
+    # 64 px faces, so 3 x 3 windows of 32 image px, each resized to 16 for the model
+    seen.clear()
+    evaluate(ckpt, split="test", num_workers=0, tile=16, batch_size=9)
+    assert seen == [(9, 3, 16, 16)] * 2
+
+
+def test_predicting_a_scaled_model_in_bands_gives_what_validation_computes(helen_ckpt, tmp_path):
+    """The Predictor's band-by-band labels equal those of :class:`ScaledWindows` (what
+    validation runs during training) on the whole image."""
+    from segkit.engine import model_from_checkpoint
+    from segkit.inference.inputs import normalize
+    from segkit.models.scaled import ScaledWindows
+
+    model = model_from_checkpoint(_at_scale(helen_ckpt, tmp_path), device="cpu").eval()
+    image = np.random.default_rng(1).integers(0, 256, (150, 210, 3), dtype=np.uint8)
+    predictor = Predictor(model, PredictOptions(batch_size=3), device="cpu")
+    assert (predictor.options.tile, predictor.scale) == (32, 0.5)
+    labels = predictor.labels(image)
+    x = normalize(torch.from_numpy(image)[None], model.spec.mean, model.spec.std)
+    with torch.inference_mode():
+        logits = ScaledWindows(model, 32, 0.5, 0.25, batch_size=5)(x)
+    assert logits.shape[-2:] == (150, 210)
+    assert (labels == logits[0].argmax(0).numpy()).mean() > 0.9999
 
 
 def test_predict_command_takes_overlap_and_blend(helen_ckpt, tmp_path):

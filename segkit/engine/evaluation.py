@@ -250,19 +250,20 @@ class Evaluator:
 
         Args:
             probs: the region's probabilities ``C x h x w`` (one channel: the foreground's).
-            preds: its labels ``h x w``.
-            masks: its target labels ``h x w``.
+            preds: its labels ``h x w`` (a multi-label model: 0/1 masks ``C x h x w``).
+            masks: its targets, shaped as ``preds`` (soft binary targets: floats).
             sums: what earlier regions of the same image returned.
 
         Returns:
             The image's soft-Dice sums so far (binary models; None otherwise), for the next
             region and then :meth:`finish_image`.
         """
-        if self.cm is None and not self.is_multilabel:
-            self._start(probs.shape[0], masks)
+        if self.cm is None:
+            self._start(probs.shape[0], masks[None])
         if self.is_multilabel:
-            raise ValueError("update_region counts label maps; multi-label models need update().")
-        self.cm.update(preds, masks)
+            self.cm.update(preds[None], masks[None])
+            return None
+        self.cm.update(preds, hard_labels(masks))
         if self.dice is None:
             return None
         p, t = probs[0].float(), masks.to(probs.device).float()

@@ -25,7 +25,6 @@ from segkit.data.io import (
     header_size,
     list_files,
     read_resized,
-    resize_scaled,
 )
 from segkit.data.resize import resize_for_model
 from segkit.errors import DataError
@@ -98,10 +97,9 @@ def read_for_model(
     size: int | None,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
     mode: str = "squash",
-    scale: float | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is), or by the factor
-    ``scale`` (a model trained on crops at that scale), and its original size.
+    """Read an RGB image resized to ``size`` x ``size`` (``None``: as it is) and its original
+    size.
 
     ``mode`` is training's ``data.resize`` (:mod:`segkit.data.resize`): ``longest_side_pad``
     gives the aspect-kept image padded to ``size x size``, ``shortest_side_crop`` the whole
@@ -116,7 +114,7 @@ def read_for_model(
         DataError: the file is missing, not an image, corrupt, truncated or too large (names
             the file).
     """
-    return read_resized(path, size, max_pixels=max_pixels, mode=mode, scale=scale)
+    return read_resized(path, size, max_pixels=max_pixels, mode=mode)
 
 
 def read_bands_for_model(
@@ -126,7 +124,6 @@ def read_bands_for_model(
     channels: int,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
     mode: str = "squash",
-    scale: float | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`read_for_model` for a model trained on bands: ``H x W x channels`` float32 on
     the input scale (:class:`~segkit.data.bands.BandReader`), resized as training did.
@@ -137,8 +134,6 @@ def read_bands_for_model(
     if max_pixels is not None and Path(path).is_file():  # else the reader names what is wrong
         check_pixels(path, header_size(np.fromfile(path, np.uint8, count=64), path), max_pixels)
     image = reader.read(path, channels, trained=True)
-    if scale is not None and size is None:
-        return resize_scaled(image, scale), image.shape[:2]
     return resize_for_model(image, size, mode), image.shape[:2]
 
 
@@ -158,17 +153,16 @@ class ImageFiles(torch.utils.data.Dataset):
         size: int | None,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
         mode: str = "squash",
-        scale: float | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
-        self.size, self.max_pixels, self.mode, self.scale = size, max_pixels, mode, scale
+        self.size, self.max_pixels, self.mode = size, max_pixels, mode
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def read(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         """The image at ``path`` for the model and its original ``(height, width)``."""
-        return read_for_model(path, self.size, self.max_pixels, self.mode, self.scale)
+        return read_for_model(path, self.size, self.max_pixels, self.mode)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
@@ -190,14 +184,13 @@ class BandFiles(ImageFiles):
         channels: int,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
         mode: str = "squash",
-        scale: float | None = None,
     ) -> None:
-        super().__init__(paths, size, max_pixels, mode, scale)
+        super().__init__(paths, size, max_pixels, mode)
         self.reader, self.channels = reader, channels
 
     def read(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         """The bands at ``path`` for the model and their original ``(height, width)``."""
-        args = (self.max_pixels, self.mode, self.scale)
+        args = (self.max_pixels, self.mode)
         return read_bands_for_model(path, self.size, self.reader, self.channels, *args)
 
 

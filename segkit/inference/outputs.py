@@ -211,17 +211,21 @@ class ImageWriter:
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
         """Post-process one image (in a writer thread); returns its RLE when one is wanted.
 
-        ``probs`` are ``C x h x w`` probabilities, or (sliding windows at the image's own
-        size) its finished ``H x W`` uint8 label map.
+        ``probs`` are ``C x h x w`` float probabilities, or (sliding windows at the image's
+        own size) its finished uint8 ``H x W`` label map (a multi-label model's ``C x H x W``
+        0/1 masks).
         """
         opts = self.options
-        if probs.ndim == 2:
+        finished = probs.dtype == np.uint8
+        if finished and self.class_names is None:
             labels = probs
             if opts.save_masks:
                 self._write_labels(path, labels)
         elif self.class_names is not None:
-            probs = crop_padding(probs, size, self.model_size, self.resize)
-            masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
+            masks = probs
+            if not finished:
+                probs = crop_padding(probs, size, self.model_size, self.resize)
+                masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
             if opts.save_masks:
                 for name, mask in zip(self.class_names, masks):
                     write_mask(self.out_dir / f"{path.stem}_{name}.png", mask * np.uint8(255))

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from segkit.data.bands import BandReader
-from segkit.data.io import resize_scaled
 from segkit.data.meta import DatasetMeta
 from segkit.data.resize import check_resize_mode, crop_padding, resize_for_model
 from segkit.errors import ConfigError, DataError, option
@@ -108,11 +107,11 @@ class Predictor:
         #: its crop size, unless a size (a square resize) or another tile is asked for
         record = crop_record(spec)
         if record is not None and opts.tile is None and opts.size is None:
-            self.options = opts = dataclasses.replace(opts, tile=int(record["size"]))
-        #: the factor images are resized by before tiling (None: as they are)
-        self.scale = float(record["scale"]) if record is not None and opts.tile else None
-        if self.scale == 1.0:
-            self.scale = None
+            window = {"tile": int(record["size"]), "overlap": float(record.get("overlap", 0.25))}
+            self.options = opts = dataclasses.replace(opts, **window)
+        #: the factor each window is resized by for the model (its training scale): a window
+        #: of ``tile`` model pixels covers ``tile / scale`` of the image's own
+        self.scale = float(record.get("scale", 1.0)) if record is not None and opts.tile else 1.0
         #: the square size images are resized to; None: as they are (always when tiling)
         self.size = None if opts.tile else (opts.size or train_size)
         #: how images meet that size: training's data.resize (older checkpoints: squash)
@@ -164,7 +163,7 @@ class Predictor:
     def _window_args(self) -> tuple[Any, ...]:
         opts = self.options
         window = (opts.tile, opts.overlap, opts.batch_size, opts.tta, self.flip_pairs)
-        return (self.mean, self.std, *window)
+        return (self.mean, self.std, *window, opts.blend)
 
     def batch_probs(self, images: torch.Tensor) -> np.ndarray:
         """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch (``N x h x w x
@@ -180,7 +179,7 @@ class Predictor:
         """``C x H x W`` probabilities of one image in windows, filled band by band (each
         window batch normalised as it is read: no float copy of the image)."""
         out: np.ndarray | None = None
-        for band in prob_bands(self.model, image, *self._window_args(), self.options.blend):
+        for band in prob_bands(self.model, image, *self._window_args(), scale=self.scale):
             if out is None:
                 out = np.empty((band.out.shape[0], *image.shape[:2]), np.float32)
             h, w = band.out.shape[-2:]
@@ -189,9 +188,9 @@ class Predictor:
 
     @property
     def labels_in_windows(self) -> bool:
-        """Whether label maps are made band by band as windows finish (tiling an image at its
-        own size, one label per pixel): memory then holds one band of floats, not an image."""
-        return bool(self.options.tile) and self.scale is None and not self.multilabel
+        """Whether label maps (a multi-label model's masks) are made band by band as windows
+        finish (tiling): memory then holds one band of floats, not an image's."""
+        return bool(self.options.tile)
 
     def batch_outputs(self, images: torch.Tensor) -> np.ndarray:
         """What the writers take for a batch: probabilities (resized back and turned into
@@ -200,9 +199,10 @@ class Predictor:
         if not self.labels_in_windows:
             return self.batch_probs(images)
         opts = self.options
-        threshold = 0.5 if opts.threshold is None else opts.threshold
-        args = (*self._window_args(), threshold, opts.blend)
-        return np.stack([tiled_labels(self.model, image, *args) for image in images])
+        threshold = 0.5 if opts.threshold is None or self.multilabel else opts.threshold
+        cut = {"threshold": threshold, "thresholds": self.thresholds, "scale": self.scale}
+        args = self._window_args()
+        return np.stack([tiled_labels(self.model, image, *args, **cut) for image in images])
 
     def _array_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         if self.reader is not None and isinstance(image, np.ndarray) and image.ndim in (2, 3):
@@ -215,10 +215,7 @@ class Predictor:
     def _resized_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Probabilities of one checked image, resized for the model as training did, with
         any padding cropped off; and the image's own size."""
-        if self.scale is not None:
-            resized = np.ascontiguousarray(resize_scaled(image, self.scale))
-        else:
-            resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
+        resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
         with self._evaluating():
             probs = self.batch_probs(torch.from_numpy(resized)[None].to(self.device))
         size = image.shape[:2]
@@ -316,9 +313,9 @@ class Predictor:
             encoding=None if opts.ids or classes is not None else encoding(self.spec),
         )
         if self.reader is None:
-            files = ImageFiles(paths, self.size, opts.max_pixels, self.resize, self.scale)
+            files = ImageFiles(paths, self.size, opts.max_pixels, self.resize)
         else:
-            geometry = (opts.max_pixels, self.resize, self.scale)
+            geometry = (opts.max_pixels, self.resize)
             files = BandFiles(paths, self.size, self.reader, self.spec.in_channels, *geometry)
         results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
         stream = FileStream(files, opts, self.batch_outputs, writer, results, self.device)

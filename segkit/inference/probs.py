@@ -24,14 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from segkit.inference.options import TTA, parse_tta
-from segkit.models.factory import crop, pad_to_divisor
+from segkit.models.scaled import at_scale, forward_probs
 from segkit.models.tta import flip_average
-
-
-def _forward_probs(model: torch.nn.Module, x: torch.Tensor, binary: bool) -> torch.Tensor:
-    padded, (h, w) = pad_to_divisor(x, model.spec.divisor or 1)
-    logits = crop(model(padded), (h, w)).float()
-    return torch.sigmoid(logits) if binary else torch.softmax(logits, dim=1)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -43,26 +37,30 @@ def predict_proba(
     x: torch.Tensor,
     tta: TTA | str | None = None,
     flip_pairs: Sequence[tuple[int, int]] = (),
+    scale: float = 1.0,
 ) -> torch.Tensor:
     """Class probabilities ``N x C x H x W`` for a normalised batch of any size.
 
     Binary models (one output channel) give the foreground probability (sigmoid), others a
     softmax. ``tta`` (:func:`~segkit.inference.options.parse_tta`) averages over input scales,
     each resized back bilinearly, and with ``flip`` over the mirrored batch, whose channels
-    in ``flip_pairs`` (left/right classes) are swapped back.
+    in ``flip_pairs`` (left/right classes) are swapped back. ``scale`` is the model's own
+    (a crop-trained model's ``data.crop.scale``): the batch is resized by it first and the
+    probabilities back (:func:`segkit.models.scaled.at_scale`); TTA scales are relative to it.
     """
     tta = parse_tta(tta)
-    binary = model.spec.classes == 1 or model.spec.task == "multilabel"  # sigmoid per channel
+    if scale != 1.0:
+        return at_scale(lambda b: predict_proba(model, b, tta, flip_pairs), x, scale)
 
     def probs(batch: torch.Tensor) -> torch.Tensor:
-        return _forward_probs(model, batch, binary)
+        return forward_probs(model, batch)
 
     if tta is None:
         return probs(x)
     height, width = x.shape[-2:]
     total: torch.Tensor | None = None
-    for scale in tta.scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    for factor in tta.scales:
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
         scaled = x if size == (height, width) else _resize(x, size)
         p = flip_average(probs, scaled, flip_pairs) if tta.flip else probs(scaled)
         p = p if size == (height, width) else _resize(p, (height, width))

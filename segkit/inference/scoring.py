@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from segkit.engine.evaluation import Evaluator, unpack_batch
+from segkit.engine.evaluation import Evaluator, as_target, unpack_batch
 from segkit.inference.options import TTA
 from segkit.inference.tiling import prob_bands, probs_to_labels_torch
 from segkit.models.sliding import check_blend, check_overlap
@@ -32,6 +32,8 @@ def score_tiled(
     tta: TTA | str | None = None,
     flip_pairs: Sequence[tuple[int, int]] = (),
     blend: str = "gaussian",
+    *,
+    scale: float = 1.0,
 ) -> dict[str, float]:
     """Score ``model`` over ``loader`` in sliding windows; returns the evaluator's metrics.
 
@@ -46,12 +48,20 @@ def score_tiled(
         tta: test-time augmentation of each window (:func:`~segkit.inference.parse_tta`).
         flip_pairs: class pairs that flip TTA swaps back.
         blend: ``"gaussian"`` or ``"uniform"`` blending of overlapping windows.
+        scale: the model's input scale (a crop-trained model's ``data.crop.scale``): windows
+            then cover ``tile / scale`` image pixels (:func:`~segkit.inference.tiling.prob_bands`).
+
+    A multi-label evaluator (``multilabel=True``; its ``thresholds``, 0.5 each when None)
+    scores each class's thresholded band against ``C x H x W`` masks.
     """
     check_overlap(overlap)
     check_blend(blend)
     spec = model.spec
     mean, std = spec.mean or (0.0,) * 3, spec.std or (1.0,) * 3
-    window = (tile, overlap, batch_size, tta, flip_pairs, blend, device)
+    window = (tile, overlap, batch_size, tta, flip_pairs, blend, device, scale)
+    thresholds = None
+    if evaluator.multilabel:
+        thresholds = evaluator.thresholds or [0.5] * spec.classes
     was_training = model.training
     model.eval()
     evaluator.reset()
@@ -63,8 +73,9 @@ def score_tiled(
                     sums = None
                     for band in prob_bands(model, image, mean, std, *window):
                         h, w = band.out.shape[-2:]
-                        target = mask[band.y : band.y + h, band.x : band.x + w].to(device).long()
-                        preds = probs_to_labels_torch(band.out)
+                        target = mask[..., band.y : band.y + h, band.x : band.x + w]
+                        target = as_target(target.to(device))
+                        preds = probs_to_labels_torch(band.out, thresholds=thresholds)
                         sums = evaluator.update_region(band.out, preds, target, sums)
                     evaluator.finish_image(sums)
         return evaluator.compute()
