@@ -1,7 +1,7 @@
 """Scaling: peak resident memory of training and prediction at N and 4N images stays flat.
 
 Each measurement runs in a fresh Python process (this script with ``--child``) so that peaks
-do not mix; the child reports ``ru_maxrss`` at its end. Training: one epoch of the Carvana
+do not mix; the child reports its own peak (``VmHWM``) at its end. Training: one epoch of the Carvana
 example (smp U-Net ResNet18, batch 16, prepared 128x128 PNGs, loader workers 0 so that the
 data's memory is in the measured process, checkpoints written), once on the prepared PNGs
 and once on the full-size (1918x1280) JPEG + GIF pairs (each 7 MiB decoded: keeping them

@@ -9,9 +9,12 @@ the paired median ratio is reported (with overlap 0.25 the windows cover about 1
 the image's pixels, so a ratio near 0.55 means blending costs little).
 
 Memory: each of ``--memory-sizes`` is predicted in a fresh process; reported are its peak
-resident memory above what the process held before predicting, the uint8 input plus label
+resident memory above what the process held before predicting (the peak is reset after the
+model, the image and a one-window warm-up are in place), the uint8 input plus label
 map that any prediction must hold, and the largest float tensor any torch op returned (one
-band of windows, not the image).
+band of windows, not the image). ``--memory-scale 0.5`` measures a model trained on crops at
+half scale instead (``spec.options["crop"]``: its ``tile`` windows cover ``2 * tile`` image
+pixels, each resized to ``tile`` for the model and its probabilities back).
 
 The model is a from-scratch U-Net (``--base-channels``), random weights: speed and memory do
 not depend on what it learned.
@@ -29,7 +32,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import alternate, emit, median, option, paired_ratio, parse_args, peak_rss_mib
+from _common import (
+    alternate,
+    emit,
+    median,
+    option,
+    paired_ratio,
+    parse_args,
+    peak_rss_mib,
+    reset_peak_rss,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from segkit.inference import PredictOptions, Predictor, normalize
@@ -51,9 +63,12 @@ class LargestFloat(TorchDispatchMode):
         return out
 
 
-def _model(base: int) -> torch.nn.Module:
+def _model(base: int, tile: int = 512, scale: float = 1.0) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(arch="unet", classes=1, base_channels=base).eval()
+    model = build_model(arch="unet", classes=1, base_channels=base).eval()
+    if scale != 1.0:  # as if trained on tile x tile crops at that scale
+        model.spec.options["crop"] = {"size": tile, "scale": scale, "overlap": 0.25}
+    return model
 
 
 def _image(size: int) -> np.ndarray:
@@ -68,11 +83,14 @@ def _windows(image: np.ndarray, tile: int, mean, std) -> torch.Tensor:
     return normalize(torch.stack(crops), mean, std)
 
 
-def memory_child(size: int, tile: int, batch: int, base: int) -> None:
+def memory_child(size: int, tile: int, batch: int, base: int, scale: float) -> None:
     """Predict one ``size``^2 image in this fresh process; print its memory figures as JSON."""
-    predictor = Predictor(_model(base), PredictOptions(tile=tile, batch_size=batch), "cpu")
+    model = _model(base, tile, scale)
+    predictor = Predictor(model, PredictOptions(tile=tile, batch_size=batch), "cpu")
     image = _image(size)
-    predictor.labels(image[:tile, :tile].copy())  # warm-up: allocator and kernels
+    span = round(tile / scale)
+    predictor.labels(image[:span, :span].copy())  # warm-up: kernels, one window
+    reset_peak_rss()  # the peak of loading the model and making the image is not counted
     before = peak_rss_mib()
     with LargestFloat() as seen:
         labels = predictor.labels(image)
@@ -81,6 +99,7 @@ def memory_child(size: int, tile: int, batch: int, base: int) -> None:
         json.dumps(
             {
                 "size": size,
+                "scale": scale,
                 "peak_rss_above_start_mib": round(after - before, 1),
                 "input_plus_labels_mib": round((image.nbytes + labels.nbytes) / 2**20, 1),
                 "largest_float_tensor_mib": round(seen.largest / 2**20, 2),
@@ -99,12 +118,13 @@ def main() -> None:
         rounds=(int, 3, "timed rounds per side"),
         base_channels=(int, 8, "U-Net width"),
         memory_sizes=(str, "2048,8192", "image sides whose memory is measured"),
+        memory_scale=(float, 1.0, "crop scale of the model whose memory is measured"),
         memory_child=(int, None, "internal: measure one size in this process"),
     )
     tile, batch = option(args, "tile", 64), option(args, "batch", 4)
     base = option(args, "base_channels", 4)
     if args.memory_child:
-        memory_child(args.memory_child, tile, batch, base)
+        memory_child(args.memory_child, tile, batch, base, option(args, "memory_scale", 1.0))
         return
     size, rounds = option(args, "size", 256), option(args, "rounds", 1)
     overlap = option(args, "overlap", 0.25)
@@ -133,6 +153,7 @@ def main() -> None:
     for side in str(option(args, "memory_sizes", "128,512")).split(","):
         command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", side]
         command += ["--tile", str(tile), "--batch", str(batch), "--base-channels", str(base)]
+        command += ["--memory-scale", str(option(args, "memory_scale", 1.0))]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         memory.append(json.loads(done.stdout.strip().splitlines()[-1]))
     emit(
