@@ -1,20 +1,25 @@
-"""GPU: the Carvana training step in fp32 against bf16 autocast + channels_last (+ torch.compile).
+"""Training speed by setting: fp32, channels_last, bf16 + channels_last, + torch.compile.
 
 segkit's ``Trainer`` on the Carvana example (smp U-Net ResNet18, 128x128, batch 16, prepared
 PNGs through ``CarvanaDataset`` + transforms + ``make_loader``), once per variant and round,
-variants alternating: ``fp32`` (``amp=off``), ``bf16_cl`` (``amp=bf16``, ``channels_last``) and
-``bf16_cl_compile`` (the same plus ``compile``). Reported per variant: training images/s
-(``history.csv``, median over the epochs after the first, which holds compilation, cuDNN
-autotuning and worker start-up) and the data-loader wait per step (time the loop spent
-waiting for the next batch), plus the rate at which the loader alone delivers batches. When
-the loader alone is much faster than training and the wait per step is small against the
-step time, the loader keeps the GPU busy.
+variants alternating, on the GPU (``--device cuda``) or the CPU (``--device cpu``; ``auto``,
+the default, is the GPU when there is one):
 
-Without a CUDA device it prints ``{"benchmark": "gpu", "skipped": "no CUDA device", ...}``
-and exits 0. ``--device cpu`` runs the same code on the CPU (a smoke test of the script only:
-bf16 on a CPU without a bf16 matrix unit is very slow).
+- ``fp32``: ``amp=off``, ``channels_last=false``, no compile (segkit's default before
+  ``channels_last: auto``);
+- ``cl``: ``channels_last=true`` alone;
+- ``bf16_cl``: ``amp=bf16`` + ``channels_last``;
+- ``bf16_cl_compile``: the same plus ``compile``.
 
-Run: ``python benchmarks/bench_gpu.py`` (``--quick`` for a smoke run).
+Reported per variant: training images/s (``history.csv``, median over the epochs after the
+first, which holds compilation, cuDNN autotuning and worker start-up), its paired ratio to
+``fp32`` and the data-loader wait per step (time the loop spent waiting for the next batch),
+plus the rate at which the loader alone delivers batches and what ``amp: auto`` and
+``channels_last: auto`` resolve to on the device. When the loader alone is much faster than
+training and the wait per step is small against the step time, the loader keeps up.
+
+Run: ``python benchmarks/bench_speed.py`` (``--quick`` for a smoke run of fp32 and cl;
+``--variants fp32,cl`` for a subset).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from segkit.engine.loaders import release_workers
 BATCH = 16
 VARIANTS = {
     "fp32": {"amp": "off", "channels_last": False, "compile": False},
+    "cl": {"amp": "off", "channels_last": True, "compile": False},
     "bf16_cl": {"amp": "bf16", "channels_last": True, "compile": False},
     "bf16_cl_compile": {"amp": "bf16", "channels_last": True, "compile": True},
 }
@@ -92,7 +98,7 @@ def train_variant(
                       progress=False, **variant)  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with quiet(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bf16 on CPU (--device cpu) warns that it is slow
+        warnings.simplefilter("ignore")  # bf16 on CPU warns that it is slow
         trainer = Trainer(model, build_loss("soft_dice"), optimizer, loader, None, cfg,
                           TrainerOptions(SchedulerConfig("none")))  # fmt: skip
         trainer.fit()
@@ -124,21 +130,69 @@ def loader_only(dataset: Any, workers: int, epochs: int) -> float:
     return rate
 
 
+def bench_model(arch: str, base_channels: int) -> torch.nn.Module:
+    """The Carvana example's network (``smp``) or the from-scratch U-Net (``unet``), 1 class."""
+    if arch == "smp":
+        return carvana_model()
+    if arch != "unet":
+        raise SystemExit(f"--arch: smp or unet, not {arch!r}")
+    from segkit.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(arch="unet", classes=1, base_channels=base_channels)
+
+
+def repr_model(arch: str, base_channels: int) -> str:
+    """The benchmarked network in words."""
+    if arch == "smp":
+        return "smp.Unet resnet18, 1 class"
+    return f"unet base_channels={base_channels}, 1 class"
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: ``cuda`` when a CUDA device is available, else ``cpu``."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def auto_settings(device: str) -> dict[str, Any]:
+    """What ``train.amp: auto`` and ``train.channels_last: auto`` resolve to on ``device``."""
+    from segkit.engine.runtime import resolve_amp, resolve_channels_last
+
+    where = torch.device(device)
+    dtype = resolve_amp("auto", where)
+    return {
+        "amp": str(dtype).replace("torch.", "") if dtype is not None else "off",
+        "channels_last": resolve_channels_last("auto", where),
+    }
+
+
 def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
-        device=(str, "cuda", "cuda (default) or cpu (smoke test of the script only)"),
+        device=(str, "auto", "auto (cuda when available, else cpu), cuda or cpu"),
+        variants=(str, ",".join(VARIANTS), "variants to run, comma-separated"),
         cars=(int, 16, "synthetic cars, 16 views each (16 = 256 images per epoch)"),
         epochs=(int, 5, "epochs per fit (the first is left out of the rates)"),
         rounds=(int, 2, "rounds of the variants"),
         workers=(int, min(8, os.cpu_count() or 1), "DataLoader workers"),
         size=(int, 128, "square training size"),
-        compile=(int, 1, "1: include the torch.compile variant, 0: leave it out"),
+        arch=(
+            str,
+            "smp",
+            "smp: the Carvana example's ResNet18 U-Net; unet: the from-scratch U-Net",
+        ),
+        base_channels=(int, 64, "width of the from-scratch U-Net (Helen's tutorial: 64)"),
     )
-    device = option(args, "device", "cuda")
+    device = resolve_device(option(args, "device", "auto"))
     if device.startswith("cuda") and not torch.cuda.is_available():
-        emit("gpu", {"skipped": "no CUDA device"})
+        emit("speed", {"skipped": "no CUDA device"})
         return
+    names = [v.strip() for v in option(args, "variants", "fp32,cl").split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or "fp32" not in names:
+        raise SystemExit(f"--variants: pick from {', '.join(VARIANTS)}, fp32 included")
     from segkit.config import AugmentConfig
     from segkit.data import (
         IMAGENET_MEAN,
@@ -150,9 +204,9 @@ def main() -> None:
 
     cars, epochs = option(args, "cars", 1), option(args, "epochs", 2)
     rounds, workers = option(args, "rounds", 1), option(args, "workers", 0)
-    size, with_compile = option(args, "size", 32), bool(option(args, "compile", 0))
+    size = option(args, "size", 32)
     views = 4 if args.quick else 16
-    variants = {k: v for k, v in VARIANTS.items() if with_compile or not v["compile"]}
+    variants = {name: VARIANTS[name] for name in names}
     with workdir() as tmp:
         carvana_images(tmp / "raw", cars, (3 * size, 2 * size), views=views)
         prepare_carvana(tmp / "raw", tmp / "prepared", size=size)
@@ -160,7 +214,7 @@ def main() -> None:
             AugmentConfig(hflip=0.5), size, True, IMAGENET_MEAN, IMAGENET_STD
         )
         dataset = CarvanaDataset(tmp / "prepared", transform=transform)
-        initial = carvana_model()
+        initial = bench_model(option(args, "arch", "smp"), option(args, "base_channels", 8))
         results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         errors: dict[str, str] = {}
         runs = {"n": 0}
@@ -184,12 +238,14 @@ def main() -> None:
     figures: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
         "images_per_epoch": len(dataset),
+        "model": repr_model(option(args, "arch", "smp"), option(args, "base_channels", 8)),
         "image_size": size,
         "batch": BATCH,
         "num_workers": workers,
         "epochs_per_fit": epochs,
         "rounds": rounds,
         "loader_only_images_per_s": round(delivered, 1),
+        "auto_resolves_to": auto_settings(device),
     }
     if device.startswith("cuda"):  # PyTorch's defaults: TF32 for convolutions, not for matmuls
         figures["fp32_conv_tf32"] = torch.backends.cudnn.allow_tf32
@@ -209,10 +265,10 @@ def main() -> None:
     for name in variants:
         if results[name] and results["fp32"]:  # per round, each variant against that round's fp32
             figures[name]["speedup_vs_fp32"] = paired_ratio(rates, name, "fp32")
-    if "bf16_cl_compile" in variants:
+    if {"bf16_cl", "bf16_cl_compile"} <= set(variants):
         plain, compiled = (figures[k].get("images_per_s") for k in ("bf16_cl", "bf16_cl_compile"))
         figures["compile_helps"] = bool(plain and compiled and compiled > plain * 1.02)
-    emit("gpu", figures)
+    emit("speed", figures)
 
 
 if __name__ == "__main__":

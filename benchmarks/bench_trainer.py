@@ -6,7 +6,9 @@ ImageNet normalisation) -> ``make_loader`` -> ``Trainer.fit`` (no validation, mo
 ``train_loss``, every built-in hook: history, plots, best.pt/last.pt checkpoints). Bare side:
 the same images held in memory as normalised tensors, shuffled by index, forward / soft Dice
 / backward / Adam step. Both: smp U-Net ResNet18 from the same initial weights, batch 16,
-gradient accumulation 2 (the example's), no LR schedule, fp32 on the CPU.
+gradient accumulation 2 (the example's), no LR schedule, fp32 on the CPU, and the same
+memory format (``--channels-last``: 1, what ``train.channels_last: auto`` picks on the CPU,
+or 0 for contiguous NCHW as before that default).
 
 Rates are images per second over the epochs, taken in rounds that alternate the sides
 (segkit with 0 and 2 loader workers, bare), after a one-epoch warm-up round; rates are
@@ -60,9 +62,15 @@ KAGGLE_EPOCH = 4070  # Kaggle's 5088 training images less a 20% validation split
 
 
 def bare_loop(
-    model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, epochs: int
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    epochs: int,
+    channels_last: bool,
 ) -> float:
     """Train ``model`` on in-memory tensors for ``epochs``; returns images per second."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     loss_fn = build_loss("soft_dice")
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(0)
@@ -74,7 +82,7 @@ def bare_loop(
         total = 0.0
         for i, first in enumerate(range(0, n, BATCH)):
             index = order[first : first + BATCH]
-            loss = loss_fn(model(images[index]), masks[index])
+            loss = loss_fn(model(images[index].contiguous(memory_format=fmt)), masks[index])
             total += loss.item() * len(index)  # the epoch's loss, as any loop that logs it
             (loss / ACCUMULATE).backward()
             if (i + 1) % ACCUMULATE == 0 or first + BATCH >= n:
@@ -84,7 +92,12 @@ def bare_loop(
 
 
 def segkit_fit(
-    model: torch.nn.Module, dataset: CarvanaDataset, epochs: int, workers: int, out_dir: Path
+    model: torch.nn.Module,
+    dataset: CarvanaDataset,
+    epochs: int,
+    workers: int,
+    out_dir: Path,
+    channels_last: bool,
 ) -> tuple[float, float, float]:
     """Train with segkit's loader and Trainer; returns (fit images/s, train-phase images/s,
     seconds of fit() outside the training batches: checkpoints, history, plots, workers)."""
@@ -94,6 +107,7 @@ def segkit_fit(
         accumulate=ACCUMULATE,
         device="cpu",
         amp="off",
+        channels_last=channels_last,
         monitor="train_loss",
         out_dir=str(out_dir),
         progress=False,
@@ -127,7 +141,9 @@ def main() -> None:
         rounds=(int, 5, "timed rounds after the warm-up (3 proved too few on a noisy machine)"),
         size=(int, 128, "square training size"),
         workers=(str, "0,2", "segkit sides to run, as loader num_workers values"),
+        channels_last=(int, 1, "1: both sides channels_last (the CPU's auto), 0: NCHW"),
     )
+    channels_last = bool(option(args, "channels_last", 1))
     cars = option(args, "cars", 1)
     epochs, rounds = option(args, "epochs", 1), option(args, "rounds", 1)
     size = option(args, "size", 64)
@@ -156,7 +172,7 @@ def main() -> None:
             run["n"] += 1
             out = tmp / f"run{run['n']}"
             fit, phase, outside = segkit_fit(
-                copy.deepcopy(initial), dataset, n_epochs, workers, out
+                copy.deepcopy(initial), dataset, n_epochs, workers, out, channels_last
             )
             extra.setdefault(f"train_phase_w{workers}", []).append(phase)
             extra.setdefault(f"outside_batches_s_w{workers}", []).append(outside)
@@ -166,7 +182,9 @@ def main() -> None:
             runs: dict[str, Any] = {
                 f"segkit_w{w}": (lambda w=w: segkit_side(w, n_epochs)) for w in workers
             }
-            runs["bare"] = lambda: bare_loop(copy.deepcopy(initial), images, masks, n_epochs)
+            runs["bare"] = lambda: bare_loop(
+                copy.deepcopy(initial), images, masks, n_epochs, channels_last
+            )
             return runs
 
         if not args.quick:
@@ -181,6 +199,7 @@ def main() -> None:
         "batch": BATCH,
         "accumulate": ACCUMULATE,
         "epochs_per_run": epochs,
+        "channels_last": channels_last,
         "rounds": rounds,
         "bare_images_per_s": bare,
     }

@@ -10,7 +10,7 @@ SCRIPTS = [
     "bench_prepare.py",
     "bench_predict.py",
     "bench_memory.py",
-    "bench_gpu.py",
+    "bench_speed.py",
     "bench_tiling.py",
 ]
 

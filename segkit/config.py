@@ -144,7 +144,7 @@ class TrainConfig:
     accumulate: int = 1  #: gradient accumulation over this many batches
     device: str = "auto"  #: auto, cpu, cuda, cuda:1, ...
     amp: str = "auto"  #: auto (bf16 on a GPU that has it, off on CPU), off, bf16 or fp16
-    channels_last: bool = False  #: channels_last memory format
+    channels_last: bool | str = "auto"  #: channels_last memory format: auto (on CPU), true, false
     compile: bool = False  #: torch.compile the model
     grad_clip: float | None = None  #: clip the gradient norm to this
     val_every: int = 1  #: validate every K epochs
@@ -353,6 +353,7 @@ RESUME_FREE = (
     "train.out_dir",
     "train.progress",
     "train.device",
+    "train.channels_last",  # a layout, not what the weights mean; auto keeps the run's
     "train.empty_cache",
     "data.num_workers",
     "data.persistent_workers",

@@ -19,7 +19,7 @@ SCRIPTS = {
     "bench_prepare.py": "prepare",
     "bench_predict.py": "predict",
     "bench_memory.py": "memory",
-    "bench_gpu.py": "gpu",
+    "bench_speed.py": "speed",
     "bench_tiling.py": "tiling",
 }
 
@@ -116,14 +116,19 @@ def test_memory_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_quick(tmp_path):
+def test_speed_quick(tmp_path):
     import torch
 
-    figures = run_quick("bench_gpu.py", tmp_path)
-    if torch.cuda.is_available():
-        assert figures["fp32"]["images_per_s"] > 0
-    else:
-        assert figures["skipped"] == "no CUDA device"
+    figures = run_quick("bench_speed.py", tmp_path)
+    assert figures["device"] == (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    )
+    for variant in ("fp32", "cl"):
+        assert figures[variant]["images_per_s"] > 0
+        assert figures[variant]["speedup_vs_fp32"] > 0
+    assert figures["fp32"]["speedup_vs_fp32"] == 1.0
+    if not torch.cuda.is_available():
+        assert figures["auto_resolves_to"] == {"amp": "off", "channels_last": True}
 
 
 def test_tiling_quick(tmp_path):

@@ -379,3 +379,29 @@ def test_a_format_1_checkpoint_resumes_as_the_straight_run(
     assert result["best_value"] == pytest.approx(expected["best_value"], rel=1e-6)
     old, new = (pd.read_csv(tmp_path / d / "history.csv").iloc[:, :-2] for d in ("old", "straight"))
     pd.testing.assert_frame_equal(old, new, rtol=1e-6)
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_auto_channels_last_resumes_in_the_runs_layout(run, tmp_path, started):
+    """A run trained contiguous (before ``auto`` turned channels_last on for the CPU, or by
+    choice) resumes contiguous under ``auto``, bit-identical to its straight run; one
+    trained channels_last resumes channels_last."""
+    straight, _ = run(tmp_path / "straight", channels_last=started)
+    run(tmp_path / "resumed", hooks=[StopAfter(2)], channels_last=started)
+    second, _ = run(tmp_path / "resumed", resume=True, channels_last="auto")
+    assert second.channels_last is started
+    first_conv = next(p for p in second.model.parameters() if p.dim() == 4)
+    assert first_conv.is_contiguous(memory_format=torch.channels_last) is started
+    for a, b in zip(weights(straight.model), weights(second.model)):
+        assert torch.equal(a, b)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["channels_last"] is started
+
+
+def test_a_checkpoint_without_the_layout_resumes_as_its_config_says(run, tmp_path):
+    run(tmp_path / "resumed", hooks=[StopAfter(2)], channels_last=False)
+    last = tmp_path / "resumed" / "last.pt"
+    state = load_checkpoint(last)
+    del state["channels_last"]  # as written before the layout was recorded
+    torch.save(state, last)
+    second, _ = run(tmp_path / "resumed", resume=True, channels_last="auto")
+    assert second.channels_last is False

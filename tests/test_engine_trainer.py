@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from segkit.engine import (
     load_checkpoint,
     make_loader,
     resolve_amp,
+    resolve_channels_last,
 )
 from segkit.engine.hooks import CONFIG_HEADER
 from segkit.errors import ConfigError, DataError, TrainingError
@@ -345,19 +347,53 @@ def test_bad_settings_raise_clear_errors(make_trainer, tiny_net, tiny_set, tmp_p
             make_trainer(tmp_path, device="cuda")
 
 
-def test_resolve_amp():
+@pytest.fixture
+def slow_bf16(monkeypatch):
+    """A CPU without native bfloat16 (whatever this one has)."""
+    from segkit.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+
+
+def test_resolve_amp(slow_bf16, monkeypatch):
+    from segkit.engine import runtime
+
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) is None
+    assert resolve_amp("auto", cpu) is None  # off on every CPU, native bfloat16 or not
     assert resolve_amp("off", cpu) is None and resolve_amp(False, cpu) is None
-    with pytest.warns(UserWarning, match="slow"):
+    with pytest.warns(UserWarning, match="without native bfloat16.*slow"):
         assert resolve_amp("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CPU with AVX512-BF16 or AMX: no warning
+        assert resolve_amp("bf16", cpu) is torch.bfloat16
+    assert resolve_amp("auto", cpu) is None
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         resolve_amp("fp16", cpu)
     with pytest.raises(ConfigError, match="Did you mean 'bf16'"):
         resolve_amp("bf61", cpu)
 
 
-def test_bf16_channels_last_and_grad_clip_on_cpu(make_trainer, tiny_net, tmp_path):
+def test_resolve_channels_last():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_channels_last("auto", cpu) is True  # measured faster on the CPU
+    assert resolve_channels_last("auto", cuda) is False  # not measured there yet
+    assert resolve_channels_last(True, cuda) is True and resolve_channels_last(False, cpu) is False
+    assert resolve_channels_last("off", cpu) is False and resolve_channels_last("On", cuda) is True
+    with pytest.raises(ConfigError, match="train.channels_last value 'atuo'.*Did you mean 'auto'"):
+        resolve_channels_last("atuo", cpu)
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", True), (False, False), ("true", True)])
+def test_channels_last_setting_on_cpu(make_trainer, tiny_net, tmp_path, setting, expected):
+    model = tiny_net(3)
+    trainer = make_trainer(tmp_path, model=model, epochs=1, n_train=2, channels_last=setting)
+    assert trainer.channels_last is expected
+    trainer.fit()
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) is expected
+
+
+def test_bf16_channels_last_and_grad_clip_on_cpu(make_trainer, tiny_net, tmp_path, slow_bf16):
     model = tiny_net(3)
     start = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)

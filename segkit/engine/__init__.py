@@ -24,7 +24,7 @@ from segkit.engine.hooks import (
 )
 from segkit.engine.loaders import make_loader, seed_everything, set_loader_epoch, worker_init_fn
 from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
-from segkit.engine.runtime import resolve_amp
+from segkit.engine.runtime import resolve_amp, resolve_channels_last
 from segkit.engine.schedulers import SCHEDULERS, WarmupCosine, build_scheduler
 from segkit.engine.trainer import Trainer, TrainerOptions
 
@@ -56,6 +56,7 @@ __all__ = [
     "model_from_checkpoint",
     "predict_labels",
     "resolve_amp",
+    "resolve_channels_last",
     "run_evaluation",
     "save_checkpoint",
     "seed_everything",

@@ -17,11 +17,18 @@ from segkit.config import TrainConfig
 from segkit.errors import CheckpointError, ConfigError, unknown_name
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as oneDNN uses."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` on ``device`` (None: full precision).
 
     ``auto`` is bf16 on a CUDA device that supports it and off elsewhere; ``bf16`` on CPU is
-    allowed (slow, with a warning); ``fp16`` needs CUDA and trains with a GradScaler.
+    allowed (with a warning where the CPU has no native bfloat16, which makes it slow);
+    ``fp16`` needs CUDA and trains with a GradScaler.
     """
     name = str(amp).lower()
     if name in ("off", "none", "false", "no", "fp32"):
@@ -32,14 +39,39 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     if name == "bf16":
         if cuda and not torch.cuda.is_bf16_supported():
             raise ConfigError("train.amp=bf16 but this GPU has no bfloat16; use amp=fp16 or off.")
-        if not cuda:
-            warnings.warn("train.amp=bf16 on CPU is slow; amp=off is usually faster.", stacklevel=3)
+        if not cuda and not cpu_has_fast_bf16():
+            warnings.warn(
+                "train.amp=bf16 on a CPU without native bfloat16 (AVX512-BF16 or AMX) is slow; "
+                "amp=off is usually faster.",
+                stacklevel=3,
+            )
         return torch.bfloat16
     if name == "fp16":
         if not cuda:
             raise ConfigError("train.amp=fp16 needs a CUDA device; use amp=off (or bf16) on CPU.")
         return torch.float16
     raise ConfigError(unknown_name("train.amp value", name, ["auto", "off", "bf16", "fp16"]))
+
+
+#: devices on which ``train.channels_last: auto`` turns channels_last on, by measurement:
+#: the Carvana training step on a 2-core CPU (docs/benchmarks.md, section 5)
+CHANNELS_LAST_AUTO = ("cpu",)
+
+
+def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
+    """Whether ``train.channels_last`` (true, false or auto) trains channels_last on ``device``.
+
+    ``auto`` is on where it was measured faster (``CHANNELS_LAST_AUTO``): the CPU. It stays
+    off on CUDA until measured there; ``true`` turns it on anywhere.
+    """
+    if isinstance(value, bool):
+        return value
+    name = str(value).lower()
+    if name == "auto":
+        return device.type in CHANNELS_LAST_AUTO
+    if name in ("true", "on", "yes", "1", "false", "off", "no", "0"):
+        return name in ("true", "on", "yes", "1")
+    raise ConfigError(unknown_name("train.channels_last value", name, ["auto", "true", "false"]))
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -63,6 +63,7 @@ from segkit.engine.runtime import (
     not_finite_message,
     report_interrupt,
     resolve_amp,
+    resolve_channels_last,
     resume_hint,
 )
 from segkit.engine.schedulers import build_scheduler, current_lr
@@ -157,7 +158,9 @@ class Trainer:
         self.dist = D.setup(cfg.device)
         self.device = self.dist.device
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        self.channels_last = resolve_channels_last(cfg.channels_last, self.device)
+        # preserve_format: a model the user made channels_last stays so when the setting is off
+        self.memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self._autocast: Any = nullcontext()  # reused every step: entering it is not free
         if self.amp_dtype is not None:
             self._autocast = torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -423,7 +426,7 @@ class Trainer:
             self.device,
             self.loss_fn,
             self.amp_dtype,
-            self.cfg.channels_last,
+            self.channels_last,
             self.dist,
         )
         self.class_names = self.evaluator.class_names
@@ -483,6 +486,7 @@ class Trainer:
             "iteration": self.iteration,
             "train_sums": [0.0, 0] if complete else list(self.train_sums),
             "epoch_lr": self.epoch_lr,
+            "channels_last": self.channels_last,
             "rng": rng_state(),
             "hooks": {h.name: h.state_dict() for h in self.hooks},
         }
@@ -520,6 +524,23 @@ class Trainer:
             hook.load_state_dict(dict(saved.get(hook.name) or {}))
         self.pending_rng = state["rng"]
 
+    def _resume_layout(self, state: dict[str, Any]) -> None:
+        """``train.channels_last: auto`` resumes in the memory layout the run trained in, so
+        that a resumed run stays bit-identical (a run from before the layout was recorded:
+        its config's value, contiguous unless it said true)."""
+        if isinstance(self.cfg.channels_last, bool) or self.cfg.channels_last.lower() != "auto":
+            return
+        run = state.get("channels_last")
+        if run is None:
+            run = ((state.get("config") or {}).get("train") or {}).get("channels_last") is True
+        if bool(run) == self.channels_last:
+            return
+        self.channels_last = bool(run)
+        self.memory_format = torch.channels_last if run else torch.preserve_format
+        layout = torch.channels_last if run else torch.contiguous_format
+        for module in {id(m): m for m in (self.model, self.eval_model)}.values():
+            module.to(memory_format=layout)
+
     def save(self, path: Path, state: dict[str, Any]) -> None:
         """Write a checkpoint from rank 0, with every rank waiting until it is written."""
         D.barrier(self.dist)
@@ -539,6 +560,7 @@ class Trainer:
         # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
         state = load_checkpoint(path, map_location="cpu")
         check_resume_config(state.get("config") or {}, self.config_dict(), path)
+        self._resume_layout(state)
         self.load_state_dict(state, source=str(path))
         if self.dist.is_main and self.epoch >= self.cfg.epochs:  # user-facing: nothing to do
             print(f"{path} already completed {self.epoch} epochs; raise train.epochs to go on.")
