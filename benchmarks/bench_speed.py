@@ -5,7 +5,7 @@ PNGs through ``CarvanaDataset`` + transforms + ``make_loader``), once per varian
 variants alternating, on the GPU (``--device cuda``) or the CPU (``--device cpu``; ``auto``,
 the default, is the GPU when there is one):
 
-- ``fp32``: ``amp=off``, ``channels_last=false``, no compile (segkit's default before
+- ``fp32``: ``amp=off``, ``channels_last=false``, no compile (segkit's CPU default before
   ``channels_last: auto``);
 - ``cl``: ``channels_last=true`` alone;
 - ``bf16_cl``: ``amp=bf16`` + ``channels_last``;
@@ -236,7 +236,9 @@ def main() -> None:
         delivered = loader_only(dataset, workers, max(1, epochs - 1))
 
     figures: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        "device": torch.cuda.get_device_name(torch.device(device))
+        if device.startswith("cuda")
+        else device,
         "images_per_epoch": len(dataset),
         "model": repr_model(option(args, "arch", "smp"), option(args, "base_channels", 8)),
         "image_size": size,

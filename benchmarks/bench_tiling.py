@@ -90,7 +90,7 @@ def memory_child(size: int, tile: int, batch: int, base: int, scale: float) -> N
     image = _image(size)
     span = round(tile / scale)
     predictor.labels(image[:span, :span].copy())  # warm-up: kernels, one window
-    reset_peak_rss()  # the peak of loading the model and making the image is not counted
+    reset = reset_peak_rss()  # the peak of loading the model and making the image is not counted
     before = peak_rss_mib()
     with LargestFloat() as seen:
         labels = predictor.labels(image)
@@ -101,6 +101,7 @@ def memory_child(size: int, tile: int, batch: int, base: int, scale: float) -> N
                 "size": size,
                 "scale": scale,
                 "peak_rss_above_start_mib": round(after - before, 1),
+                "peak_reset": reset,  # False: the peak includes loading (no /proc/self/clear_refs)
                 "input_plus_labels_mib": round((image.nbytes + labels.nbytes) / 2**20, 1),
                 "largest_float_tensor_mib": round(seen.largest / 2**20, 2),
             }

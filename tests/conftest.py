@@ -105,6 +105,17 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def python_sigint_handler():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the suite was started in
+    the background, where the shell makes SIGINT ignored (the signal tests rely on it)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="session")
 def tiny_set() -> type[TinySet]:
     """The :class:`TinySet` class: ``tiny_set(n, classes=3, seed=0)``."""

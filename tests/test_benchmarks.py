@@ -136,3 +136,17 @@ def test_tiling_quick(tmp_path):
     assert figures["tiled_images_per_s"] > 0 and figures["ratio_tiled_to_model_only"] > 0
     small, large = figures["memory"]
     assert large["largest_float_tensor_mib"] <= small["largest_float_tensor_mib"] * 1.01
+
+
+def test_peak_memory_is_the_childs_own_not_its_parents():
+    """ru_maxrss passes a parent's peak on through exec; peak_rss_mib must not report it."""
+    ballast = bytearray(400 * 2**20)  # this process's peak: at least 400 MiB
+    ballast[:: 2**12] = b"\x01" * len(ballast[:: 2**12])
+    code = f"import sys; sys.path.insert(0, {str(BENCH)!r}); import _common; print(_common.peak_rss_mib())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child = float(done.stdout.strip().splitlines()[-1])
+    assert _common.peak_rss_mib() >= 400
+    if sys.platform.startswith("linux"):
+        assert child < 200, f"the child reported {child} MiB: its parent's peak"
+        assert _common.reset_peak_rss()
+    del ballast

@@ -362,7 +362,9 @@ def test_a_format_1_checkpoint_resumes_as_the_straight_run(
 
     def trainer(out):
         model = tiny_net(3, dropout=0.2)
-        return model, make_trainer(out, model=model, epochs=epochs, deterministic=True, **options)
+        return model, make_trainer(
+            out, model=model, epochs=epochs, deterministic=True, channels_last=False, **options
+        )  # the files' layout: contiguous, as segkit trained before channels_last: auto
 
     model, straight = trainer(tmp_path / "straight")
     expected = straight.fit()
@@ -382,26 +384,33 @@ def test_a_format_1_checkpoint_resumes_as_the_straight_run(
 
 
 @pytest.mark.parametrize("started", [False, True])
-def test_auto_channels_last_resumes_in_the_runs_layout(run, tmp_path, started):
+def test_auto_channels_last_resumes_in_the_runs_layout(run, tmp_path, monkeypatch, started):
     """A run trained contiguous (before ``auto`` turned channels_last on for the CPU, or by
-    choice) resumes contiguous under ``auto``, bit-identical to its straight run; one
-    trained channels_last resumes channels_last."""
-    straight, _ = run(tmp_path / "straight", channels_last=started)
-    run(tmp_path / "resumed", hooks=[StopAfter(2)], channels_last=started)
-    second, _ = run(tmp_path / "resumed", resume=True, channels_last="auto")
+    choice) resumes contiguous under ``auto``, bit-identical to its straight run; one trained
+    channels_last resumes channels_last where ``auto`` would say contiguous. EMA included:
+    its average must follow the switched weights."""
+    from segkit.engine import runtime
+
+    if started:  # auto says contiguous here, so that resuming must switch to the run's layout
+        monkeypatch.setattr(runtime, "CHANNELS_LAST_AUTO", ())
+    straight, _ = run(tmp_path / "straight", channels_last=started, ema=0.9)
+    run(tmp_path / "resumed", hooks=[StopAfter(2)], channels_last=started, ema=0.9)
+    second, _ = run(tmp_path / "resumed", resume=True, channels_last="auto", ema=0.9)
     assert second.channels_last is started
     first_conv = next(p for p in second.model.parameters() if p.dim() == 4)
     assert first_conv.is_contiguous(memory_format=torch.channels_last) is started
-    for a, b in zip(weights(straight.model), weights(second.model)):
-        assert torch.equal(a, b)
+    for model in ("model", "eval_model"):  # trained weights, and their average
+        for a, b in zip(weights(getattr(straight, model)), weights(getattr(second, model))):
+            assert torch.equal(a, b)
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["channels_last"] is started
 
 
-def test_a_checkpoint_without_the_layout_resumes_as_its_config_says(run, tmp_path):
-    run(tmp_path / "resumed", hooks=[StopAfter(2)], channels_last=False)
+@pytest.mark.parametrize("trained", [False, True])
+def test_a_checkpoint_without_the_layout_resumes_as_its_config_says(run, tmp_path, trained):
+    run(tmp_path / "resumed", hooks=[StopAfter(2)], channels_last=trained)
     last = tmp_path / "resumed" / "last.pt"
     state = load_checkpoint(last)
     del state["channels_last"]  # as written before the layout was recorded
     torch.save(state, last)
     second, _ = run(tmp_path / "resumed", resume=True, channels_last="auto")
-    assert second.channels_last is False
+    assert second.channels_last is trained

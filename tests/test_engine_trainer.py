@@ -393,6 +393,20 @@ def test_channels_last_setting_on_cpu(make_trainer, tiny_net, tmp_path, setting,
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last) is expected
 
 
+def test_auto_leaves_a_model_with_3d_convolutions_contiguous(make_trainer, tiny_net, tmp_path):
+    class With3d(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.unused = tiny_net(3), nn.Conv3d(1, 1, 1)
+
+        def forward(self, x):
+            return self.net(x)
+
+    trainer = make_trainer(tmp_path, model=With3d(), epochs=1, n_train=2, channels_last="auto")
+    assert trainer.channels_last is False
+    trainer.fit()
+
+
 def test_bf16_channels_last_and_grad_clip_on_cpu(make_trainer, tiny_net, tmp_path, slow_bf16):
     model = tiny_net(3)
     start = [p.detach().clone() for p in model.parameters()]

@@ -47,8 +47,10 @@ class EMAHook(HookBase):
         average = copy.deepcopy(model).eval().requires_grad_(False)
         ours, theirs = average.state_dict(keep_vars=True), model.state_dict(keep_vars=True)
         floats = [k for k, v in ours.items() if v.is_floating_point()]
-        self._pairs = ([ours[k].data for k in floats], [theirs[k].data for k in floats])
-        self._buffers = [(ours[k].data, theirs[k].data) for k in ours if k not in floats]
+        # the parameters themselves, not their .data: a change of memory layout on resume
+        # (Trainer._resume_layout) gives each parameter new storage
+        self._pairs = ([ours[k] for k in floats], [theirs[k] for k in floats])
+        self._buffers = [(ours[k], theirs[k]) for k in ours if k not in floats]
         self.average = average
         self.trainer.evaluate_with(average)
 

@@ -72,6 +72,16 @@ from segkit.errors import SegkitError, TrainingError, unknown_name
 logger = logging.getLogger(__name__)
 
 
+def _auto(value: bool | str) -> bool:
+    """Whether a ``train.channels_last`` value is ``auto``."""
+    return not isinstance(value, bool) and str(value).lower() == "auto"
+
+
+def _layout_fits(model: nn.Module) -> bool:
+    """Whether ``model`` can take the 2-D channels_last layout (no 5-D weights)."""
+    return all(p.dim() != 5 for p in model.parameters())
+
+
 @dataclass
 class TrainerOptions:
     """What a :class:`Trainer` needs beside the model, loss, optimizer, loaders and loop settings.
@@ -159,6 +169,8 @@ class Trainer:
         self.device = self.dist.device
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.channels_last = resolve_channels_last(cfg.channels_last, self.device)
+        if self.channels_last and _auto(cfg.channels_last) and not _layout_fits(model):
+            self.channels_last = False  # auto leaves 3-D convolutions (5-D weights) alone
         # preserve_format: a model the user made channels_last stays so when the setting is off
         self.memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self._autocast: Any = nullcontext()  # reused every step: entering it is not free
@@ -169,11 +181,15 @@ class Trainer:
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.eval_net = torch.compile(self.model) if cfg.compile else self.model
         self.eval_model: nn.Module = self.model  # validated, and saved as a checkpoint's model
+        self._wrap_ddp()
+        self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+
+    def _wrap_ddp(self) -> None:
+        """``self.net``: the network the loop calls, wrapped in DDP under torchrun."""
         self.net = self.eval_net
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.eval_net, device_ids=ids)
-        self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
 
     def _setup_loaders(self, train_loader: Any, val_loader: Any) -> None:
         """Shard the loaders over processes; check them against ``train.monitor``."""
@@ -528,7 +544,7 @@ class Trainer:
         """``train.channels_last: auto`` resumes in the memory layout the run trained in, so
         that a resumed run stays bit-identical (a run from before the layout was recorded:
         its config's value, contiguous unless it said true)."""
-        if isinstance(self.cfg.channels_last, bool) or self.cfg.channels_last.lower() != "auto":
+        if not _auto(self.cfg.channels_last):
             return
         run = state.get("channels_last")
         if run is None:
@@ -540,6 +556,8 @@ class Trainer:
         layout = torch.channels_last if run else torch.contiguous_format
         for module in {id(m): m for m in (self.model, self.eval_model)}.values():
             module.to(memory_format=layout)
+        if self.dist.enabled:  # DDP's gradient buckets follow the parameters' strides
+            self._wrap_ddp()
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
         """Write a checkpoint from rank 0, with every rank waiting until it is written."""
