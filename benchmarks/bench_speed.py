@@ -130,23 +130,18 @@ def loader_only(dataset: Any, workers: int, epochs: int) -> float:
     return rate
 
 
-def bench_model(arch: str, base_channels: int) -> torch.nn.Module:
-    """The Carvana example's network (``smp``) or the from-scratch U-Net (``unet``), 1 class."""
+def bench_model(arch: str, base_channels: int) -> tuple[torch.nn.Module, str]:
+    """The Carvana example's network (``smp``) or the from-scratch U-Net (``unet``), 1 class,
+    and its description."""
     if arch == "smp":
-        return carvana_model()
+        return carvana_model(), "smp.Unet resnet18, 1 class"
     if arch != "unet":
         raise SystemExit(f"--arch: smp or unet, not {arch!r}")
     from segkit.models import build_model
 
     torch.manual_seed(0)
-    return build_model(arch="unet", classes=1, base_channels=base_channels)
-
-
-def repr_model(arch: str, base_channels: int) -> str:
-    """The benchmarked network in words."""
-    if arch == "smp":
-        return "smp.Unet resnet18, 1 class"
-    return f"unet base_channels={base_channels}, 1 class"
+    model = build_model(arch="unet", classes=1, base_channels=base_channels)
+    return model, f"unet base_channels={base_channels}, 1 class"
 
 
 def resolve_device(name: str) -> str:
@@ -214,7 +209,9 @@ def main() -> None:
             AugmentConfig(hflip=0.5), size, True, IMAGENET_MEAN, IMAGENET_STD
         )
         dataset = CarvanaDataset(tmp / "prepared", transform=transform)
-        initial = bench_model(option(args, "arch", "smp"), option(args, "base_channels", 8))
+        initial, described = bench_model(
+            option(args, "arch", "smp"), option(args, "base_channels", 8)
+        )
         results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         errors: dict[str, str] = {}
         runs = {"n": 0}
@@ -240,7 +237,7 @@ def main() -> None:
         if device.startswith("cuda")
         else device,
         "images_per_epoch": len(dataset),
-        "model": repr_model(option(args, "arch", "smp"), option(args, "base_channels", 8)),
+        "model": described,
         "image_size": size,
         "batch": BATCH,
         "num_workers": workers,

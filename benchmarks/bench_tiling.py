@@ -46,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from segkit.inference import PredictOptions, Predictor, normalize
 from segkit.models import build_model
+from segkit.models.scaled import window_span
 
 
 class LargestFloat(TorchDispatchMode):
@@ -88,7 +89,7 @@ def memory_child(size: int, tile: int, batch: int, base: int, scale: float) -> N
     model = _model(base, tile, scale)
     predictor = Predictor(model, PredictOptions(tile=tile, batch_size=batch), "cpu")
     image = _image(size)
-    span = round(tile / scale)
+    span = window_span(tile, scale)  # one window's image pixels
     predictor.labels(image[:span, :span].copy())  # warm-up: kernels, one window
     reset = reset_peak_rss()  # the peak of loading the model and making the image is not counted
     before = peak_rss_mib()

@@ -185,6 +185,18 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def bool_word(value: Any) -> bool | None:
+    """True or False for a yes/no word ("true", "On", "no", "0", ...); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    word = value.lower()
+    if word in ("true", "yes", "1", "on"):
+        return True
+    if word in ("false", "no", "0", "off"):
+        return False
+    return None
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check and convert ``value`` to the annotated type ``tp``.
 
@@ -235,17 +247,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in (
-            "true",
-            "yes",
-            "1",
-            "on",
-            "false",
-            "no",
-            "0",
-            "off",
-        ):
-            return value.lower() in ("true", "yes", "1", "on")
+        if (answer := bool_word(value)) is not None:
+            return answer
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool):

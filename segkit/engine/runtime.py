@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from segkit.config import TrainConfig
+from segkit.config import TrainConfig, bool_word
 from segkit.errors import CheckpointError, ConfigError, unknown_name
 
 
@@ -58,20 +58,30 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
 CHANNELS_LAST_AUTO = ("cpu",)
 
 
-def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
+def is_auto(value: bool | str) -> bool:
+    """Whether a setting such as ``train.channels_last`` says ``auto``."""
+    return not isinstance(value, bool) and str(value).lower() == "auto"
+
+
+def resolve_channels_last(
+    value: bool | str, device: torch.device, model: torch.nn.Module | None = None
+) -> bool:
     """Whether ``train.channels_last`` (true, false or auto) trains channels_last on ``device``.
 
     ``auto`` is on where it was measured faster (``CHANNELS_LAST_AUTO``): the CPU. It stays
-    off on CUDA until measured there; ``true`` turns it on anywhere.
+    off on CUDA until measured there, and off for a ``model`` with 5-D weights (3-D
+    convolutions, which the 2-D layout cannot hold); ``true`` turns it on anywhere.
     """
     if isinstance(value, bool):
         return value
-    name = str(value).lower()
-    if name == "auto":
-        return device.type in CHANNELS_LAST_AUTO
-    if name in ("true", "on", "yes", "1", "false", "off", "no", "0"):
-        return name in ("true", "on", "yes", "1")
-    raise ConfigError(unknown_name("train.channels_last value", name, ["auto", "true", "false"]))
+    if is_auto(value):
+        fits = model is None or all(p.dim() != 5 for p in model.parameters())
+        return device.type in CHANNELS_LAST_AUTO and fits
+    if (answer := bool_word(value)) is not None:
+        return answer
+    raise ConfigError(
+        unknown_name("train.channels_last value", str(value).lower(), ["auto", "true", "false"])
+    )
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -59,6 +59,7 @@ from segkit.engine.runtime import (
     StopOnSignal,
     check_train_config,
     checkpoint_fits,
+    is_auto,
     load_weights,
     not_finite_message,
     report_interrupt,
@@ -70,16 +71,6 @@ from segkit.engine.schedulers import build_scheduler, current_lr
 from segkit.errors import SegkitError, TrainingError, unknown_name
 
 logger = logging.getLogger(__name__)
-
-
-def _auto(value: bool | str) -> bool:
-    """Whether a ``train.channels_last`` value is ``auto``."""
-    return not isinstance(value, bool) and str(value).lower() == "auto"
-
-
-def _layout_fits(model: nn.Module) -> bool:
-    """Whether ``model`` can take the 2-D channels_last layout (no 5-D weights)."""
-    return all(p.dim() != 5 for p in model.parameters())
 
 
 @dataclass
@@ -168,11 +159,7 @@ class Trainer:
         self.dist = D.setup(cfg.device)
         self.device = self.dist.device
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
-        self.channels_last = resolve_channels_last(cfg.channels_last, self.device)
-        if self.channels_last and _auto(cfg.channels_last) and not _layout_fits(model):
-            self.channels_last = False  # auto leaves 3-D convolutions (5-D weights) alone
-        # preserve_format: a model the user made channels_last stays so when the setting is off
-        self.memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.channels_last = resolve_channels_last(cfg.channels_last, self.device, model)
         self._autocast: Any = nullcontext()  # reused every step: entering it is not free
         if self.amp_dtype is not None:
             self._autocast = torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -183,6 +170,12 @@ class Trainer:
         self.eval_model: nn.Module = self.model  # validated, and saved as a checkpoint's model
         self._wrap_ddp()
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the model and its input batches (preserve_format when channels_last
+        is off: a model the user made channels_last stays so)."""
+        return torch.channels_last if self.channels_last else torch.preserve_format
 
     def _wrap_ddp(self) -> None:
         """``self.net``: the network the loop calls, wrapped in DDP under torchrun."""
@@ -544,7 +537,7 @@ class Trainer:
         """``train.channels_last: auto`` resumes in the memory layout the run trained in, so
         that a resumed run stays bit-identical (a run from before the layout was recorded:
         its config's value, contiguous unless it said true)."""
-        if not _auto(self.cfg.channels_last):
+        if not is_auto(self.cfg.channels_last):
             return
         run = state.get("channels_last")
         if run is None:
@@ -552,7 +545,6 @@ class Trainer:
         if bool(run) == self.channels_last:
             return
         self.channels_last = bool(run)
-        self.memory_format = torch.channels_last if run else torch.preserve_format
         layout = torch.channels_last if run else torch.contiguous_format
         for module in {id(m): m for m in (self.model, self.eval_model)}.values():
             module.to(memory_format=layout)
