@@ -195,13 +195,6 @@ def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
     return train_set, val_set
 
 
-def class_groups(class_names: list[str]) -> dict[str, list[int]] | None:
-    """The report groups of the registered data set with these classes, if it declares any."""
-    from segkit.data.meta import meta_for_classes
-
-    return meta_for_classes(class_names).groups_for(class_names)
-
-
 def attach_transforms(
     cfg: Config,
     train_set: Any,
@@ -271,13 +264,6 @@ def validation_windows(cfg: Config) -> Any:
     return wrap
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``optim.name`` names, over :func:`segkit.optim.param_groups`."""
-    from segkit.optim import build_optimizer as build
-
-    return build(cfg.optim, model)
-
-
 def check_resize(data: DataConfig) -> str:
     """``data.resize`` if training can use it with the rest of ``data``.
 
@@ -322,6 +308,7 @@ def build_experiment(cfg: Config) -> Experiment:
     from segkit.engine import seed_everything
     from segkit.losses import build_loss
     from segkit.models import model_from_config
+    from segkit.optim import build_optimizer
     from segkit.plugins import import_plugins
 
     check_resize(cfg.data)  # before any data is read or prepared
@@ -356,7 +343,7 @@ def build_experiment(cfg: Config) -> Experiment:
         val_set,
         model,
         loss,
-        build_optimizer(cfg, model),
+        build_optimizer(cfg.optim, model),
         class_names,
         meta.groups_for(class_names),
         meta,
