@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -346,30 +345,7 @@ def cmd_encoders(args: argparse.Namespace) -> int:
     return code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
-    p = argparse.ArgumentParser(prog="segkit", description="Semantic segmentation on PyTorch.")
-    p.add_argument("--version", action="version", version=f"segkit {__version__}")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    imports = {
-        "action": "append",
-        "metavar": "MODULE",
-        "dest": "imports",
-        "help": "import a plugin module first (registers data sets, models, losses, ...); "
-        "repeatable",
-    }
-    p.add_argument("--import", default=[], **imports)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # --debug after the command too (segkit train CFG --debug); SUPPRESS keeps the one given
-    # before the command when it is not repeated
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
-    )
-    debug.add_argument("--import", default=argparse.SUPPRESS, **imports)
-    add = functools.partial(sub.add_parser, parents=[debug])
-
-    s = add("demo", help="synthetic data -> prepare -> train -> evaluate -> predict, in minutes")
+def _demo_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--out",
         default="segkit-demo",
@@ -391,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--faces", type=int, default=60, help="--task helen: synthetic faces (default: 60)"
     )
 
-    s = add("train", help="train from a YAML config with dotted overrides")
+
+def _train_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("config", help="YAML config, e.g. examples/carvana_single_class/config.yaml")
     s.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 data.root=/data"
@@ -409,12 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start afresh in a run folder that holds an earlier run, replacing its files",
     )
 
-    s = add("stats", help="per-channel mean/std of a config's training images")
+
+def _stats_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("config", help="YAML config of the training run")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data")
     s.add_argument("--json", default=None, help="also write them as JSON here")
 
-    s = add("evaluate", help="score a checkpoint on a split")
+
+def _evaluate_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument(
         "--data", default=None, help="data root (default: the one the model was trained on)"
@@ -437,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
     _window_arguments(s, "score each image at its native resolution, in sliding windows of N px")
 
-    s = add("score", help="score two folders of label PNGs against each other by file name")
+
+def _score_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("gt_dir", help="folder of ground-truth label PNGs")
     s.add_argument("pred_dir", help="folder of predicted label PNGs (matched by file name)")
     s.add_argument(
@@ -448,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 
-    s = add("predict", help="label PNGs (and overlays, RLE) at each input's own resolution")
+
+def _predict_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True, help="output folder")
@@ -468,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
     s.add_argument("--tta", default=None, help=TTA_HELP)
     _window_arguments(s, "predict at the native resolution in sliding windows of N px")
+    _predict_run_arguments(s)
+
+
+def _predict_run_arguments(s: argparse.ArgumentParser) -> None:
+    """predict's batching, workers, device and what to do with bad inputs and existing files."""
     s.add_argument(
         "--batch-size",
         type=int,
@@ -500,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
         "segkit.data.io.MAX_IMAGE_PIXELS; 0: no limit)",
     )
 
-    s = add("prepare", help="convert a data set's release into segkit's training layout")
+
+def _prepare_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("dataset", help="which data set's release SRC holds (e.g. carvana, helen)")
     s.add_argument("src", help="the release as downloaded (never modified)")
     s.add_argument("dst", help="where the prepared copy goes")
@@ -525,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
 
-    s = add("synth", help="write a synthetic data set in the real layout")
+
+def _synth_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "dataset",
         help="which data set's layout to write (carvana, helen, voc, cityscapes, color_masks, "
@@ -560,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="helen: faces in the test split (default: a fifth of --n, at least 1)",
     )
 
-    s = add("export", help="export a checkpoint to ONNX")
+
+def _export_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     s.add_argument("--onnx", required=True, help="output .onnx path")
     s.add_argument(
@@ -568,10 +557,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
-    s = add("models", help="list architectures (fnmatch pattern)")
+
+def _models_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("pattern", nargs="?", default="*", help="e.g. 'smp.Unet*' (default: all)")
-    s = add("encoders", help="list encoders (fnmatch pattern)")
+
+
+def _encoders_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("pattern", nargs="?", default="*", help="e.g. 'resnet*' (default: all)")
+
+
+#: each command's help line and the function that adds its arguments, in ``--help``'s order
+_PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "demo": (
+        "synthetic data -> prepare -> train -> evaluate -> predict, in minutes",
+        _demo_arguments,
+    ),
+    "train": ("train from a YAML config with dotted overrides", _train_arguments),
+    "stats": ("per-channel mean/std of a config's training images", _stats_arguments),
+    "evaluate": ("score a checkpoint on a split", _evaluate_arguments),
+    "score": (
+        "score two folders of label PNGs against each other by file name",
+        _score_arguments,
+    ),
+    "predict": (
+        "label PNGs (and overlays, RLE) at each input's own resolution",
+        _predict_arguments,
+    ),
+    "prepare": (
+        "convert a data set's release into segkit's training layout",
+        _prepare_arguments,
+    ),
+    "synth": ("write a synthetic data set in the real layout", _synth_arguments),
+    "export": ("export a checkpoint to ONNX", _export_arguments),
+    "models": ("list architectures (fnmatch pattern)", _models_arguments),
+    "encoders": ("list encoders (fnmatch pattern)", _encoders_arguments),
+}
+
+#: ``--import``'s settings, given before a command and after it
+_IMPORT_OPTION: dict[str, Any] = {
+    "action": "append",
+    "metavar": "MODULE",
+    "dest": "imports",
+    "help": "import a plugin module first (registers data sets, models, losses, ...); repeatable",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (each command's arguments: ``_PARSERS``)."""
+    p = argparse.ArgumentParser(prog="segkit", description="Semantic segmentation on PyTorch.")
+    p.add_argument("--version", action="version", version=f"segkit {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--import", default=[], **_IMPORT_OPTION)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --debug after the command too (segkit train CFG --debug); SUPPRESS keeps the one given
+    # before the command when it is not repeated
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
+    )
+    debug.add_argument("--import", default=argparse.SUPPRESS, **_IMPORT_OPTION)
+    for name, (help_line, add_arguments) in _PARSERS.items():
+        add_arguments(sub.add_parser(name, parents=[debug], help=help_line))
     return p
 
 
