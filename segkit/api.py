@@ -70,15 +70,15 @@ def resolve_data_root(data: DataConfig) -> Path:
         )
     if data.prepare_size is None:
         return root
-    if meta.prepared is None:
-        able = [name for name, m in dataset_metas().items() if m.prepared is not None]
+    if meta.training_folder is None:
+        able = [name for name, m in dataset_metas().items() if m.training_folder is not None]
         raise ConfigError(
             f"data.prepare_size is set, but data set {data.dataset!r} has no preparation step "
             f"(those that have one: {', '.join(able) or 'none'}). Unset data.prepare_size."
         )
     # the data set's own step: a folder already prepared at this size is used as it is
     soft = {"soft": True} if data.soft_targets else {}  # only a step that can make them
-    return Path(meta.prepared(root, _prepared_root(data), data.prepare_size, **soft))
+    return Path(meta.training_folder(root, _prepared_root(data), data.prepare_size, **soft))
 
 
 def split_file_path(data: DataConfig, out_dir: str | Path) -> Path | None:

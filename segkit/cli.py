@@ -250,15 +250,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"wrote {args.rle}")
 
 
-def _dataset_step(kind: str, name: str) -> Callable[..., str]:
-    """The data set's ``prepare`` or ``synth`` step (``DatasetMeta``), or a clear error."""
-    from segkit.data import dataset_metas
-    from segkit.errors import ConfigError, unknown_name
+#: ``segkit prepare`` / ``segkit synth`` options handed to the step only when given
+#: (their parser default is argparse.SUPPRESS); a step refuses those it does not take
+STEP_OPTIONS = ("size", "workers", "threshold", "soft", "overwrite", "layout", "test")
 
-    able = {n: getattr(m, kind) for n, m in dataset_metas().items() if getattr(m, kind)}
-    if name not in able:
-        raise ConfigError(unknown_name(f"data set with a {kind} step", name, able))
-    return able[name]
+
+def _step_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in STEP_OPTIONS if hasattr(args, key)}
 
 
 def _report(result: str | tuple[str, list[str]]) -> None:
@@ -271,33 +269,17 @@ def _report(result: str | tuple[str, list[str]]) -> None:
 
 @command("prepare")
 def cmd_prepare(args: argparse.Namespace) -> None:
-    step = _dataset_step("prepare", args.dataset)
-    _report(
-        step(
-            args.src,
-            args.dst,
-            size=args.size,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            threshold=args.threshold,
-            **({"soft": True} if args.soft else {}),  # a step without soft targets refuses it
-        )
-    )
+    from segkit.data.registry import run_dataset_step
+
+    _report(run_dataset_step("prepare", args.dataset, args.src, args.dst, **_step_options(args)))
 
 
 @command("synth")
 def cmd_synth(args: argparse.Namespace) -> None:
-    step = _dataset_step("synth", args.dataset)
-    _report(
-        step(
-            args.dst,
-            n=args.n,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            layout=args.layout,
-            test=args.test,
-        )
-    )
+    from segkit.data.registry import run_dataset_step
+
+    options = {"n": args.n, "seed": args.seed, **_step_options(args)}  # n, seed: every step's
+    _report(run_dataset_step("synth", args.dataset, args.dst, **options))
 
 
 @command("export")
@@ -492,25 +474,37 @@ def _prepare_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("src", help="the release as downloaded (never modified)")
     s.add_argument("dst", help="where the prepared copy goes")
     s.add_argument(
-        "--size", type=int, default=None, help="carvana: side of the square output (default: 128)"
+        "--size",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="carvana: side of the square output (default: 128)",
     )
     s.add_argument(
-        "--workers", type=int, default=None, help="carvana: threads (default: CPU count)"
+        "--workers",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="carvana: threads (default: CPU count)",
     )
     s.add_argument(
         "--threshold",
         type=int,
-        default=None,
+        default=argparse.SUPPRESS,
         help="carvana: read masks with soft (anti-aliased) edges as car where value >= THRESHOLD "
         "(e.g. 128 for 0..255 masks; default: masks must hold 0/1 or 0/255 only)",
     )
     s.add_argument(
         "--soft",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="carvana: also write soft targets, the fraction of each small pixel that is car "
         "(soft_masks/, for data.soft_targets=true)",
     )
-    s.add_argument("--overwrite", action="store_true", help="redo files that are already prepared")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="redo files that are already prepared",
+    )
 
 
 def _synth_arguments(s: argparse.ArgumentParser) -> None:
@@ -533,18 +527,19 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--layout",
         choices=["split", "official"],
-        default="split",
+        default=argparse.SUPPRESS,
         help="helen layout (default: split)",
     )
     s.add_argument(
         "--overwrite",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="write into folders that already hold files (same names replaced, others kept)",
     )
     s.add_argument(
         "--test",
         type=int,
-        default=None,
+        default=argparse.SUPPRESS,
         help="helen: faces in the test split (default: a fifth of --n, at least 1)",
     )
 

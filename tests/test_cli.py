@@ -474,3 +474,27 @@ def test_json_reports_write_undefined_scores_as_null(tmp_path):
         "precision_bg": None,
         "f1_car": 0.5,
     }
+
+
+def test_a_step_gets_only_the_options_given_and_refuses_others_in_one_line(tmp_path, capsys):
+    from segkit.data.registry import dataset_step, step_options
+
+    assert step_options(dataset_step("prepare", "helen")) == ("overwrite",)
+    assert step_options(dataset_step("prepare", "carvana")) == (
+        "size",
+        "workers",
+        "overwrite",
+        "threshold",
+        "soft",
+    )
+    assert run("synth", "voc", tmp_path / "voc", "--n", "1", "--layout", "official") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert (
+        "data set 'voc' has no synth option --layout; its synth options: --n, --seed, --overwrite."
+    ) in err[0]
+    assert "--layout applies to helen only." in err[0]
+    assert not (tmp_path / "voc").exists()
+    assert run("prepare", "helen", tmp_path, tmp_path / "out", "--workers", "2") == 2
+    err = capsys.readouterr().err
+    assert "'helen' has no prepare option --workers; its prepare options: --overwrite." in err

@@ -181,7 +181,9 @@ def test_prepare_helen_refuses_soft(tmp_path, capsys):
     from segkit.cli import main
 
     assert main(["prepare", "helen", str(tmp_path), str(tmp_path / "out"), "--soft"]) == 2
-    assert "Helen has 11 classes" in capsys.readouterr().err
+    err = capsys.readouterr().err  # Helen's step takes no --soft: it says which options it takes
+    assert "data set 'helen' has no prepare option --soft; its prepare options: --overwrite." in err
+    assert "--soft applies to carvana only" in err
 
 
 def test_soft_flips_keep_the_float_mask():

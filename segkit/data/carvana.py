@@ -182,7 +182,6 @@ def _prepare(
     overwrite: bool = False,
     threshold: int | None = None,
     soft: bool = False,
-    **_: Any,
 ) -> tuple[str, list[str]]:
     """``segkit prepare carvana``: resized PNG pairs; the message and notes to show."""
     size = size or 128
@@ -197,11 +196,12 @@ def _prepare(
     return message, list(index.attrs.get("notes", []))
 
 
-def _synth(dst: str | Path, cars: int, seed: int, overwrite: bool) -> str:
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False) -> str:
+    """``segkit synth carvana``: ``n`` synthetic cars, 16 views each; the message to show."""
     from segkit.data.synth import synth_carvana
 
-    synth_carvana(dst, cars=cars, seed=seed, overwrite=overwrite)
-    return f"wrote {cars} synthetic cars x 16 views in the Kaggle layout to {dst}"
+    synth_carvana(dst, cars=n, seed=seed, overwrite=overwrite)
+    return f"wrote {n} synthetic cars x 16 views in the Kaggle layout to {dst}"
 
 
 @register_dataset("carvana")
@@ -227,8 +227,10 @@ class CarvanaDataset(SegmentationDataset):
         "Challenge there (train/*.jpg, train_masks/*_mask.gif)",
         split_group=lambda sample_id: parse_carvana_id(sample_id)[0],  # all views of a car
         prepare=_prepare,
-        prepared=lambda root, dst, size, **options: ensure_prepared(root, dst, size, **options),
-        synth=lambda dst, n=2, seed=0, overwrite=False, **_: _synth(dst, n, seed, overwrite),
+        training_folder=lambda root, dst, size, **options: ensure_prepared(
+            root, dst, size, **options
+        ),
+        synth=_synth,
     )
     class_names = CARVANA_CLASSES
     task = "binary"

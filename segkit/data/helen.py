@@ -117,27 +117,8 @@ def find_helen_samples(root: str | Path, split: str | None = "train") -> tuple[s
     return layout, [Sample(s.image_path.stem, s.image_path, s.mask_path) for s in samples]
 
 
-def _prepare(
-    src: str | Path,
-    dst: str | Path,
-    overwrite: bool = False,
-    size: int | None = None,
-    threshold: int | None = None,
-    soft: bool = False,
-    **_: Any,
-) -> str:
+def _prepare(src: str | Path, dst: str | Path, overwrite: bool = False) -> str:
     """``segkit prepare helen``: the official release copied into the split layout."""
-    if soft:
-        raise DataError(
-            "prepare helen: --soft writes soft targets for binary masks (carvana); Helen has "
-            "11 classes, whose labels stay integer. Drop --soft."
-        )
-    if size is not None or threshold is not None:
-        raise DataError(
-            f"prepare helen copies the release as it is; {'--size' if size else '--threshold'} "
-            "applies to carvana only (training resizes Helen images to data.image_size). "
-            "Drop the option."
-        )
     prepare_helen(src, dst, overwrite=overwrite)
     return f"copied the Helen release into the split layout in {dst}"
 
@@ -149,7 +130,6 @@ def _synth(
     overwrite: bool = False,
     layout: str = "split",
     test: int | None = None,
-    **_: Any,
 ) -> str:
     """``segkit synth helen``: ``n`` train faces and a test split (a fifth of ``n``)."""
     from segkit.data.synth import check_helen_destination, synth_helen

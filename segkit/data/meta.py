@@ -18,9 +18,11 @@ checkpoint, together with the mean/std the images were normalised with (``spec.m
 checkpoint behaves as training did without knowing the data set's code.
 
 The callable parts stay with the class: ``split_group`` (sample id -> group, for a split that
-keeps a group on one side, such as all views of one car), ``prepare`` / ``prepared`` (a
-conversion run by ``segkit prepare``, and before training when ``data.prepare_size`` is set)
-and ``synth`` (a synthetic set in the real layout, for ``segkit synth``).
+keeps a group on one side, such as all views of one car), ``prepare`` (a conversion run by
+``segkit prepare``), ``training_folder`` (the folder to train on when ``data.prepare_size`` is
+set, prepared first when needed) and ``synth`` (a synthetic set in the real layout, for
+``segkit synth``). A step's options are the parameters of its signature that have a default;
+``segkit prepare`` / ``segkit synth`` pass it only those the user gave, and refuse others.
 """
 
 from __future__ import annotations
@@ -65,13 +67,17 @@ class DatasetMeta:
         source: where the real data comes from (shown when ``data.root`` does not exist).
         split_group: ``fn(sample_id) -> group key``; a held-out validation split keeps each
             group on one side (None: samples are split one by one).
-        prepare: ``fn(src, dst, size=..., workers=..., overwrite=..., **options)`` converting
-            the release into what the adapter reads (``segkit prepare``); returns the message
-            to show, or ``(message, notes)``.
-        prepared: ``fn(root, dst, size) -> folder`` for ``data.prepare_size``: the folder to
-            train on, prepared into ``dst`` first when ``root`` is not prepared at ``size``.
-        synth: ``fn(dst, n=..., seed=..., overwrite=..., **options)`` writing a synthetic set
-            in the real layout (``segkit synth``); returns the message to show.
+        prepare: ``fn(src, dst, overwrite=False, ...)`` converting the release into what the
+            adapter reads (``segkit prepare``); returns the message to show, or
+            ``(message, notes)``. Its options are its parameters with defaults (Carvana's:
+            ``size``, ``workers``, ``overwrite``, ``threshold``, ``soft``); the command line
+            passes only the ones given and refuses the others, naming these.
+        training_folder: ``fn(root, dst, size) -> folder`` for ``data.prepare_size``: the
+            folder to train on, prepared into ``dst`` first when ``root`` is not prepared at
+            ``size``.
+        synth: ``fn(dst, n=..., seed=..., overwrite=False, ...)`` writing a synthetic set in
+            the real layout (``segkit synth``; ``n`` and ``seed`` are always given, other
+            options as for ``prepare``); returns the message to show.
         mean: the data set's own per-channel mean for ``augment.normalize: dataset``, on the
             input scale (:mod:`segkit.data.bands`: 0-1 for 8-bit and 16-bit images); a config's
             ``augment.mean`` replaces it.
@@ -98,7 +104,7 @@ class DatasetMeta:
     source: str = ""
     split_group: Callable[[str], str] | None = None
     prepare: Callable[..., Any] | None = None
-    prepared: Callable[..., Any] | None = None
+    training_folder: Callable[..., Any] | None = None
     synth: Callable[..., Any] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None

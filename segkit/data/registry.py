@@ -109,3 +109,61 @@ def build_dataset(
             hint = suggest(key, valid) or (f" Valid options: {', '.join(valid)}." if valid else "")
             raise ConfigError(f"Dataset {name!r} has no option {key!r}.{hint}")
     return cls(root, split=split, transform=transform, **options)
+
+
+def step_options(step: Callable[..., Any]) -> tuple[str, ...] | None:
+    """The options a data set's ``prepare`` / ``synth`` step takes: the parameters of its
+    signature that have a default or are keyword-only (None: it takes any, ``**options``)."""
+    params = inspect.signature(step).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(
+        p.name
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not p.empty)
+    )
+
+
+def dataset_step(kind: str, name: str) -> Callable[..., Any]:
+    """The ``prepare`` or ``synth`` step data set ``name`` declares (its ``DatasetMeta``).
+
+    Raises:
+        ConfigError: no registered data set of that name has such a step (with suggestions).
+    """
+    able = {n: getattr(m, kind) for n, m in dataset_metas().items() if getattr(m, kind)}
+    if name not in able:
+        raise ConfigError(unknown_name(f"data set with a {kind} step", name, able))
+    return able[name]
+
+
+def run_dataset_step(kind: str, name: str, *args: Any, **options: Any) -> Any:
+    """Run data set ``name``'s ``prepare`` (``args``: src, dst) or ``synth`` (dst) step with
+    ``options``, the ones the user gave (``segkit prepare`` / ``segkit synth`` options).
+
+    Raises:
+        ConfigError: no such step, or an option the step does not take; the one-line message
+            names the options it takes and the data sets whose step takes the unknown one.
+    """
+    step = dataset_step(kind, name)
+    takes = step_options(step)
+    unknown = [key for key in options if takes is not None and key not in takes]
+    if unknown:
+        raise ConfigError(_no_such_option(kind, name, unknown[0], takes or ()))
+    return step(*args, **options)
+
+
+def _no_such_option(kind: str, name: str, key: str, takes: tuple[str, ...]) -> str:
+    def flag(option: str) -> str:
+        return "--" + option.replace("_", "-")
+
+    others = []
+    for other, meta in dataset_metas().items():
+        step = getattr(meta, kind)
+        if other != name and step is not None and key in (step_options(step) or ()):
+            others.append(other)
+    where = f" {flag(key)} applies to {', '.join(others)} only." if others else ""
+    return (
+        f"data set {name!r} has no {kind} option {flag(key)}; its {kind} options: "
+        f"{', '.join(flag(o) for o in takes) or 'none'}.{where}"
+    )

@@ -70,7 +70,7 @@ def _listed_samples(listed: Path, image_dir: Path, mask_dir: Path) -> list[Sampl
     return samples
 
 
-def _synth(dst: str | Path, n: int = 3, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+def _synth(dst: str | Path, n: int = 3, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth``: a small synthetic set in this layout; the message to show."""
     from segkit.data.formats.synth import synth_camvid
 

@@ -110,7 +110,7 @@ def _files(folder: Path, suffix: str) -> dict[str, Path]:
     return unique_keys(files, lambda p: p.name[: -len(suffix)], folder)
 
 
-def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth``: a small synthetic set in this layout; the message to show."""
     from segkit.data.formats.synth import synth_cityscapes
 

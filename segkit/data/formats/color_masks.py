@@ -150,7 +150,7 @@ def _unknown_color(
     )
 
 
-def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth``: a small synthetic set in this layout; the message to show."""
     from segkit.data.formats.synth import synth_color_masks
 

@@ -122,7 +122,7 @@ def read_labels(path: Path, mapping: Mapping[int, int]) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth raster``: a small multi-band set in this layout; the message to show."""
     from segkit.data.formats.synth import synth_raster
 

@@ -89,7 +89,7 @@ def _voc_samples(base: Path, split_list: Path, images: str, masks: str) -> list[
     return samples
 
 
-def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+def _synth(dst: str | Path, n: int = 2, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth``: a small synthetic set in this layout; the message to show."""
     from segkit.data.formats.synth import synth_voc
 
