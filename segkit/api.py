@@ -206,7 +206,8 @@ def attach_transforms(
 
     Images are normalised with ``spec.mean`` / ``spec.std``, the one record of what the model
     is fed (:func:`build_experiment` writes ``augment.normalize``'s choice there), and meet
-    the square input as ``spec.options["resize"]`` says (``data.resize``; absent: squash);
+    the square input as ``spec.options["resize"]`` says (``data.resize``; loading fills in
+    ``squash``, what training did, for checkpoints from before it was recorded);
     flips swap ``flip_pairs`` (default: the training set's). 8-bit RGB images are divided
     by 255 there; band images come on their input scale already (:mod:`segkit.data.bands`).
     """
@@ -215,7 +216,7 @@ def attach_transforms(
     if flip_pairs is None:
         flip_pairs = list(getattr(train_set, "flip_pairs", ()) or ())
     size, ignore, crop = cfg.data.image_size, train_set.ignore_index, cfg.data.crop
-    resize = spec.options.get("resize", "squash")  # older checkpoints: squash
+    resize = spec.options["resize"]  # recorded by training; loading fills it in (squash)
     if crop is not None:
         check_crop_size(crop.size, spec)
     rgb8 = getattr(train_set, "band_reader", lambda: None)() is None
@@ -509,8 +510,9 @@ def _optional_hooks(cfg: Config) -> list[Any]:
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:
-    """The training config stored in a checkpoint (defaults where it holds none)."""
-    raw = ckpt.get("config") or {}
+    """The training config stored in a checkpoint (:func:`segkit.engine.load_checkpoint`'s
+    result; defaults where it holds none)."""
+    raw = ckpt["config"]  # {} where none was stored
     return from_dict(Config, raw) if raw else Config()
 
 
@@ -576,7 +578,7 @@ def evaluate(
     if split == "val" and cfg.data.val_split:  # the split training validated on
         split = cfg.data.val_split
     model = model_from_checkpoint(checkpoint, device="cpu")
-    meta = DatasetMeta.from_dict(model.spec.meta or {})  # what training recorded
+    meta = DatasetMeta.from_dict(model.spec.meta)  # what training recorded (or loading found)
     thresholds = class_thresholds(meta, model.spec.classes, threshold)
     cfg.loss.ignore_index = meta.ignore_index
     if split == "val" and not cfg.data.val_split:

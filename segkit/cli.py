@@ -147,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _labels(spec: str) -> tuple[list[str], dict[str, list[int]] | None]:
     """Class names and report groups for ``--classes``: a data set, a count, a file, a checkpoint."""
     from segkit.data import dataset_metas
-    from segkit.data.meta import DatasetMeta, meta_for_classes
+    from segkit.data.meta import meta_for_classes
 
     metas = dataset_metas()
     if spec in metas and metas[spec].classes:
@@ -158,13 +158,10 @@ def _labels(spec: str) -> tuple[list[str], dict[str, list[int]] | None]:
         return names, None
     path = Path(spec)
     if path.suffix == ".pt" and path.is_file():
-        from segkit.data.meta import upgrade_spec
-        from segkit.engine import load_checkpoint
+        from segkit.engine.checkpoint import recorded_classes
 
-        state = load_checkpoint(path)
-        model_spec = upgrade_spec(state.get("model_spec") or {}, state.get("config"))
-        names = list(model_spec.get("class_names") or [])
-        return names, DatasetMeta.from_dict(model_spec["meta"]).groups_for(names)
+        names, meta = recorded_classes(path)
+        return names, meta.groups_for(names)
     if not path.is_file():
         named = ", ".join(n for n, m in metas.items() if m.classes)
         raise SegkitError(

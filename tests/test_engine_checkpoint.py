@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from segkit.data.meta import DatasetMeta
 from segkit.engine import load_checkpoint, model_from_checkpoint, save_checkpoint
-from segkit.engine.checkpoint import copy_checkpoint, rng_state, set_rng_state, to_plain
+from segkit.engine.checkpoint import (
+    copy_checkpoint,
+    recorded_classes,
+    rng_state,
+    set_rng_state,
+    to_plain,
+    upgrade,
+)
 from segkit.errors import CheckpointError
 
 
@@ -82,6 +90,50 @@ def test_a_format_1_checkpoint_is_upgraded_on_loading():
     assert hooks["lr"]["name"] == "plateau" and hooks["lr"]["scheduler"] == raw["scheduler"]
     assert hooks["early_stop"] == raw["hooks"]["EarlyStopHook"]
     assert hooks["eval"]["metrics"] == raw["metrics"]
+
+
+def test_an_old_checkpoint_loaded_once_has_the_current_formats_keys(run_dir):
+    """Loading is the one upgrade path: callers read fields without fallbacks for old files."""
+    old = load_checkpoint(Path(__file__).parent / "data" / "v1_cosine" / "last.pt")
+    current = load_checkpoint(run_dir / "last.pt")
+    assert set(old) == set(current)
+    assert {"best", "lr", "eval"} <= set(old["hooks"])
+    assert old["channels_last"] is False  # its config's train.channels_last
+    assert old["model_spec"] is None and old["config"]["train"]["epochs"] == 3
+    assert upgrade(old).keys() == old.keys()
+
+
+def test_loading_fills_in_what_older_versions_did_not_record(tmp_path):
+    """A spec without meta, image size or resize mode and a state without its layout, as older
+    segkit versions wrote them: loading fills them in once, and loading is idempotent."""
+    models = pytest.importorskip("segkit.models")
+    from segkit.inference.predictor import load_model
+    from segkit.models.spec import IMAGENET_MEAN
+
+    model = models.build_model(arch="unet", classes=3, base_channels=4, class_names=list("abc"))
+    spec = model.spec.to_dict()
+    del spec["meta"], spec["imports"]
+    assert "image_size" not in spec["options"] and "resize" not in spec["options"]
+    config = {
+        "train": {"channels_last": True},
+        "data": {"image_size": 48, "dataset": "folder"},
+        "augment": {"normalize": "imagenet"},
+        "loss": {"ignore_index": 255},
+    }
+    state = {"model": model.state_dict(), "model_spec": spec, "config": config}
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "old.pt", state))
+    assert ckpt["channels_last"] is True
+    options, meta = ckpt["model_spec"]["options"], ckpt["model_spec"]["meta"]
+    assert options["image_size"] == 48 and options["resize"] == "squash"
+    assert meta["classes"] == ["a", "b", "c"] and meta["ignore_index"] == 255
+    assert meta["dataset"] == "folder"
+    assert ckpt["model_spec"]["mean"] == pytest.approx(IMAGENET_MEAN)  # what training used
+    again = upgrade(ckpt)
+    assert again["model_spec"] == ckpt["model_spec"] and again["config"] == ckpt["config"]
+    assert again["channels_last"] is True
+    rebuilt, size = load_model(tmp_path / "old.pt", device="cpu")
+    assert size == 48 and rebuilt.spec.meta == meta
+    assert recorded_classes(tmp_path / "old.pt") == (["a", "b", "c"], DatasetMeta.from_dict(meta))
 
 
 def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):

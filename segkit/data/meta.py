@@ -289,25 +289,6 @@ def meta_for_classes(class_names: Sequence[str]) -> DatasetMeta:
     return DatasetMeta(classes=tuple(names))
 
 
-def legacy_meta(spec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The metadata an old checkpoint (without ``spec["meta"]``) would have recorded.
-
-    The classes come from the spec; flip pairs and report groups from the registered data
-    set with those classes (what segkit used to guess from the names); the ignore index
-    from the training config.
-    """
-    names = list(spec.get("class_names") or [])
-    meta = meta_for_classes(names) if names else DatasetMeta()
-    loss = (config or {}).get("loss") or {}
-    data = (config or {}).get("data") or {}
-    ignore = loss.get("ignore_index")  # and class ids written as such, as those versions did
-    out = meta.replace(classes=tuple(names), ignore_index=ignore, output_ids=None).to_dict()
-    out["dataset"] = meta.dataset or data.get("dataset")
-    if out["flip_pairs"] is None and names:
-        out["flip_pairs"] = [list(p) for p in meta.pairs_for(names)]
-    return out
-
-
 def training_normalization(
     normalize: str,
     model_mean: Sequence[float],
@@ -354,24 +335,3 @@ def training_normalization(
     raise ConfigError(
         f"augment.normalize must be model, imagenet, none or dataset, got {normalize!r}."
     )
-
-
-def upgrade_spec(spec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A checkpoint's model spec with what older segkit versions did not record filled in.
-
-    Checkpoints without ``meta`` get the metadata :func:`legacy_meta` finds, and their mean/std
-    are set to what training normalised with (``augment.normalize`` of the stored config):
-    those versions recorded the network's default even when training used another, and
-    prediction then fed the model differently scaled input.
-    """
-    out = dict(spec)
-    if out.get("meta") is not None:
-        return out
-    out["meta"] = legacy_meta(out, config)
-    normalize = ((config or {}).get("augment") or {}).get("normalize", "model")
-    if normalize in ("imagenet", "none") and out.get("mean") is not None:
-        channels = len(out["mean"])
-        mean, std = training_normalization(normalize, out["mean"], out["std"], DatasetMeta())
-        out["mean"] = [mean[i % 3] for i in range(channels)]
-        out["std"] = [std[i % 3] for i in range(channels)]
-    return out

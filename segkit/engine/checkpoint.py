@@ -4,9 +4,10 @@ A segkit checkpoint is a ``dict`` of tensors and plain Python values only, so th
 ``torch.load(path, weights_only=True)`` can open it without running any code. What goes in
 it is :meth:`segkit.engine.Trainer.state_dict`'s business (format 2: the model, its spec,
 class names and config, the trainer's counters, optimizer, scaler and RNG, and ``hooks``:
-each hook's state under its name). This module writes and reads the files, and upgrades
-checkpoints of format 1 (best value, schedule and metrics at the top level, hook states
-under class names) when it loads them.
+each hook's state under its name). This module writes and reads the files, and is the one
+place that knows older checkpoints: loading upgrades them (:func:`upgrade`: format 1's best
+value, schedule and metrics at the top level and hook states under class names; fields older
+versions did not record), so callers read the current format's fields as they are.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from segkit._files import replace_atomically
 from segkit.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from segkit.data.meta import DatasetMeta
 
 FORMAT = "segkit-checkpoint"
 VERSION = 2
@@ -169,11 +173,30 @@ _V1_HOOK_NAMES = {"EarlyStopHook": "early_stop", "PlotHook": "plot"}
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint of an older format in the current one (a current one as it is).
 
-    Format 1 kept the best value, the schedule and the last metrics at the top level; format 2
-    keeps them in the states of the hooks that own them (``best``, ``lr``, ``eval``).
+    :func:`load_checkpoint` calls it, so that every reader takes the fields as they are: this
+    is the one place that knows what older segkit versions wrote.
+
+    - Format 1 kept the best value, the schedule and the last metrics at the top level and hook
+      states under class names; format 2 keeps them in the states of the hooks that own them
+      (``best``, ``lr``, ``eval``).
+    - ``config``: ``{}`` where none was stored.
+    - ``channels_last`` (the layout the run trained in), absent before it was recorded: the
+      config's ``train.channels_last``, contiguous unless it said true.
+    - ``model_spec`` (None: a model without a description): see :func:`upgrade_spec`.
     """
-    if int(state.get("version", 1)) >= 2:
-        return state
+    state = _hooks_by_name(state) if int(state.get("version", 1)) < 2 else dict(state)
+    state["config"] = config = state.get("config") or {}
+    if state.get("channels_last") is None:
+        state["channels_last"] = (config.get("train") or {}).get("channels_last") is True
+    state["model_spec"] = state.get("model_spec") or None
+    if state["model_spec"] is not None:
+        state["model_spec"] = upgrade_spec(state["model_spec"], config)
+    return state
+
+
+def _hooks_by_name(state: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 checkpoint's top-level best value, schedule and metrics moved into the states
+    of the hooks that own them, and its hook states named as format 2 names them."""
     state = dict(state)
     hooks = {_V1_HOOK_NAMES.get(k, k): v for k, v in (state.pop("hooks", None) or {}).items()}
     measure = {"monitor": state.pop("monitor", None), "mode": state.pop("mode", None)}
@@ -187,6 +210,71 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     hooks["eval"] = {"metrics": state.pop("metrics", None) or {}}
     state["hooks"], state["version"] = hooks, 2
     return state
+
+
+def upgrade_spec(spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model spec with what older segkit versions did not record filled in.
+
+    - ``meta``: what :func:`legacy_meta` finds; those versions also recorded the network's
+      default mean/std even when training normalised otherwise (``augment.normalize`` of the
+      stored config), and prediction then fed the model differently scaled input: the mean/std
+      training used are set.
+    - ``options["image_size"]``: the config's ``data.image_size``.
+    - ``options["resize"]`` (``data.resize``, recorded since it existed): ``squash``, what
+      training did before.
+    """
+    out = dict(spec)
+    options = out["options"] = dict(out.get("options") or {})
+    options.setdefault("resize", "squash")
+    size = (config.get("data") or {}).get("image_size")
+    if options.get("image_size") is None and size is not None:
+        options["image_size"] = size
+    if out.get("meta") is not None:
+        return out
+    from segkit.data.meta import DatasetMeta, training_normalization
+
+    out["meta"] = legacy_meta(out, config)
+    normalize = (config.get("augment") or {}).get("normalize", "model")
+    if normalize in ("imagenet", "none") and out.get("mean") is not None:
+        channels = len(out["mean"])
+        mean, std = training_normalization(normalize, out["mean"], out["std"], DatasetMeta())
+        out["mean"] = [mean[i % 3] for i in range(channels)]
+        out["std"] = [std[i % 3] for i in range(channels)]
+    return out
+
+
+def legacy_meta(spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata an old checkpoint (without ``spec["meta"]``) would have recorded.
+
+    The classes come from the spec; flip pairs and report groups from the registered data
+    set with those classes (what segkit used to guess from the names); the ignore index
+    from the training config.
+    """
+    from segkit.data.meta import DatasetMeta, meta_for_classes
+
+    names = list(spec.get("class_names") or [])
+    meta = meta_for_classes(names) if names else DatasetMeta()
+    loss = config.get("loss") or {}
+    data = config.get("data") or {}
+    ignore = loss.get("ignore_index")  # and class ids written as such, as those versions did
+    out = meta.replace(classes=tuple(names), ignore_index=ignore, output_ids=None).to_dict()
+    out["dataset"] = meta.dataset or data.get("dataset")
+    if out["flip_pairs"] is None and names:
+        out["flip_pairs"] = [list(p) for p in meta.pairs_for(names)]
+    return out
+
+
+def recorded_classes(path: str | Path) -> tuple[list[str], DatasetMeta]:
+    """The class names a checkpoint's model predicts and the :class:`~segkit.data.DatasetMeta`
+    its training recorded (found for older checkpoints); no names for a model without a spec.
+
+    Raises:
+        CheckpointError: an unreadable file (see :func:`load_checkpoint`).
+    """
+    from segkit.data.meta import DatasetMeta
+
+    spec = load_checkpoint(path)["model_spec"] or {}
+    return list(spec.get("class_names") or []), DatasetMeta.from_dict(spec.get("meta") or {})
 
 
 def pickle_globals(path: Path) -> list[str] | None:
@@ -281,18 +369,17 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     from segkit.models import load_state, rebuild_model
 
     state = load_checkpoint(path)
-    spec = state.get("model_spec")
-    if not spec:
+    spec = state["model_spec"]
+    if spec is None:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} holds no model description (model_spec): it was trained "
             "with a model that has no .spec. Build that model yourself and load "
             "load_checkpoint(path)['model'] into it with model.load_state_dict."
         )
-    from segkit.data.meta import upgrade_spec
     from segkit.plugins import PluginError
 
     try:
-        model = rebuild_model(upgrade_spec(spec, state.get("config")))
+        model = rebuild_model(spec)
     except PluginError as exc:
         raise CheckpointError(f"Checkpoint {str(path)!r} cannot be loaded: {exc}") from None
     except (ConfigError, TypeError) as exc:

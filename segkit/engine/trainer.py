@@ -535,13 +535,11 @@ class Trainer:
 
     def _resume_layout(self, state: dict[str, Any]) -> None:
         """``train.channels_last: auto`` resumes in the memory layout the run trained in, so
-        that a resumed run stays bit-identical (a run from before the layout was recorded:
-        its config's value, contiguous unless it said true)."""
+        that a resumed run stays bit-identical (for a run from before the layout was recorded,
+        loading fills in its config's value: :func:`~segkit.engine.checkpoint.upgrade`)."""
         if not is_auto(self.cfg.channels_last):
             return
-        run = state.get("channels_last")
-        if run is None:
-            run = ((state.get("config") or {}).get("train") or {}).get("channels_last") is True
+        run = state["channels_last"]
         if bool(run) == self.channels_last:
             return
         self.channels_last = bool(run)
@@ -569,7 +567,7 @@ class Trainer:
         # on the CPU: load_state_dict copies onto each parameter's device, and the RNG states
         # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
         state = load_checkpoint(path, map_location="cpu")
-        check_resume_config(state.get("config") or {}, self.config_dict(), path)
+        check_resume_config(state["config"], self.config_dict(), path)
         self._resume_layout(state)
         self.load_state_dict(state, source=str(path))
         if self.dist.is_main and self.epoch >= self.cfg.epochs:  # user-facing: nothing to do

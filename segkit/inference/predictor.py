@@ -44,8 +44,8 @@ def load_model(
 ) -> tuple[torch.nn.Module, int | None]:
     """The model to predict with (on ``device``) and the square image size it was trained at.
 
-    The size comes from ``spec.options["image_size"]``, else the checkpoint's
-    ``config.data.image_size``; ``None`` when neither says.
+    The size is ``spec.options["image_size"]`` (loading fills it in for older checkpoints,
+    from their ``config.data.image_size``); ``None`` when the spec does not say.
 
     Raises:
         CheckpointError: the checkpoint is missing or unreadable (names the file).
@@ -60,15 +60,11 @@ def load_model(
             )
         if device != "auto":
             model.to(device)
-        return model, model.spec.options.get("image_size")
-    from segkit.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    else:
+        from segkit.engine.checkpoint import model_from_checkpoint
 
-    model = model_from_checkpoint(checkpoint_or_model, device=device)
-    size = model.spec.options.get("image_size")
-    if size is None:
-        config = load_checkpoint(checkpoint_or_model).get("config") or {}
-        size = (config.get("data") or {}).get("image_size")
-    return model, size
+        model = model_from_checkpoint(checkpoint_or_model, device=device)
+    return model, model.spec.options.get("image_size")
 
 
 class Predictor:
