@@ -53,12 +53,13 @@ class ModelSpec:
         options: extra keyword arguments for the architecture (e.g. ``decoder_channels``),
             plus the metadata keys in :data:`METADATA_OPTIONS` (``image_size``: the training
             input side, which prediction resizes to; ``resize``: how training met the image's
-            aspect, ``data.resize``, absent in older checkpoints: ``squash``; ``crop``: ``size``,
-            ``scale`` and ``overlap`` of a model trained on crops, which prediction runs in
-            windows).
+            aspect, ``data.resize``, filled in as ``squash`` when older checkpoints load;
+            ``crop``: ``size``, ``scale`` and ``overlap`` of a model trained on crops, which
+            prediction runs in windows).
         meta: the training data's recorded metadata (``DatasetMeta.to_dict()``: data set name,
-            classes, colours, ignore index, flip pairs, report groups); None in checkpoints
-            written before it was recorded.
+            classes, colours, ignore index, flip pairs, report groups); None for a model built
+            outside training (loading fills it in for checkpoints written before it was
+            recorded: :func:`segkit.engine.checkpoint.upgrade_spec`).
         imports: modules that register what this model needs (its architecture, ...): imported
             before the model is rebuilt from a checkpoint.
     """
