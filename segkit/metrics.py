@@ -20,6 +20,14 @@ import torch
 from segkit.errors import DataError
 
 LABEL_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
+#: the scores reported per class, ``<score>_<class name>``, in this order
+PER_CLASS = ("f1", "iou", "precision", "recall")
+#: the scores of a whole set, after the per-class and group ones
+SUMMARY = ("mean_f1", "miou", "accuracy")
+#: a binary task's soft Dice (:class:`SoftDiceAccumulator`), after the summary
+SOFT_DICE = ("soft_dice", "soft_dice_global")
+#: what :func:`metric_names` takes as ``task``
+TASKS = ("binary", "multiclass", "multilabel")
 
 # ---------------------------------------------------------------------------- functional
 
@@ -178,7 +186,7 @@ class ConfusionMatrix:
             raise ValueError("The confusion matrix is empty: call update() with some pixels first.")
         scores = scores_from_matrix(m)
         result: dict[str, float] = {}
-        for metric in ("f1", "iou", "precision", "recall"):
+        for metric in PER_CLASS:
             for name, value in zip(names, scores[metric]):
                 result[f"{metric}_{name}"] = float(value)
         for group, classes in _check_groups(groups, self.num_classes, names).items():
@@ -248,13 +256,48 @@ class MultiLabelConfusion:
             raise ValueError("The confusion matrix is empty: call update() with some pixels first.")
         per_class = [scores_from_matrix(mc) for mc in m]
         result: dict[str, float] = {}
-        for metric in ("f1", "iou", "precision", "recall"):
+        for metric in PER_CLASS:
             for name, scores in zip(self.class_names, per_class):
                 result[f"{metric}_{name}"] = float(scores[metric][1])
         result["mean_f1"] = _nanmean(np.array([s["f1"][1] for s in per_class]))
         result["miou"] = _nanmean(np.array([s["iou"][1] for s in per_class]))
         result["accuracy"] = float(np.mean([np.trace(mc) / mc.sum() for mc in m]))
         return result
+
+
+def metric_names(
+    class_names: Sequence[str],
+    groups: Mapping[str, Sequence[int]] | None = None,
+    task: str = "multiclass",
+) -> list[str]:
+    """The keys an evaluation's scores hold for this configuration, in their order.
+
+    ``<score>_<class>`` for each of :data:`PER_CLASS`, ``f1_<group>`` per group, then
+    :data:`SUMMARY`; a binary task adds :data:`SOFT_DICE`. This is what
+    :meth:`ConfusionMatrix.compute` (with :class:`SoftDiceAccumulator` for ``"binary"``) and
+    :meth:`MultiLabelConfusion.compute` (``"multilabel"``) return, known before any pixel
+    is counted.
+
+    Args:
+        class_names: one name per class (a binary task: two, background first).
+        groups: group name -> class indices (not for ``"multilabel"``).
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+
+    Raises:
+        ValueError: an unknown task, a binary task without two names, groups for a
+            multi-label task, or groups ``compute()`` would refuse.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
+    if task == "binary" and len(class_names) != 2:
+        raise ValueError(f"A binary task has 2 class names, got {list(class_names)}.")
+    if task == "multilabel" and groups:
+        raise ValueError("Report groups are not defined for multi-label classes.")
+    names = _check_names(class_names, len(class_names))
+    keys = [f"{metric}_{name}" for metric in PER_CLASS for name in names]
+    keys += [f"f1_{group}" for group in _check_groups(groups, len(names), names)]
+    keys += SUMMARY
+    return keys + list(SOFT_DICE) if task == "binary" else keys
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -299,7 +342,7 @@ def results_table(
     rows = []
     for name in list(class_names) + list(groups or {}):
         row = {"name": name, "kind": "class" if name in class_names else "group"}
-        for metric in ("f1", "iou", "precision", "recall"):
+        for metric in PER_CLASS:
             row[metric] = result.get(f"{metric}_{name}", math.nan)
         rows.append(row)
     return pd.DataFrame(rows).set_index("name")
@@ -504,4 +547,4 @@ class SoftDiceAccumulator:
         if self.count == 0:
             raise ValueError("SoftDiceAccumulator is empty: call update() with a batch first.")
         pooled = (2 * self.intersection + self.smooth) / (self.denominator + self.smooth)
-        return {"soft_dice": self.score_sum / self.count, "soft_dice_global": pooled}
+        return dict(zip(SOFT_DICE, (self.score_sum / self.count, pooled)))

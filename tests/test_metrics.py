@@ -17,9 +17,11 @@ from segkit.data.helen import HELEN_GROUPS
 from segkit.errors import DataError
 from segkit.metrics import (
     ConfusionMatrix,
+    MultiLabelConfusion,
     SoftDiceAccumulator,
     format_f1_lines,
     group_f1,
+    metric_names,
     results_table,
     score_folders,
     soft_dice,
@@ -283,3 +285,36 @@ def test_score_folders_reads_masks_as_training_does(tmp_path):
     write_mask(pred / "b.png", np.array([[0, 1, 1]] * 4, np.uint8))
     result = score_folders(gt, pred, ["bg", "car"])
     assert result["f1_car"] == 1.0 and result["accuracy"] == 1.0
+
+
+def test_metric_names_are_the_keys_compute_returns():
+    from segkit.engine.evaluation import Evaluator
+
+    rng = np.random.default_rng(0)
+    # binary: the validation's confusion matrix plus the soft Dice, from one-channel logits
+    evaluator = Evaluator(["background", "car"])
+    evaluator.update(torch.randn(2, 1, 8, 8), torch.from_numpy(rng.integers(0, 2, (2, 8, 8))))
+    assert metric_names(["background", "car"], task="binary") == list(evaluator.compute())
+    # multi-class with groups, in compute()'s order
+    names, groups = ["bg", "le", "re", "nose"], {"eyes": [1, 2], "all": [1, 2, 3]}
+    cm = ConfusionMatrix(4, class_names=names)
+    cm.update(rng.integers(0, 4, (16, 16)), rng.integers(0, 4, (16, 16)))
+    assert metric_names(names, groups) == list(cm.compute(groups))
+    assert metric_names(names) == list(cm.compute())
+    # multi-label: per class, no groups
+    ml = MultiLabelConfusion(3, ["sky", "tree", "car"])
+    ml.update(rng.integers(0, 2, (2, 3, 8, 8)), rng.integers(0, 2, (2, 3, 8, 8)))
+    assert metric_names(["sky", "tree", "car"], task="multilabel") == list(ml.compute())
+
+
+def test_metric_names_refuse_what_compute_refuses():
+    with pytest.raises(ValueError, match="multi-label"):
+        metric_names(["a", "b"], {"ab": [0, 1]}, task="multilabel")
+    with pytest.raises(ValueError, match="0..1"):
+        metric_names(["a", "b"], {"ab": [0, 2]})
+    with pytest.raises(ValueError, match="also a class name"):
+        metric_names(["a", "b"], {"a": [0, 1]})
+    with pytest.raises(ValueError, match="2 class names"):
+        metric_names(["a", "b", "c"], task="binary")
+    with pytest.raises(ValueError, match="task must be one of"):
+        metric_names(["a", "b"], task="semantic")

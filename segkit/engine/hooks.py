@@ -142,13 +142,12 @@ class EvalHook(HookBase):
         names = t.class_names
         if not t.monitor.startswith("val_") or t.val_loader is None or not names:
             return
-        from segkit.metrics import ConfusionMatrix
+        from segkit.metrics import metric_names
 
-        cm = ConfusionMatrix(len(names), class_names=names)
-        cm.matrix[0, 0] = 1
-        known = ["val_loss", *(f"val_{k}" for k in cm.compute(t.groups))]
-        if len(names) == 2:
-            known += ["val_soft_dice", "val_soft_dice_global"]
+        # two names may be a binary model's (with the soft Dice) or a two-channel one's: the
+        # wider list, as the task shows only in the first batch (``best`` checks exactly)
+        task = "binary" if len(names) == 2 else "multiclass"
+        known = ["val_loss", *(f"val_{k}" for k in metric_names(names, t.groups, task))]
         check_monitor(t.monitor, known)
 
     def after_epoch(self, log: EpochLog) -> None:
