@@ -103,7 +103,7 @@ report = {{
     "weights": [p.detach().double().sum().item() for p in trainer.model.parameters()],
     "batches": trainer.n_batches,
     "world": trainer.dist.world_size,
-    "ddp": type(trainer.net).__name__,
+    "ddp": type(trainer.train_net).__name__,
 }}
 with open(os.path.join(out, "rank" + os.environ["RANK"] + ".json"), "w") as f:
     json.dump(report, f)

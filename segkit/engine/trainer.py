@@ -111,6 +111,15 @@ class Trainer:
         options: the schedule, class names and groups, run folder and full config.
         hooks: hooks of your own, registered after the built-in ones (one with a built-in
             hook's name replaces it).
+
+    The model has one name per role:
+
+    - :attr:`model`: the given model on the device, whose weights the optimizer trains;
+    - :attr:`train_net`: what training steps run through: ``model`` compiled when
+      ``train.compile``, wrapped in DDP under torchrun;
+    - :attr:`eval_model`: what validation scores and checkpoints save as ``model``: ``model``,
+      or the EMA's average (:meth:`evaluate_with`);
+    - :attr:`val_net`: what validation runs ``eval_model`` through (compiled, never DDP).
     """
 
     def __init__(
@@ -166,8 +175,8 @@ class Trainer:
         fp16 = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.eval_net = torch.compile(self.model) if cfg.compile else self.model
-        self.eval_model: nn.Module = self.model  # validated, and saved as a checkpoint's model
+        self._compiled = torch.compile(self.model) if cfg.compile else self.model
+        self._evaluated: nn.Module | None = None  # evaluate_with's module (the EMA's average)
         self._wrap_ddp()
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
 
@@ -178,11 +187,23 @@ class Trainer:
         return torch.channels_last if self.channels_last else torch.preserve_format
 
     def _wrap_ddp(self) -> None:
-        """``self.net``: the network the loop calls, wrapped in DDP under torchrun."""
-        self.net = self.eval_net
+        """Set :attr:`train_net`: the (compiled) model, wrapped in DDP under torchrun."""
+        self.train_net: nn.Module = self._compiled
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.eval_net, device_ids=ids)
+            self.train_net = nn.parallel.DistributedDataParallel(self._compiled, device_ids=ids)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The module validation scores and checkpoints save as ``model``: :attr:`model`, or
+        the one given to :meth:`evaluate_with` (the EMA's average)."""
+        return self.model if self._evaluated is None else self._evaluated
+
+    @property
+    def val_net(self) -> nn.Module:
+        """The network validation runs :attr:`eval_model` through: the compiled model (never
+        DDP's wrapper), or the module given to :meth:`evaluate_with` as it is."""
+        return self._compiled if self._evaluated is None else self._evaluated
 
     def _setup_loaders(self, train_loader: Any, val_loader: Any) -> None:
         """Shard the loaders over processes; check them against ``train.monitor``."""
@@ -265,7 +286,7 @@ class Trainer:
     def evaluate_with(self, module: nn.Module) -> None:
         """Validate ``module`` instead of the trained model, and save it as checkpoints'
         ``model`` (the trained weights are saved beside it for resuming); used by EMA."""
-        self.eval_model = module
+        self._evaluated = None if module is self.model else module
 
     @property
     def lr(self) -> float:
@@ -329,7 +350,7 @@ class Trainer:
 
     def run_epoch(self) -> None:
         """Train one epoch (the rest of it when resuming inside one), then run the hooks."""
-        self.net.train()
+        self.train_net.train()
         set_loader_epoch(self.train_loader, self.epoch, self.cfg.seed)
         self.epoch_start, self.images_seen = time.perf_counter(), 0
         if self.batch_in_epoch == 0:  # else resuming inside the epoch: keep its starting LR
@@ -376,9 +397,9 @@ class Trainer:
         n = self.batch_in_epoch + 1
         self.stepped = n % self.cfg.accumulate == 0 or n == self.n_batches
         no_sync = self.dist.enabled and not self.stepped
-        with self.net.no_sync() if no_sync else nullcontext():
+        with self.train_net.no_sync() if no_sync else nullcontext():
             with self._autocast:
-                loss = self.loss_fn(self.net(images), masks)
+                loss = self.loss_fn(self.train_net(images), masks)
             value = loss.item()
             # decided together: a rank that stopped alone would leave the others waiting
             # for it in the next gradient all-reduce
@@ -425,9 +446,7 @@ class Trainer:
         apart between ranks), so the metrics are those of the model that rank 0 saves.
         """
         D.broadcast_buffers(self.eval_model, self.dist)
-        net = self.eval_net if self.eval_model is self.model else self.eval_model
-        if self.val_wrapper is not None:
-            net = self.val_wrapper(net)
+        net = self.val_net if self.val_wrapper is None else self.val_wrapper(self.val_net)
         result = run_evaluation(
             net,
             self.val_loader,
