@@ -46,7 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from segkit.inference import PredictOptions, Predictor, normalize
 from segkit.models import build_model
-from segkit.models.scaled import window_span
+from segkit.models.windows import window_span
 
 
 class LargestFloat(TorchDispatchMode):

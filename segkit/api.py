@@ -257,10 +257,12 @@ def validation_windows(cfg: Config) -> Any:
     crop = cfg.data.crop
     if crop is None:
         return None
-    from segkit.models.scaled import ScaledWindows
+    from segkit.models.windows import ScaledWindows, Windows
+
+    windows = Windows(crop.size, crop.overlap, batch_size=cfg.data.batch_size, scale=crop.scale)
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        return ScaledWindows(model, crop.size, crop.scale, crop.overlap, cfg.data.batch_size)
+        return ScaledWindows(model, windows)
 
     return wrap
 
@@ -545,7 +547,7 @@ def evaluate(
     ``blend`` (``"gaussian"`` or ``"uniform"``), as ``predict --tile`` does (TTA per window);
     ``batch_size`` is then windows per model call, and memory stays bounded by the window
     batch and one band of windows, whatever the images' size
-    (:func:`segkit.inference.scoring.score_tiled`). Without it images are resized to the
+    (:func:`segkit.inference.scoring.score_in_windows`). Without it images are resized to the
     training size, except that a model trained on ``data.crop`` is always scored at the
     native size in windows, as validation scored it: of its crop size at its training scale
     (``tile`` then sets the window as the model sees it, each covering ``tile / scale``
@@ -553,9 +555,9 @@ def evaluate(
     """
     from segkit.engine import Evaluator
     from segkit.engine.distributed import resolve_device
-    from segkit.inference import InferenceModel, parse_tta
-    from segkit.inference.scoring import score_tiled
-    from segkit.models.sliding import check_blend, check_overlap, check_tile
+    from segkit.inference import InferenceModel, PredictOptions, Predictor, parse_tta
+    from segkit.inference.scoring import score_in_windows
+    from segkit.models.windows import check_blend, check_overlap, check_tile
 
     tta = parse_tta(tta)
     if tile is not None:
@@ -565,7 +567,7 @@ def evaluate(
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
     from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
-    from segkit.models.scaled import crop_record
+    from segkit.models.windows import crop_record
     from segkit.plugins import import_plugins
 
     ckpt = load_checkpoint(checkpoint)
@@ -591,7 +593,6 @@ def evaluate(
     record = crop_record(model.spec)
     if tile is not None or record is not None:
         check_tile(tile, model.spec.divisor)
-        scale = float(record.get("scale", 1.0)) if record is not None else 1.0
         if tile is None:  # the windows validation scored: the crop size at its scale
             tile, overlap = int(record["size"]), float(record.get("overlap", overlap))
         evaluator = Evaluator(names, meta.groups_for(names), meta.ignore_index)
@@ -599,9 +600,11 @@ def evaluate(
             evaluator = Evaluator(names, multilabel=True, thresholds=thresholds)
         ds.transform = None  # images and masks as read: windows are normalised one by one
         loader = make_loader(ds, 1, shuffle=False, num_workers=workers, seed=cfg.train.seed)
-        window = (tile, overlap, batch_size or cfg.data.batch_size, tta, flip_pairs, blend)
-        dev = resolve_device(device)
-        result = score_tiled(model.to(dev), loader, evaluator, dev, *window, scale=scale)
+        window = {"tile": tile, "overlap": overlap, "blend": blend, "tta": tta}
+        batches = batch_size or cfg.data.batch_size
+        opts = PredictOptions(batch_size=batches, flip_pairs=flip_pairs, **window)
+        predictor = Predictor(model, opts, str(resolve_device(device)))
+        result = score_in_windows(predictor, loader, evaluator)
     else:
         attach_transforms(cfg, ds, ds, model.spec, flip_pairs)
         batches = batch_size or cfg.data.batch_size

@@ -138,20 +138,22 @@ def _tiny_model():
 def test_scaled_windows_equal_the_model_when_one_window_covers_the_image():
     import torch.nn.functional as F
 
-    from segkit.models.scaled import ScaledWindows, probs_to_logits
-    from segkit.models.sliding import SlidingWindow  # pads to the divisor and crops back
+    from segkit.models import crop, pad_to_divisor
+    from segkit.models.windows import ScaledWindows, Windows, probs_to_logits
 
     model = _tiny_model()
     x = torch.randn(2, 3, 32, 48)
     with torch.no_grad():
-        assert torch.equal(ScaledWindows(model, tile=64)(x), model(x))
+        assert torch.equal(ScaledWindows(model, Windows(tile=64))(x), model(x))
         # at scale 0.5 a 32 px window covers 64 image px: the image is shrunk by area
-        # averaging, run, and its probabilities enlarged back
-        half = torch.sigmoid(SlidingWindow(model, 64)(F.interpolate(x, (16, 24), mode="area")))
+        # averaging, run (padded to the divisor and cropped back), and its probabilities
+        # enlarged back
+        padded, size = pad_to_divisor(F.interpolate(x, (16, 24), mode="area"), model.spec.divisor)
+        half = torch.sigmoid(crop(model(padded), size))
         back = F.interpolate(half, size=(32, 48), mode="bilinear", align_corners=False)
-        scaled = ScaledWindows(model, tile=32, scale=0.5)(x)
+        scaled = ScaledWindows(model, Windows(tile=32, scale=0.5))(x)
         torch.testing.assert_close(scaled, probs_to_logits(back, sigmoid=True))
-        out = ScaledWindows(model, tile=16, scale=0.5)(torch.randn(1, 3, 70, 90))
+        out = ScaledWindows(model, Windows(tile=16, scale=0.5))(torch.randn(1, 3, 70, 90))
     assert out.shape == (1, 1, 70, 90)  # at the input's size, whatever the scale
 
 

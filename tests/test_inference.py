@@ -28,13 +28,12 @@ from segkit.inference import (
     normalize,
     predict,
     predict_proba,
-    predict_tiled,
     predictor,
     probs_to_labels,
     read_for_model,
-    tiling,
 )
 from segkit.models import ModelSpec, SegmentationModel, build_model
+from segkit.models.windows import Windows, blend_image
 
 
 def _write_images(
@@ -231,7 +230,7 @@ def test_tiling_equals_whole_image_prediction_when_one_tile_covers_it():
     image = torch.randn(3, 40, 56)
     with torch.inference_mode():
         whole = predict_proba(model, image[None])[0]
-        tiled = predict_tiled(model, image, tile=64)
+        tiled = blend_image(lambda b: predict_proba(model, b), image, Windows(tile=64))
     torch.testing.assert_close(tiled, whole)
 
 
@@ -240,16 +239,17 @@ def test_overlapping_tiles_cover_every_pixel_once_averaged():
     image = torch.randn(3, 70, 100)
     with torch.inference_mode():
         whole = predict_proba(model, image[None])[0]
-        tiled = predict_tiled(model, image, tile=32, overlap=0.5, batch_size=3)
+        windows = Windows(tile=32, overlap=0.5, batch_size=3)
+        tiled = blend_image(lambda b: predict_proba(model, b), image, windows)
     torch.testing.assert_close(tiled, whole)
 
 
 def test_predict_tiled_end_to_end_at_native_resolution(tmp_path, monkeypatch):
     _write_images(tmp_path / "in", 1, (80, 96))
     seen = []
-    original = tiling.predict_proba
+    original = predictor.predict_proba
     monkeypatch.setattr(
-        tiling, "predict_proba", lambda m, x, *a: seen.append(x.shape) or original(m, x, *a)
+        predictor, "predict_proba", lambda m, x, *a: seen.append(x.shape) or original(m, x, *a)
     )
     predict(_binary_model(), [tmp_path / "in"], tmp_path / "out", tile=48, overlap=0.25)
     # stride 36: rows start at 0 and 32, columns at 0, 36 and 48

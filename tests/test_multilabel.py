@@ -350,8 +350,9 @@ def test_tiled_scoring_equals_whole_image_scoring_when_one_window_covers_the_ima
     from segkit.api import evaluate
     from segkit.engine import model_from_checkpoint
     from segkit.engine.evaluation import run_evaluation
+    from segkit.inference import PredictOptions, Predictor
     from segkit.inference.inputs import normalize
-    from segkit.inference.scoring import score_tiled
+    from segkit.inference.scoring import score_in_windows
 
     ckpt, root = trained
     model = model_from_checkpoint(ckpt, device="cpu")
@@ -367,7 +368,8 @@ def test_tiled_scoring_equals_whole_image_scoring_when_one_window_covers_the_ima
     cpu = torch.device("cpu")
     whole = run_evaluation(model, [{"image": x, "mask": masks}], evaluator(), cpu)
     pairs = [{"image": i[None], "mask": m[None]} for i, m in zip(images, masks)]
-    tiled = score_tiled(model, pairs, evaluator(), cpu, 64)
+    predictor = Predictor(model, PredictOptions(tile=64), "cpu")
+    tiled = score_in_windows(predictor, pairs, evaluator())
     assert tiled == pytest.approx(whole, abs=1e-12, nan_ok=True)
     # and through evaluate: multi-label models take --tile too
     assert set(evaluate(ckpt, split="val", device="cpu", tile=32)) >= {f"f1_{c}" for c in CLASSES}

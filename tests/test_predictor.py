@@ -21,9 +21,9 @@ from segkit.inference import (
     parse_tta,
     predict,
     predict_proba,
-    predict_tiled,
 )
 from segkit.models import ModelSpec, SegmentationModel, build_model
+from segkit.models.windows import Windows, blend_image
 
 
 def _model(classes: int = 3) -> SegmentationModel:
@@ -110,7 +110,8 @@ def test_windows_and_tta_apply_to_arrays_too():
     got = Predictor(model, opts).probabilities(image)
     x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
     with torch.inference_mode():
-        expected = predict_tiled(model, x, 32, 0.5, 8, "flip")
+        windows = Windows(32, 0.5, batch_size=8)
+        expected = blend_image(lambda b: predict_proba(model, b, "flip"), x, windows)
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-6)
 
 

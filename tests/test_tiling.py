@@ -15,10 +15,10 @@ from segkit.config import load_config
 from segkit.data import synth_carvana, synth_helen
 from segkit.engine import Evaluator
 from segkit.errors import ConfigError
-from segkit.inference import PredictOptions, Predictor, predict_tiled
-from segkit.inference.scoring import score_tiled
+from segkit.inference import PredictOptions, Predictor, predict_proba
+from segkit.inference.scoring import score_in_windows
 from segkit.models import ModelSpec, SegmentationModel
-from segkit.models.sliding import window_stride
+from segkit.models.windows import Windows, blend_image, window_stride
 
 #: what scoring counts exactly (confusion-matrix metrics); soft Dice sums floats in another order
 EXACT = ("accuracy", "miou", "f1_overall", "f1_eyes", "iou_foreground", "f1_foreground")
@@ -138,10 +138,11 @@ def test_flip_tta_in_windows_swaps_paired_classes_back():
     spec = ModelSpec(arch="unet", encoder=None, classes=3, divisor=1, task="multiclass")
     model = SegmentationModel(Halves(), spec)
     image = torch.zeros(3, 40, 40)
+    windows = Windows(40)
     with torch.inference_mode():
-        plain = predict_tiled(model, image, 40)
-        kept = predict_tiled(model, image, 40, tta="flip", flip_pairs=[(1, 2)])
-        lost = predict_tiled(model, image, 40, tta="flip")
+        plain = blend_image(lambda b: predict_proba(model, b), image, windows)
+        kept = blend_image(lambda b: predict_proba(model, b, "flip", [(1, 2)]), image, windows)
+        lost = blend_image(lambda b: predict_proba(model, b, "flip"), image, windows)
     torch.testing.assert_close(kept, plain)
     assert (lost - plain).abs().max() > 0.3  # without the pair, left and right blur together
 
@@ -189,12 +190,12 @@ def test_the_largest_float_tensor_does_not_grow_with_the_image(tmp_path):
     mask = torch.from_numpy((image[..., 0] > 127).astype(np.int64))
     batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
     with LargestFloat() as scored:
-        result = score_tiled(model, batch, Evaluator(["a", "b"]), torch.device("cpu"), 128)
+        result = score_in_windows(predictor, batch, Evaluator(["a", "b"]))
     assert scored.largest <= bound and 0 <= result["miou"] <= 1
-    # and the tracker can see a whole image's floats: what predict_tiled returns is one
+    # and the tracker can see a whole image's floats: what blend_image returns is one
     small = torch.zeros(3, 512, 768)
     with LargestFloat() as whole, torch.inference_mode():
-        predict_tiled(model, small, 128)
+        blend_image(lambda b: predict_proba(model, b), small, Windows(128))
     assert whole.largest >= 2 * 512 * 768 * 4
 
 
@@ -218,12 +219,13 @@ def test_scaled_and_multilabel_models_are_bounded_by_the_band_too(kind):
     assert labels.shape == shape and labels.dtype == np.uint8
     mask = torch.from_numpy(labels.astype(np.int64))
     if kind == "multi-label":
-        evaluator, tile, scale = Evaluator(["a", "b"], multilabel=True), 128, 1.0
+        evaluator, windows = Evaluator(["a", "b"], multilabel=True), Windows(128)
     else:
-        evaluator, tile, scale = Evaluator(["a", "b"]), 64, 0.5
+        evaluator, windows = Evaluator(["a", "b"]), Windows(64, scale=0.5)
+    assert predictor.windows == windows  # the crop size at its scale, as recorded
     batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
     with LargestFloat() as scored:
-        result = score_tiled(model, batch, evaluator, torch.device("cpu"), tile, scale=scale)
+        result = score_in_windows(predictor, batch, evaluator)
     assert scored.largest <= bound
     assert result["mean_f1" if kind == "multi-label" else "accuracy"] == pytest.approx(1.0)
 
@@ -269,16 +271,16 @@ def test_predicting_a_scaled_model_in_bands_gives_what_validation_computes(helen
     validation runs during training) on the whole image."""
     from segkit.engine import model_from_checkpoint
     from segkit.inference.inputs import normalize
-    from segkit.models.scaled import ScaledWindows
+    from segkit.models.windows import ScaledWindows
 
     model = model_from_checkpoint(_at_scale(helen_ckpt, tmp_path), device="cpu").eval()
     image = np.random.default_rng(1).integers(0, 256, (150, 210, 3), dtype=np.uint8)
     predictor = Predictor(model, PredictOptions(batch_size=3), device="cpu")
-    assert (predictor.options.tile, predictor.scale) == (32, 0.5)
+    assert predictor.windows == Windows(32, batch_size=3, scale=0.5)
     labels = predictor.labels(image)
     x = normalize(torch.from_numpy(image)[None], model.spec.mean, model.spec.std)
     with torch.inference_mode():
-        logits = ScaledWindows(model, 32, 0.5, 0.25, batch_size=5)(x)
+        logits = ScaledWindows(model, Windows(32, 0.25, batch_size=5, scale=0.5))(x)
     assert logits.shape[-2:] == (150, 210)
     assert (labels == logits[0].argmax(0).numpy()).mean() > 0.9999
 

@@ -84,7 +84,7 @@ class TrainerOptions:
         out_dir: run folder (default ``cfg.out_dir``).
         full_config: the whole resolved config, written to ``config.yaml`` and checkpoints.
         val_wrapper: wraps the validated model at each validation, e.g. in sliding windows
-            (:class:`~segkit.models.scaled.ScaledWindows`); checkpoints keep the bare model.
+            (:class:`~segkit.models.windows.ScaledWindows`); checkpoints keep the bare model.
     """
 
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

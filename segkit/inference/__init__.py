@@ -6,9 +6,10 @@
   :class:`TTA` and :func:`parse_tta`.
 - :mod:`~segkit.inference.probs`: probabilities from a model (padding, flip and multi-scale
   TTA) and label maps from probabilities.
-- :mod:`~segkit.inference.tiling`: sliding-window prediction of large images.
+- :mod:`~segkit.inference.scoring`: scoring a Predictor's windows band by band (the windows
+  themselves: :mod:`segkit.models.windows`).
 - :mod:`~segkit.inference.model`: :class:`InferenceModel`, a model returning the logits of
-  TTA / windowed probabilities, for evaluation.
+  TTA probabilities, for evaluation.
 - :mod:`~segkit.inference.inputs`: finding, reading, batching and normalising image files.
 - :mod:`~segkit.inference.outputs`: what is written per image, refused beforehand, in order.
 - :mod:`~segkit.inference.stream`: the file pipeline (reading, model and writers taking turns).
@@ -31,7 +32,6 @@ from segkit.inference.options import TTA, PredictOptions, check_overlap, parse_t
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, output_names
 from segkit.inference.predictor import Predictor, load_model, predict
 from segkit.inference.probs import PROB_SCALE, predict_proba, probs_to_labels, resize_probs
-from segkit.inference.tiling import predict_tiled, window_starts
 
 __all__ = [
     "PROB_SCALE",
@@ -55,11 +55,9 @@ __all__ = [
     "pooled_batches",
     "predict",
     "predict_proba",
-    "predict_tiled",
     "prefetch",
     "probs_to_labels",
     "read_for_model",
     "resize_probs",
     "sample_images",
-    "window_starts",
 ]

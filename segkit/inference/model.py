@@ -1,8 +1,8 @@
 """A model that predicts the way a :class:`~segkit.inference.Predictor` does, as logits.
 
 Evaluation scores logits; wrapping a model in :class:`InferenceModel` makes what is scored
-the probabilities of test-time augmentation and sliding windows, so ``evaluate`` and
-``predict`` agree on the same image.
+the probabilities of test-time augmentation, so ``evaluate`` and ``predict`` agree on the
+same image. (Windows are scored band by band: :mod:`segkit.inference.scoring`.)
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from segkit.inference.options import TTA, check_overlap, parse_tta
+from segkit.inference.options import TTA, parse_tta
 from segkit.inference.probs import predict_proba
-from segkit.inference.tiling import predict_tiled
 
 
 class InferenceModel(nn.Module):
-    """Wrap a segkit model: ``forward`` returns the logits of its TTA / windowed probabilities.
+    """Wrap a segkit model: ``forward`` returns the logits of its TTA probabilities.
 
     The arg-max (and for one channel the sign) of the returned logits is that of the
     probabilities, so metrics computed from logits score what prediction would write.
@@ -27,9 +26,6 @@ class InferenceModel(nn.Module):
         model: a model with a ``.spec`` (``classes``, ``divisor``).
         tta: test-time augmentation (:func:`~segkit.inference.options.parse_tta`).
         flip_pairs: class pairs that flip TTA swaps back.
-        tile: predict each image in windows of this size (None: whole).
-        overlap: fraction of a window that neighbouring windows share.
-        window_batch: windows per model call.
     """
 
     def __init__(
@@ -37,21 +33,13 @@ class InferenceModel(nn.Module):
         model: nn.Module,
         tta: TTA | str | None = None,
         flip_pairs: Sequence[tuple[int, int]] = (),
-        tile: int | None = None,
-        overlap: float = 0.25,
-        window_batch: int = 8,
     ) -> None:
         super().__init__()
         self.model, self.spec = model, model.spec
         self.tta, self.flip_pairs = parse_tta(tta), [tuple(p) for p in flip_pairs]
-        self.tile, self.overlap, self.window_batch = tile, check_overlap(overlap), window_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tile:
-            args = (self.tile, self.overlap, self.window_batch, self.tta, self.flip_pairs)
-            probs = torch.stack([predict_tiled(self.model, image, *args) for image in x])
-        else:
-            probs = predict_proba(self.model, x, self.tta, self.flip_pairs)
+        probs = predict_proba(self.model, x, self.tta, self.flip_pairs)
         if probs.shape[1] == 1 or self.spec.task == "multilabel":  # sigmoid probabilities
             return torch.logit(probs, eps=1e-6)
         return torch.log(probs.clamp_min(1e-12))

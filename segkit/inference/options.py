@@ -13,7 +13,7 @@ from typing import Any
 
 from segkit.data.io import MAX_IMAGE_PIXELS
 from segkit.errors import ConfigError, option, unknown_name
-from segkit.models.sliding import check_blend, check_overlap
+from segkit.models.windows import check_blend, check_overlap
 
 #: how a test-time augmentation is written, for messages and help texts
 TTA_FORMS = "'flip', 'scales=0.75,1,1.25' or 'flip+scales=0.75,1,1.25'"

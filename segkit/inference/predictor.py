@@ -30,11 +30,24 @@ from segkit.errors import ConfigError, DataError, option
 from segkit.inference.inputs import BandFiles, ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, encoding, palette
-from segkit.inference.probs import predict_proba, probs_to_labels, probs_to_masks, resize_probs
+from segkit.inference.probs import (
+    predict_proba,
+    probs_to_labels,
+    probs_to_labels_torch,
+    probs_to_masks,
+    resize_probs,
+)
 from segkit.inference.stream import FileStream
-from segkit.inference.tiling import prob_bands, tiled_labels
-from segkit.models.scaled import crop_record
-from segkit.models.sliding import check_tile
+from segkit.models.windows import (
+    Band,
+    Windows,
+    assemble,
+    at_scale,
+    blend_bands,
+    channels_last_reader,
+    check_tile,
+    crop_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +121,11 @@ class Predictor:
         #: the factor each window is resized by for the model (its training scale): a window
         #: of ``tile`` model pixels covers ``tile / scale`` of the image's own
         self.scale = float(record.get("scale", 1.0)) if record is not None and opts.tile else 1.0
+        #: how images are run in windows (None: whole)
+        self.windows = None
+        if opts.tile:
+            window = (opts.tile, opts.overlap, opts.blend, opts.batch_size, self.scale)
+            self.windows = Windows(*window)
         #: the square size images are resized to; None: as they are (always when tiling)
         self.size = None if opts.tile else (opts.size or train_size)
         #: how images meet that size: training's data.resize (older checkpoints: squash)
@@ -146,7 +164,7 @@ class Predictor:
         return check_thresholds(values, classes, option("threshold", given))
 
     @contextmanager
-    def _evaluating(self) -> Iterator[None]:
+    def evaluating(self) -> Iterator[None]:
         """The model in eval mode without autograd; its own mode restored afterwards."""
         was_training = self.model.training
         self.model.eval()
@@ -156,10 +174,18 @@ class Predictor:
         finally:
             self.model.train(was_training)
 
-    def _window_args(self) -> tuple[Any, ...]:
-        opts = self.options
-        window = (opts.tile, opts.overlap, opts.batch_size, opts.tta, self.flip_pairs)
-        return (self.mean, self.std, *window, opts.blend)
+    def _window_probs(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities of a batch of windows as read (uint8 pixels, or bands): moved to the
+        device, normalised, run at the model's scale with test-time augmentation."""
+        x = normalize(batch.to(self.device, non_blocking=True), self.mean, self.std)
+        tta, pairs = self.options.tta, self.flip_pairs
+        return at_scale(lambda b: predict_proba(self.model, b, tta, pairs), x, self.scale)
+
+    def window_bands(self, image: torch.Tensor) -> Iterator[Band]:
+        """Finished bands of probabilities of one ``H x W x C`` image run in :attr:`windows`
+        (each window batch normalised as it is read: no float copy of the image)."""
+        size = tuple(image.shape[:2])
+        return blend_bands(self._window_probs, channels_last_reader(image), size, self.windows)
 
     def batch_probs(self, images: torch.Tensor) -> np.ndarray:
         """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch (``N x h x w x
@@ -174,13 +200,7 @@ class Predictor:
     def _tiled_probs(self, image: torch.Tensor) -> np.ndarray:
         """``C x H x W`` probabilities of one image in windows, filled band by band (each
         window batch normalised as it is read: no float copy of the image)."""
-        out: np.ndarray | None = None
-        for band in prob_bands(self.model, image, *self._window_args(), scale=self.scale):
-            if out is None:
-                out = np.empty((band.out.shape[0], *image.shape[:2]), np.float32)
-            h, w = band.out.shape[-2:]
-            out[:, band.y : band.y + h, band.x : band.x + w] = band.out.cpu().numpy()
-        return out
+        return assemble(self.window_bands(image), image.shape[:2], _numpy)
 
     @property
     def labels_in_windows(self) -> bool:
@@ -196,9 +216,12 @@ class Predictor:
             return self.batch_probs(images)
         opts = self.options
         threshold = 0.5 if opts.threshold is None or self.multilabel else opts.threshold
-        cut = {"threshold": threshold, "thresholds": self.thresholds, "scale": self.scale}
-        args = self._window_args()
-        return np.stack([tiled_labels(self.model, image, *args, **cut) for image in images])
+
+        def labels(probs: torch.Tensor) -> np.ndarray:
+            return _numpy(probs_to_labels_torch(probs, threshold, self.thresholds))
+
+        size = images.shape[1:3]
+        return np.stack([assemble(self.window_bands(image), size, labels) for image in images])
 
     def _array_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         if self.reader is not None and isinstance(image, np.ndarray) and image.ndim in (2, 3):
@@ -212,7 +235,7 @@ class Predictor:
         """Probabilities of one checked image, resized for the model as training did, with
         any padding cropped off; and the image's own size."""
         resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
-        with self._evaluating():
+        with self.evaluating():
             probs = self.batch_probs(torch.from_numpy(resized)[None].to(self.device))
         size = image.shape[:2]
         return crop_padding(probs[0], size, self.size, self.resize), size
@@ -236,7 +259,7 @@ class Predictor:
         """
         if self.labels_in_windows and self.reader is None:
             _check_rgb(image)
-            with self._evaluating():
+            with self.evaluating():
                 batch = torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
                 return self.batch_outputs(batch)[0]
         probs, size = self._array_probs(image)
@@ -316,7 +339,7 @@ class Predictor:
         results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
         stream = FileStream(files, opts, self.batch_outputs, writer, results, self.device)
         start = time.perf_counter()
-        with self._evaluating():
+        with self.evaluating():
             stream.run()
         seconds = time.perf_counter() - start
         if stream.skipped:
@@ -333,6 +356,10 @@ class Predictor:
             "seconds": seconds,
             "images_per_s": count / seconds if seconds > 0 else 0.0,
         }
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.cpu().numpy()
 
 
 def _check_rgb(image: Any) -> None:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from segkit.inference.options import TTA, parse_tta
-from segkit.models.scaled import at_scale, forward_probs
 from segkit.models.tta import flip_average
+from segkit.models.windows import at_scale, forward_probs
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -46,7 +46,7 @@ def predict_proba(
     each resized back bilinearly, and with ``flip`` over the mirrored batch, whose channels
     in ``flip_pairs`` (left/right classes) are swapped back. ``scale`` is the model's own
     (a crop-trained model's ``data.crop.scale``): the batch is resized by it first and the
-    probabilities back (:func:`segkit.models.scaled.at_scale`); TTA scales are relative to it.
+    probabilities back (:func:`segkit.models.windows.at_scale`); TTA scales are relative to it.
     """
     tta = parse_tta(tta)
     if scale != 1.0:
@@ -66,6 +66,20 @@ def predict_proba(
         p = p if size == (height, width) else _resize(p, (height, width))
         total = p if total is None else total.add_(p)
     return total / len(tta.scales)
+
+
+def probs_to_labels_torch(
+    probs: torch.Tensor, threshold: float = 0.5, thresholds: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Labels ``... x H x W`` (uint8) of probabilities ``... x C x H x W`` where they are:
+    one channel is thresholded, several take the arg-max (ties keep the lower class); with
+    ``thresholds`` (a multi-label model: one per class) 0/1 masks ``... x C x H x W``."""
+    if thresholds is not None:
+        t = torch.as_tensor(list(thresholds), dtype=probs.dtype, device=probs.device)
+        return (probs > t.view(-1, 1, 1)).to(torch.uint8)
+    if probs.shape[-3] == 1:
+        return (probs[..., 0, :, :] > threshold).to(torch.uint8)
+    return probs.argmax(-3).to(torch.uint8)
 
 
 #: one-channel probabilities are resized as 16-bit fixed point: 0..1 -> 0..PROB_SCALE

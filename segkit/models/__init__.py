@@ -26,13 +26,6 @@ from segkit.models.registry import (
     list_models,
     register_model,
 )
-from segkit.models.sliding import (
-    SlidingWindow,
-    blend_bands,
-    blend_image,
-    blend_weights,
-    window_boxes,
-)
 from segkit.models.spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -42,6 +35,14 @@ from segkit.models.spec import (
     ModelSpec,
 )
 from segkit.models.tta import FlipTTA, flip_average, swap_channels
+from segkit.models.windows import (
+    ScaledWindows,
+    Windows,
+    blend_bands,
+    blend_image,
+    blend_weights,
+    window_boxes,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -49,11 +50,12 @@ __all__ = [
     "METADATA_OPTIONS",
     "UNIT_MEAN",
     "UNIT_STD",
+    "Windows",
     "FlipTTA",
     "ModelEntry",
     "ModelSpec",
     "SegmentationModel",
-    "SlidingWindow",
+    "ScaledWindows",
     "blend_bands",
     "blend_image",
     "blend_weights",

@@ -1,4 +1,4 @@
-"""The sliding-window core (segkit.models.sliding): windows, blending weights, bands, SlidingWindow."""
+"""The window engine (segkit.models.windows): windows, blending weights, bands, Windows."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from segkit.errors import ConfigError
-from segkit.models import ModelSpec, SegmentationModel, build_model
-from segkit.models.sliding import (
-    SlidingWindow,
+from segkit.models import ModelSpec, SegmentationModel, build_model, crop, pad_to_divisor
+from segkit.models.windows import (
+    ScaledWindows,
+    Windows,
     blend_bands,
     blend_image,
     blend_weights,
@@ -27,6 +28,16 @@ def _pointwise(classes: int = 2) -> SegmentationModel:
     torch.manual_seed(0)
     spec = ModelSpec(arch="unet", encoder=None, classes=classes, divisor=16, task="multiclass")
     return SegmentationModel(torch.nn.Conv2d(3, classes, 1), spec).eval()
+
+
+def _windowed_logits(model, x, windows):
+    """Blended logits of each image of ``x``, each window padded to the divisor and cropped."""
+
+    def run(batch):
+        padded, size = pad_to_divisor(batch, model.spec.divisor)
+        return crop(model(padded), size)
+
+    return torch.stack([blend_image(run, image, windows) for image in x])
 
 
 def _reference_blend(model, x, tile, overlap, blend):
@@ -68,11 +79,13 @@ def test_one_window_gives_exactly_the_bare_model():
     model = _unet()
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
-        assert torch.equal(SlidingWindow(model, tile=64)(x), model(x))
+        assert torch.equal(ScaledWindows(model, Windows(tile=64))(x), model(x))
         # sides not multiples of the divisor: padded and cropped like one padded call
         odd = torch.randn(1, 3, 40, 50)
         padded = torch.nn.functional.pad(odd, (0, 14, 0, 8), mode="reflect")
-        assert torch.equal(SlidingWindow(model, tile=64)(odd), model(padded)[..., :40, :50])
+        expected = model(padded)[..., :40, :50]
+        assert torch.equal(ScaledWindows(model, Windows(tile=64))(odd), expected)
+        assert torch.equal(_windowed_logits(model, odd, Windows(tile=64)), expected)
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "uniform"])
@@ -80,7 +93,8 @@ def test_blending_is_the_weighted_mean_of_the_windows(blend):
     model = _unet()
     x = torch.randn(1, 3, 70, 100)
     with torch.no_grad():
-        got = SlidingWindow(model, tile=32, overlap=0.5, batch_size=3, blend=blend)(x)[0]
+        windows = Windows(tile=32, overlap=0.5, batch_size=3, blend=blend)
+        got = _windowed_logits(model, x, windows)[0]
         expected = _reference_blend(model, x[0], 32, 0.5, blend)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -89,8 +103,8 @@ def test_gaussian_and_uniform_blends_differ_where_windows_disagree():
     model = _unet()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        a = SlidingWindow(model, 32, 0.5, blend="gaussian")(x)
-        b = SlidingWindow(model, 32, 0.5, blend="uniform")(x)
+        a = _windowed_logits(model, x, Windows(32, 0.5, blend="gaussian"))
+        b = _windowed_logits(model, x, Windows(32, 0.5, blend="uniform"))
     assert (a - b).abs().max() > 1e-3
 
 
@@ -98,7 +112,8 @@ def test_a_pixelwise_model_is_unchanged_by_windows():
     model = _pointwise()
     x = torch.randn(2, 3, 80, 112)
     with torch.no_grad():
-        torch.testing.assert_close(SlidingWindow(model, 40, 0.25, batch_size=5)(x), model(x))
+        windowed = _windowed_logits(model, x, Windows(40, 0.25, batch_size=5))
+        torch.testing.assert_close(windowed, model(x))
 
 
 def test_bands_and_strips_cover_each_pixel_once_and_change_nothing():
@@ -110,9 +125,10 @@ def test_bands_and_strips_cover_each_pixel_once_and_change_nothing():
         y, x0, h, w = box
         return x[:, y : y + h, x0 : x0 + w]
 
+    windows = Windows(32, 0.25, batch_size=4)
     with torch.no_grad():
-        whole = blend_image(run, read, (90, 150), 32, 0.25, 4)
-        bands = list(blend_bands(run, read, (90, 150), 32, 0.25, 4, strip_width=64))
+        whole = blend_image(run, x, windows)
+        bands = list(blend_bands(run, read, (90, 150), windows, strip_width=64))
     seen = torch.zeros(90, 150, dtype=torch.int64)
     assert len({b.x for b in bands}) > 1  # really walked in strips
     for band in bands:
@@ -130,10 +146,9 @@ def test_windows_are_batched_batch_size_at_a_time():
         return batch[:, :1]
 
     image = torch.zeros(1, 100, 100)
+    windows = Windows(32, 0.25, batch_size=5)
     list(
-        blend_bands(
-            fn, lambda b: image[:, b[0] : b[0] + 32, b[1] : b[1] + 32], (100, 100), 32, 0.25, 5
-        )
+        blend_bands(fn, lambda b: image[:, b[0] : b[0] + 32, b[1] : b[1] + 32], (100, 100), windows)
     )
     assert max(calls) <= 5 and sum(calls) == len(window_boxes(100, 100, 32, 0.25))
     assert calls.count(5) >= len(calls) - 4  # full batches but for each band's last
@@ -146,22 +161,29 @@ def test_windows_are_batched_batch_size_at_a_time():
         ({"overlap": 1.0}, "overlap=1.0"),
         ({"tile": 0}, "tile=0"),
         ({"batch_size": 0}, "batch_size=0"),
+        ({"scale": 0}, "scale=0"),
     ],
 )
 def test_bad_window_settings_are_one_clear_error(kwargs, words):
     settings = {"tile": 32, **kwargs}
     with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
-        SlidingWindow(_pointwise(), **settings)
+        Windows(**settings)
 
 
-def test_predict_tiled_blends_probabilities_as_asked():
-    from segkit.inference import predict_tiled
+def test_windows_span_tile_over_scale_image_pixels():
+    assert Windows(64).span == 64 and Windows(32, scale=0.5).span == 64
+    assert Windows(30, scale=0.7).span == 43 and Windows(1, scale=4.0).span == 1
+
+
+def test_windowed_probabilities_are_blended_as_asked():
+    from segkit.inference import predict_proba
 
     model = _unet()
     image = torch.randn(3, 70, 100)
     with torch.no_grad():
         for blend in ("gaussian", "uniform"):
-            got = predict_tiled(model, image, 32, 0.5, 3, blend=blend)
+            windows = Windows(32, 0.5, blend=blend, batch_size=3)
+            got = blend_image(lambda b: predict_proba(model, b), image, windows)
             expected = _reference_blend(_Probs(model), image, 32, 0.5, blend)
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
