@@ -149,6 +149,10 @@ def test_unknown_option_is_an_error_with_suggestion(tmp_path):
         build_dataset("helen", root, "train", classes=["a", "b"])
 
 
+#: the split each annotation-tool reader's synthetic export is read with
+ANNOTATION_SPLITS = {"coco": "default"}
+
+
 def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
     if name == "helen":
         return synth_helen(tmp_path / "h", n=2, size=16), "train", {}
@@ -165,6 +169,9 @@ def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:
     ):  # their own synthetic sets
         dataset_metas()[name].synth(tmp_path / name, n=3)  # writes the set, says what it wrote
         return tmp_path / name, (None if name in ("color_masks", "multilabel") else "train"), {}
+    if name in ANNOTATION_SPLITS:  # annotation-tool exports, their own synthetic sets
+        dataset_metas()[name].synth(tmp_path / name, n=3)
+        return tmp_path / name, ANNOTATION_SPLITS[name], {}
     if name == "raster":
         dataset_metas()[name].synth(tmp_path / name, n=3)
         return tmp_path / name, None, {"label_map": {-1: "ignore"}}

@@ -46,6 +46,7 @@ RECORDED = (
     "thresholds",
     "input",
     "output_ids",
+    "labels",
 )
 
 
@@ -93,6 +94,9 @@ class DatasetMeta:
             (class id ``i`` -> ``output_ids[i]``, 0..255), for a data set that renumbers its
             labels on load (Cityscapes: trainId -> labelId); prediction writes its label PNGs
             in these values unless asked for plain class ids. None: class ids as they are.
+        labels: how an annotation file's own labels became class ids, for the record:
+            ``{"rule": text, <what>: {label: class id}}`` (COCO's category ids, YOLO's class
+            indices, labelme's label names); set per instance by those readers.
     """
 
     classes: tuple[str, ...] = ()
@@ -112,6 +116,7 @@ class DatasetMeta:
     thresholds: tuple[float, ...] | None = None
     input: Mapping[str, Any] | None = None
     output_ids: tuple[int, ...] | None = None
+    labels: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise the containers once, here
@@ -183,6 +188,7 @@ class DatasetMeta:
             "thresholds": list(self.thresholds) if self.thresholds is not None else None,
             "input": dict(self.input) if self.input is not None else None,
             "output_ids": list(self.output_ids) if self.output_ids is not None else None,
+            "labels": dict(self.labels) if self.labels is not None else None,
         }
 
     @classmethod

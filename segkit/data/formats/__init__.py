@@ -1,7 +1,7 @@
 """Readers for data sets in the layouts they are released in (each registers itself):
 Pascal VOC (``voc``), Cityscapes (``cityscapes``), SegNet's CamVid (``camvid``), colour-coded masks (``color_masks``),
-multi-label masks (``multilabel``) and multi-band / high bit depth rasters paired by name
-patterns (``raster``)."""
+multi-label masks (``multilabel``), multi-band / high bit depth rasters paired by name
+patterns (``raster``), and annotation-tool exports: COCO (``coco``)."""
 
 from segkit.data.formats.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVidDataset
 from segkit.data.formats.cityscapes import (
@@ -11,6 +11,7 @@ from segkit.data.formats.cityscapes import (
     label_ids_to_train_ids,
     train_ids_to_label_ids,
 )
+from segkit.data.formats.coco import CocoDataset
 from segkit.data.formats.color_masks import ColorMaskDataset, colors_to_ids, read_class_table
 from segkit.data.formats.multilabel import MultiLabelDataset, read_stack
 from segkit.data.formats.raster import RasterDataset
@@ -24,6 +25,7 @@ __all__ = [
     "CITYSCAPES_PALETTE",
     "VOC_CLASSES",
     "CityscapesDataset",
+    "CocoDataset",
     "ColorMaskDataset",
     "MultiLabelDataset",
     "RasterDataset",
