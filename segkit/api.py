@@ -679,3 +679,63 @@ def write_json(path: str | Path, result: dict[str, Any]) -> Path:
     plain = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
     write_bytes_atomic(path, json.dumps(plain, indent=2, allow_nan=False).encode())
     return path
+
+
+def class_labels(classes: str) -> tuple[list[str], dict[str, list[int]] | None]:
+    """Class names and report groups for ``segkit score --classes``: a registered data set's
+    label set, a class count, a checkpoint (``.pt``) or a file of names (one per line).
+
+    Raises:
+        SegkitError: ``classes`` is none of these.
+    """
+    from segkit.data import dataset_metas
+    from segkit.data.meta import meta_for_classes
+    from segkit.errors import SegkitError
+
+    metas = dataset_metas()
+    if classes in metas and metas[classes].classes:
+        meta = metas[classes]
+        return list(meta.classes), meta.groups_for(meta.classes)
+    if classes.isdigit():
+        return [str(i) for i in range(int(classes))], None
+    path = Path(classes)
+    if path.suffix == ".pt" and path.is_file():
+        from segkit.engine.checkpoint import recorded_classes
+
+        names, meta = recorded_classes(path)
+        return names, meta.groups_for(names)
+    if not path.is_file():
+        named = ", ".join(n for n, m in metas.items() if m.classes)
+        raise SegkitError(
+            f"--classes {classes!r} is neither a data set with a fixed label set ({named}), a "
+            "number, a checkpoint (.pt) nor a file of class names (one per line)."
+        )
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return names, meta_for_classes(names).groups_for(names)
+
+
+def labels_in_folders(
+    gt_dir: str | Path, pred_dir: str | Path
+) -> tuple[list[str], dict[str, list[int]] | None, str]:
+    """Without ``--classes``: the class count the label folders show, named as the one
+    registered data set with that many classes when there is exactly one.
+
+    Returns:
+        Class names, report groups, and a line saying how they were chosen.
+    """
+    from segkit.data import dataset_metas
+    from segkit.metrics import count_classes
+
+    count = count_classes(gt_dir, pred_dir)
+    fits = sorted(n for n, m in dataset_metas().items() if len(m.classes) == count > 2)
+    numbered = [str(i) for i in range(count)]
+    if len(fits) == 1:
+        note = f"scoring as {fits[0]!r}: its {count} classes (--classes chooses others)"
+        return (*class_labels(fits[0]), note)
+    if fits:  # several data sets have that many classes: guessing one would mislabel the rest
+        note = (
+            f"scoring {count} classes found in the labels (data sets with {count} classes: "
+            f"{', '.join(fits)}; name them with {' or '.join(f'--classes {n}' for n in fits)})"
+        )
+        return numbered, None, note
+    return numbered, None, f"scoring {count} classes found in the labels (--classes names them)"

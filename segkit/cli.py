@@ -144,69 +144,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
-def _labels(spec: str) -> tuple[list[str], dict[str, list[int]] | None]:
-    """Class names and report groups for ``--classes``: a data set, a count, a file, a checkpoint."""
-    from segkit.data import dataset_metas
-    from segkit.data.meta import meta_for_classes
-
-    metas = dataset_metas()
-    if spec in metas and metas[spec].classes:
-        meta = metas[spec]
-        return list(meta.classes), meta.groups_for(meta.classes)
-    if spec.isdigit():
-        names = [str(i) for i in range(int(spec))]
-        return names, None
-    path = Path(spec)
-    if path.suffix == ".pt" and path.is_file():
-        from segkit.engine.checkpoint import recorded_classes
-
-        names, meta = recorded_classes(path)
-        return names, meta.groups_for(names)
-    if not path.is_file():
-        named = ", ".join(n for n, m in metas.items() if m.classes)
-        raise SegkitError(
-            f"--classes {spec!r} is neither a data set with a fixed label set ({named}), a "
-            "number, a checkpoint (.pt) nor a file of class names (one per line)."
-        )
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return names, meta_for_classes(names).groups_for(names)
-
-
-def _labels_from_folders(
-    gt_dir: str, pred_dir: str
-) -> tuple[list[str], dict[str, list[int]] | None]:
-    """Without ``--classes``: the class count the labels show, named as the one registered
-    data set with that many classes when there is exactly one."""
-    from segkit.data import dataset_metas
-    from segkit.metrics import count_classes
-
-    count = count_classes(gt_dir, pred_dir)
-    fits = [n for n, m in dataset_metas().items() if len(m.classes) == count > 2]
-    if len(fits) == 1:
-        print(f"scoring as {fits[0]!r}: its {count} classes (--classes chooses others)")
-        return _labels(fits[0])
-    if fits:  # several data sets have that many classes: guessing one would mislabel the rest
-        print(
-            f"scoring {count} classes found in the labels (data sets with {count} classes: "
-            f"{', '.join(sorted(fits))}; name them with "
-            f"{' or '.join(f'--classes {n}' for n in sorted(fits))})"
-        )
-        return [str(i) for i in range(count)], None
-    print(f"scoring {count} classes found in the labels (--classes names them)")
-    return [str(i) for i in range(count)], None
-
-
 @command("score")
 def cmd_score(args: argparse.Namespace) -> None:
-    from segkit.api import check_json_path, write_json
+    from segkit.api import check_json_path, class_labels, labels_in_folders, write_json
     from segkit.metrics import score_folders
 
     if args.json:
         check_json_path(args.json)
     if args.classes is None:
-        names, groups = _labels_from_folders(args.gt_dir, args.pred_dir)
+        names, groups, note = labels_in_folders(args.gt_dir, args.pred_dir)
+        print(note)
     else:
-        names, groups = _labels(args.classes)
+        names, groups = class_labels(args.classes)
     result = score_folders(args.gt_dir, args.pred_dir, names, groups=groups)
     print_metrics(result)
     if args.json:
