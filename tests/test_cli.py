@@ -365,6 +365,27 @@ def test_score_hand_built_case(tmp_path, capsys):
     assert (gt / "a.png").read_bytes() == label
 
 
+@pytest.mark.parametrize(
+    ("count", "line"),
+    [
+        (3, "scoring 3 classes found in the labels (--classes names them)"),
+        (19, "scoring as 'cityscapes': its 19 classes (--classes chooses others)"),
+        (
+            11,
+            "scoring 11 classes found in the labels (data sets with 11 classes: camvid, helen; "
+            "name them with --classes camvid or --classes helen)",
+        ),
+    ],
+)
+def test_score_says_how_it_named_the_classes_the_labels_show(tmp_path, capsys, count, line):
+    labels = (np.arange(64).reshape(8, 8) % count).astype(np.uint8)
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), labels)
+    assert run("score", tmp_path / "gt", tmp_path / "pred") == 0
+    assert capsys.readouterr().out.splitlines()[0] == line
+
+
 def test_score_missing_folder(tmp_path, capsys):
     assert run("score", tmp_path / "a", tmp_path / "b") == 2
     assert str(tmp_path / "a") in capsys.readouterr().err
