@@ -55,7 +55,7 @@ class DataConfig:
 
     dataset: str = "helen"  #: registered data set name: helen, carvana, folder, ...
     root: str = "data/helenstar_release"  #: data set root (relative to the config file)
-    train_split: str = "train"  #: split that is trained on
+    train_split: str | None = "train"  #: split that is trained on (null: the root itself)
     val_split: str | None = None  #: split used for validation; None: hold out val_fraction of train
     test_split: str = "test"  #: split `segkit evaluate` scores by default (val: held out)
     val_fraction: float = 0.1  #: part of train held out when there is no val_split

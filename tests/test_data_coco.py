@@ -245,7 +245,7 @@ def test_real_cvat_export_trains_evaluates_and_predicts(tmp_path):
     )
     assert main(["train", str(cfg)]) == 0
     ckpt = tmp_path / "run" / "best.pt"
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "default"]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "val"]) == 0
     image = INTERIOR / "images" / "12Volt_041.jpg"
     assert (
         main(["predict", "--checkpoint", str(ckpt), str(image), "--out", str(tmp_path / "p")]) == 0

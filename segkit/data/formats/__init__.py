@@ -1,7 +1,7 @@
 """Readers for data sets in the layouts they are released in (each registers itself):
 Pascal VOC (``voc``), Cityscapes (``cityscapes``), SegNet's CamVid (``camvid``), colour-coded masks (``color_masks``),
 multi-label masks (``multilabel``), multi-band / high bit depth rasters paired by name
-patterns (``raster``), and annotation-tool exports: COCO (``coco``)."""
+patterns (``raster``), and annotation-tool exports: COCO (``coco``), labelme (``labelme``)."""
 
 from segkit.data.formats.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVidDataset
 from segkit.data.formats.cityscapes import (
@@ -13,6 +13,7 @@ from segkit.data.formats.cityscapes import (
 )
 from segkit.data.formats.coco import CocoDataset
 from segkit.data.formats.color_masks import ColorMaskDataset, colors_to_ids, read_class_table
+from segkit.data.formats.labelme import LabelmeDataset
 from segkit.data.formats.multilabel import MultiLabelDataset, read_stack
 from segkit.data.formats.raster import RasterDataset
 from segkit.data.formats.voc import VOC_CLASSES, VOCDataset, voc_palette
@@ -27,6 +28,7 @@ __all__ = [
     "CityscapesDataset",
     "CocoDataset",
     "ColorMaskDataset",
+    "LabelmeDataset",
     "MultiLabelDataset",
     "RasterDataset",
     "VOCDataset",

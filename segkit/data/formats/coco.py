@@ -443,7 +443,7 @@ def unique_stems(paths: Iterable[Path], where: Path) -> list[str]:
     return list(seen)
 
 
-def _synth(dst: str | Path, n: int = 4, seed: int = 0, overwrite: bool = False, **_: Any) -> str:
+def _synth(dst: str | Path, n: int = 4, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth coco``: a small CVAT "COCO 1.0" export; the message to show."""
     from segkit.data.formats.synth_annotations import synth_coco
 

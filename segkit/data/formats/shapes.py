@@ -3,8 +3,9 @@ numbers that may be stored as strings, point checks with errors naming the file 
 annotation, and filling shapes with OpenCV (no hand-written polygon filling).
 
 Coordinates are in the tools' convention: pixel ``(i, j)`` covers ``[i, i + 1) x [j, j + 1)``,
-so its centre is at ``(i + 0.5, j + 0.5)``; a pixel is painted when its centre lies inside
-the shape (as pycocotools rasterises COCO polygons, up to its own rounding).
+so its centre is at ``(i + 0.5, j + 0.5)``. OpenCV paints the pixels whose centres the shape
+covers, its outline included (a square from (2, 2) to (12, 12) paints 11 x 11 pixels, as
+labelme's own Pillow drawing does); rasterisers differ on edge pixels only.
 """
 
 from __future__ import annotations
