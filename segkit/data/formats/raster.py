@@ -165,6 +165,7 @@ class RasterDataset(SegmentationDataset):
         root: str | Path,
         split: str | None = None,
         transform: Callable[..., dict[str, Any]] | None = None,
+        *,
         images: str = "images/*",
         masks: str = "masks/*",
         classes: Sequence[str] | int | None = None,
