@@ -186,6 +186,7 @@ class MultiLabelDataset(SegmentationDataset):
         root: str | Path,
         split: str | None = None,
         transform: Callable[..., dict[str, Any]] | None = None,
+        *,
         images: str = "images",
         masks: str = "masks",
         layout: str = "auto",
