@@ -184,6 +184,7 @@ class ColorMaskDataset(SegmentationDataset):
         root: str | Path,
         split: str | None = None,
         transform: Callable[..., dict[str, Any]] | None = None,
+        *,
         class_table: str | Path = "class_dict.csv",
         images: str = "images",
         masks: str = "masks",
