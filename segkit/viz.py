@@ -164,6 +164,7 @@ def prediction_grid(
     masks: Any,
     preds: Any,
     path: str | Path,
+    *,
     class_names: Sequence[str] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
