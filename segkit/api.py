@@ -151,17 +151,15 @@ def _dataset(cfg: Config, root: Path, split: str) -> Any:
     if cfg.data.classes is not None:
         options["classes"] = cfg.data.classes
     ds = build_dataset(cfg.data.dataset, root, split=split, **options)
-    if cfg.loss.ignore_index is not None:  # else the data set's own (DatasetMeta.ignore_index)
-        ds.ignore_index = cfg.loss.ignore_index
-    ds.in_channels = cfg.model.in_channels
-    if cfg.data.soft_targets:
-        if not hasattr(ds, "use_soft_targets"):
-            raise ConfigError(
-                f"data.soft_targets: the {cfg.data.dataset!r} data set ({type(ds).__name__}) "
-                "cannot give soft targets (it is no segkit SegmentationDataset). Unset it."
-            )
-        ds.use_soft_targets()
-    return ds
+    if not hasattr(ds, "read_as"):
+        raise ConfigError(
+            f"data.dataset {cfg.data.dataset!r}: its class {type(ds).__name__} is no segkit "
+            "SegmentationDataset (docs/adding_a_dataset.md); derive it from one."
+        )
+    soft = cfg.data.soft_targets
+    return ds.read_as(
+        in_channels=cfg.model.in_channels, ignore_index=cfg.loss.ignore_index, soft=soft
+    )
 
 
 def _keep(ds: Any, ids: set[str], keep: bool) -> Any:
@@ -689,7 +687,7 @@ def class_labels(classes: str) -> tuple[list[str], dict[str, list[int]] | None]:
         SegkitError: ``classes`` is none of these.
     """
     from segkit.data import dataset_metas
-    from segkit.data.meta import meta_for_classes
+    from segkit.data.registry import meta_for_classes
     from segkit.errors import SegkitError
 
     metas = dataset_metas()

@@ -184,3 +184,47 @@ def test_normalize_dataset_needs_declared_statistics(tmp_path):
         training_normalization("dataset", (0,) * 3, (1,) * 3, DatasetMeta(dataset="x"))
     with pytest.raises(ConfigError, match="augment.normalize"):
         training_normalization("imagnet", (0,) * 3, (1,) * 3, meta)
+
+
+FACTS = ("class_names", "flip_pairs", "ignore_index", "task")
+
+
+def test_no_adapter_class_keeps_facts_beside_its_meta():
+    """DatasetMeta is the one home: no registered class defines the facts as attributes."""
+    from segkit.data.registry import get_dataset_class
+
+    for name in list_datasets():
+        for klass in get_dataset_class(name).__mro__:
+            for fact in FACTS:
+                value = klass.__dict__.get(fact)
+                assert value is None or isinstance(value, property), (name, klass, fact)
+
+
+def test_older_style_class_attributes_are_folded_into_meta():
+    from segkit.data import SegmentationDataset
+
+    class Old(SegmentationDataset):
+        class_names = ["bg", "left_arm", "right_arm"]
+        ignore_index = 255
+
+    assert "class_names" not in Old.__dict__ and "ignore_index" not in Old.__dict__
+    assert Old.meta.classes == ("bg", "left_arm", "right_arm")
+    assert Old.meta.ignore_index == 255
+    ds = Old([])
+    assert ds.class_names == ["bg", "left_arm", "right_arm"] and ds.task == "multiclass"
+    assert ds.flip_pairs == [(1, 2)] and ds.ignore_index == 255
+    assert ds.metadata().flip_pairs == ((1, 2),)
+    ds.ignore_index = 254  # the loss's choice replaces the declared one, in the meta
+    assert ds.metadata().ignore_index == 254 and Old.meta.ignore_index == 255
+
+    class Pairs(SegmentationDataset):
+        meta = DatasetMeta(classes=("bg", "a", "b"))
+        flip_pairs = [(1, 2)]
+        task = "multilabel"
+
+    assert Pairs.meta.flip_pairs == ((1, 2),) and Pairs.meta.multilabel
+    with pytest.raises(TypeError, match="task = 'binary' contradicts its 3 classes"):
+
+        class Wrong(SegmentationDataset):
+            meta = DatasetMeta(classes=("bg", "a", "b"))
+            task = "binary"

@@ -17,6 +17,11 @@ from segkit.data.io import map_255_to_1, name_some, read_image, read_mask
 from segkit.data.meta import DatasetMeta
 from segkit.errors import ConfigError, DataError
 
+#: the classes of a data set that declares none
+_BINARY = ("background", "foreground")
+#: class attributes of the older adapter style, folded into ``meta`` by fold_class_facts
+_CLASS_FACTS = ("class_names", "flip_pairs", "ignore_index", "task")
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -111,20 +116,18 @@ class SegmentationDataset(Dataset):
     :mod:`segkit.data.bands`, and an image with another band count is a DataError.
 
     Subclasses declare a ``meta`` (:class:`~segkit.data.meta.DatasetMeta`: class names, flip
-    pairs, report groups, ...) or, in the older style, ``class_names`` and ``flip_pairs``
-    attributes; they find their samples and call ``super().__init__(samples, transform)``.
+    pairs, report groups, ignore index, ...), the one home of a data set's facts; they find
+    their samples and call ``super().__init__(samples, transform)``. An instance's
+    ``class_names``, ``flip_pairs``, ``ignore_index`` and ``task`` are views of its
+    :meth:`metadata`. A subclass written in the older style, with ``class_names`` /
+    ``flip_pairs`` / ``ignore_index`` / ``task`` class attributes, has them folded into its
+    ``meta`` when the class is made (:func:`fold_class_facts`).
     Binary data sets map mask value 255 to 1 before checking values. After
     :meth:`use_soft_targets` a binary data set's masks are float32 in 0..1 (soft targets)
     and stay float through the transform.
     """
 
     meta: ClassVar[DatasetMeta] = DatasetMeta()
-    class_names: Sequence[str] = ("background", "foreground")
-    task: str | None = None  # None: "binary" for two classes, else "multiclass"
-    flip_pairs: Sequence[tuple[int, int]] = ()
-    #: a label value that marks pixels to leave out (the loss's ``ignore_index``): accepted in
-    #: masks beside the classes, and never mapped to 1 in a binary mask
-    ignore_index: int | None = None
     #: bands the network takes (``model.in_channels``): another count reads bands as stored;
     #: None: bands as stored, any count
     in_channels: int | None = 3
@@ -133,6 +136,10 @@ class SegmentationDataset(Dataset):
     #: masks are float coverage in 0..1 rather than labels (see :meth:`use_soft_targets`)
     soft_targets: bool = False
     _warned_void = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fold_class_facts(cls)
 
     def __init__(
         self,
@@ -146,40 +153,75 @@ class SegmentationDataset(Dataset):
         Args:
             samples: the image/mask pairs.
             transform: albumentations-style callable, or None.
-            class_names: overrides the class attribute (every label value incl. background).
+            class_names: the classes of this instance (every label value incl. background),
+                instead of the declared ``meta.classes`` (default: background, foreground).
             root: the folder the samples came from (shown by ``repr``).
         """
         declared = type(self).meta
-        names = list(
-            class_names if class_names is not None else declared.classes or type(self).class_names
-        )
+        names = list(class_names if class_names is not None else declared.classes or _BINARY)
         if len(names) < 2:
             raise DataError(
                 f"{type(self).__name__} needs at least 2 class names (background and one class), "
                 f"got {names}."
             )
-        self.class_names = names
-        self.task = type(self).task or ("binary" if len(names) == 2 else "multiclass")
-        own_pairs = type(self).flip_pairs
-        self.flip_pairs = (
-            [(int(a), int(b)) for a, b in own_pairs] if own_pairs else declared.pairs_for(names)
+        # the instance's facts: the declared ones for these classes, flip pairs resolved
+        self._meta = declared.replace(
+            classes=tuple(names), flip_pairs=tuple(declared.pairs_for(names))
         )
-        if declared.ignore_index is not None and self.ignore_index is None:
-            self.ignore_index = declared.ignore_index
         self.samples = list(samples)
         self.transform = transform
         self.root = Path(root) if root is not None else None
 
     def metadata(self) -> DatasetMeta:
         """This data set's :class:`~segkit.data.meta.DatasetMeta` as built: the declared one
-        with the classes, flip pairs and ignore index this instance uses."""
+        with the classes, flip pairs, ignore index and image reading this instance uses."""
         reader = self.band_reader()
-        return type(self).meta.replace(
-            classes=tuple(self.class_names),
-            flip_pairs=tuple(self.flip_pairs),
-            ignore_index=self.ignore_index,
-            input=reader.to_dict() if reader is not None else None,
-        )
+        return self._meta.replace(input=reader.to_dict() if reader is not None else None)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Every label value's name, background first (``metadata().classes``)."""
+        return list(self._meta.classes)
+
+    @property
+    def flip_pairs(self) -> list[tuple[int, int]]:
+        """The class id pairs a horizontal flip swaps (``metadata().flip_pairs``)."""
+        return list(self._meta.flip_pairs or ())  # type: ignore[arg-type]
+
+    @property
+    def task(self) -> str:
+        """``multilabel`` (``meta.multilabel``), ``binary`` (two classes) or ``multiclass``."""
+        if self._meta.multilabel:
+            return "multilabel"
+        return "binary" if len(self._meta.classes) == 2 else "multiclass"
+
+    @property
+    def ignore_index(self) -> int | None:
+        """A label value that marks pixels to leave out (the loss's ``ignore_index``):
+        accepted in masks beside the classes, and never mapped to 1 in a binary mask."""
+        return self._meta.ignore_index
+
+    @ignore_index.setter
+    def ignore_index(self, value: int | None) -> None:
+        self._meta = self._meta.replace(ignore_index=value)
+
+    def read_as(
+        self, *, in_channels: int | None, ignore_index: int | None = None, soft: bool = False
+    ) -> SegmentationDataset:
+        """Read this data set as a model and loss take it, and return it.
+
+        Args:
+            in_channels: the bands the network takes (``model.in_channels``; see the class).
+            ignore_index: the loss's label to leave out (``loss.ignore_index``), replacing
+                the declared one; None: the data set's own (``meta.ignore_index``).
+            soft: masks as float coverage (``data.soft_targets``, :meth:`use_soft_targets`).
+        """
+        self.in_channels = in_channels
+        if ignore_index is not None:
+            self.ignore_index = ignore_index
+        if soft:
+            self.use_soft_targets()
+        return self
 
     def band_reader(self) -> BandReader | None:
         """The reader of this data set's images; None: 8-bit RGB (:func:`read_image`)."""
@@ -330,3 +372,46 @@ def _image_tensor(image: Any) -> torch.Tensor:
     if array.ndim == 2:
         array = array[..., None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()
+
+
+def fold_class_facts(cls: type) -> None:
+    """Move an older-style adapter's ``class_names`` / ``flip_pairs`` / ``ignore_index`` /
+    ``task`` class attributes into its ``meta``, so that ``meta`` is the only home of its
+    facts (they read as before through the instance's properties).
+
+    Classes give ``meta.classes`` where the declared ``meta`` names none, flip pairs (when
+    not empty) and an ignore index replace the declared ones, and ``task = "multilabel"``
+    sets ``meta.multilabel``.
+
+    Raises:
+        TypeError: ``task`` contradicts the classes (``binary`` needs two).
+    """
+    own = {k: cls.__dict__[k] for k in _CLASS_FACTS if k in cls.__dict__}
+    own = {k: v for k, v in own.items() if not isinstance(v, property)}
+    if not own:
+        return
+    for key in own:
+        delattr(cls, key)
+    declared = cls.__dict__.get("meta")
+    meta: DatasetMeta = declared if isinstance(declared, DatasetMeta) else cls.meta
+    changes: dict[str, Any] = {}
+    names = own.get("class_names")
+    if names and not (isinstance(declared, DatasetMeta) and declared.classes):
+        changes["classes"] = tuple(names)
+        if not isinstance(declared, DatasetMeta):
+            changes["split_group"] = None  # an inherited split rule was for other classes
+    if own.get("flip_pairs"):
+        changes["flip_pairs"] = tuple(tuple(p) for p in own["flip_pairs"])
+    if own.get("ignore_index") is not None:
+        changes["ignore_index"] = int(own["ignore_index"])
+    task = own.get("task")
+    if task == "multilabel":
+        changes["multilabel"] = True
+    meta = meta.replace(**changes)
+    n = len(meta.classes or _BINARY)
+    if task not in (None, "multilabel", "binary" if n == 2 else "multiclass") and meta.classes:
+        raise TypeError(
+            f"{cls.__name__}.task = {task!r} contradicts its {n} classes: the task follows from "
+            "the classes (two: binary) and meta.multilabel. Remove the task attribute."
+        )
+    cls.meta = meta

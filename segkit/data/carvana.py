@@ -232,8 +232,6 @@ class CarvanaDataset(SegmentationDataset):
         ),
         synth=_synth,
     )
-    class_names = CARVANA_CLASSES
-    task = "binary"
 
     def __init__(
         self,

@@ -164,8 +164,6 @@ class HelenDataset(SegmentationDataset):
         prepare=_prepare,
         synth=_synth,
     )
-    class_names = HELEN_CLASSES
-    task = "multiclass"
 
     def __init__(
         self,

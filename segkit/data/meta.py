@@ -279,22 +279,6 @@ def split_ids(
     return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(val_idx)]
 
 
-def meta_for_classes(class_names: Sequence[str]) -> DatasetMeta:
-    """The declared metadata of the registered data set with exactly these classes, else
-    metadata that only knows the names (flip pairs found from left/right names).
-
-    Used where nothing recorded the data set: ``segkit score --classes N`` and checkpoints
-    written before the metadata travelled with them.
-    """
-    from segkit.data.registry import dataset_metas
-
-    names = [str(n) for n in class_names]
-    for meta in dataset_metas().values():
-        if meta.classes and list(meta.classes) == names:
-            return meta
-    return DatasetMeta(classes=tuple(names))
-
-
 def training_normalization(
     normalize: str,
     model_mean: Sequence[float],

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from segkit.data.meta import DatasetMeta
 from segkit.errors import PLUGIN_HINT, ConfigError, suggest, unknown_name
-
-if TYPE_CHECKING:
-    from segkit.data.meta import DatasetMeta
 
 _DATASETS: dict[str, type] = {}
 
@@ -23,8 +21,8 @@ def register_dataset(name: str) -> Callable[[T], T]:
 
     The class is called as ``cls(root, split=split, transform=transform, **options)``. Its
     ``meta`` (a :class:`~segkit.data.meta.DatasetMeta`) says what segkit needs to know about
-    its labels; a class that sets ``class_names`` / ``flip_pairs`` attributes instead gets
-    one made from them.
+    its labels (a ``SegmentationDataset`` subclass in the older style has its ``class_names``
+    / ``flip_pairs`` attributes folded into it); ``register_dataset`` fills in its name.
 
     Example:
         >>> @register_dataset("my_set")
@@ -38,19 +36,8 @@ def register_dataset(name: str) -> Callable[[T], T]:
                 f"Dataset name {name!r} is already registered by {old.__module__}.{old.__name__}; "
                 "pick another name."
             )
-        from segkit.data.meta import DatasetMeta
-
-        meta = cls.__dict__.get("meta")  # declared on this class, not inherited
-        if not isinstance(meta, DatasetMeta):
-            meta = getattr(cls, "meta", None) or DatasetMeta()
-            names = cls.__dict__.get("class_names")  # the older style: class attributes
-            pairs = cls.__dict__.get("flip_pairs")
-            meta = meta.replace(
-                classes=tuple(names) if names else meta.classes,
-                flip_pairs=tuple(pairs) if pairs else meta.flip_pairs,
-                split_group=None if names else meta.split_group,
-            )
-        cls.meta = meta.replace(dataset=name)
+        meta = getattr(cls, "meta", None)
+        cls.meta = (meta if isinstance(meta, DatasetMeta) else DatasetMeta()).replace(dataset=name)
         _DATASETS[name] = cls
         return cls
 
@@ -70,6 +57,20 @@ def get_dataset_meta(name: str) -> DatasetMeta:
 def dataset_metas() -> dict[str, DatasetMeta]:
     """Every registered data set's declared metadata, by name."""
     return {name: cls.meta for name, cls in sorted(_DATASETS.items())}
+
+
+def meta_for_classes(class_names: Sequence[str]) -> DatasetMeta:
+    """The declared metadata of the registered data set with exactly these classes, else
+    metadata that only knows the names (flip pairs found from left/right names).
+
+    Used where nothing recorded the data set: ``segkit score --classes N`` and checkpoints
+    written before the metadata travelled with them.
+    """
+    names = [str(n) for n in class_names]
+    for meta in dataset_metas().values():
+        if meta.classes and list(meta.classes) == names:
+            return meta
+    return DatasetMeta(classes=tuple(names))
 
 
 def get_dataset_class(name: str) -> type:

@@ -250,7 +250,8 @@ def legacy_meta(spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str,
     set with those classes (what segkit used to guess from the names); the ignore index
     from the training config.
     """
-    from segkit.data.meta import DatasetMeta, meta_for_classes
+    from segkit.data.meta import DatasetMeta
+    from segkit.data.registry import meta_for_classes
 
     names = list(spec.get("class_names") or [])
     meta = meta_for_classes(names) if names else DatasetMeta()

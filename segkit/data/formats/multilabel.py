@@ -179,7 +179,6 @@ class MultiLabelDataset(SegmentationDataset):
     """
 
     meta = DatasetMeta(multilabel=True, flip_pairs=(), synth=_synth)
-    task = "multilabel"
 
     def __init__(
         self,
