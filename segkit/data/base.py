@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -147,6 +147,8 @@ class SegmentationDataset(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         class_names: Sequence[str] | None = None,
         root: str | Path | None = None,
+        *,
+        facts: Mapping[str, Any] | None = None,
     ) -> None:
         """Hold the samples; nothing is read until an item is asked for.
 
@@ -156,6 +158,8 @@ class SegmentationDataset(Dataset):
             class_names: the classes of this instance (every label value incl. background),
                 instead of the declared ``meta.classes`` (default: background, foreground).
             root: the folder the samples came from (shown by ``repr``).
+            facts: what this instance changes in the declared meta (DatasetMeta fields,
+                e.g. ``{"ignore_index": 255}`` or ``{"multilabel": True}``).
         """
         declared = type(self).meta
         names = list(class_names if class_names is not None else declared.classes or _BINARY)
@@ -166,7 +170,7 @@ class SegmentationDataset(Dataset):
             )
         # the instance's facts: the declared ones for these classes, flip pairs resolved
         self._meta = declared.replace(
-            classes=tuple(names), flip_pairs=tuple(declared.pairs_for(names))
+            classes=tuple(names), flip_pairs=tuple(declared.pairs_for(names)), **(facts or {})
         )
         self.samples = list(samples)
         self.transform = transform

@@ -497,11 +497,10 @@ class CocoDataset(SegmentationDataset):
         samples = [Sample(stem, p, path) for stem, p in zip(stems, paths)]
         self.split, self.crowd, self.mode = split, crowd, mode
         names = self.index.classes[1:] if mode == "multilabel" else self.index.classes
-        super().__init__(select_ids(samples, ids, path), transform, names, root)
-        if crowd == "ignore":
-            self.ignore_index = 255
+        facts = {"ignore_index": 255} if crowd == "ignore" else {}
         if mode == "multilabel":
-            self.task = "multilabel"
+            facts["multilabel"] = True
+        super().__init__(select_ids(samples, ids, path), transform, names, root, facts=facts)
 
     def image_entry(self, sample: Sample) -> CocoImage:
         """The index's entry of a sample."""

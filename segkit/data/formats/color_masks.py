@@ -220,9 +220,8 @@ class ColorMaskDataset(SegmentationDataset):
             mask_word="mask",
         )
         self.split, self.unknown = split, unknown
-        super().__init__(select_ids(samples, ids, base), transform, names, root)
-        if unknown == "ignore":
-            self.ignore_index = 255
+        facts = {"ignore_index": 255} if unknown == "ignore" else {}
+        super().__init__(select_ids(samples, ids, base), transform, names, root, facts=facts)
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """The colour mask as class ids (unknown colours: an error, or 255 when ignored)."""

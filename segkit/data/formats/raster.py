@@ -187,9 +187,11 @@ class RasterDataset(SegmentationDataset):
         self.split = split
         self.label_map = parse_label_map(label_map)
         self.reader = BandReader(tuple(bands) if bands is not None else None, nan_fill)
-        super().__init__(select_ids(samples, ids, base), transform, _class_names(classes), root)
-        if IGNORE in self.label_map.values() and self.ignore_index is None:
-            self.ignore_index = IGNORE
+        ignores = IGNORE in self.label_map.values() and type(self).meta.ignore_index is None
+        facts = {"ignore_index": IGNORE} if ignores else {}
+        samples = select_ids(samples, ids, base)
+        super().__init__(samples, transform, _class_names(classes), root, facts=facts)
+        if ignores:
             self._warned_void = True  # a label map all 'ignore' is no 0/255 mask mistaken
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
