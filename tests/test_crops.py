@@ -264,13 +264,15 @@ def test_prediction_of_a_crop_trained_model_runs_windows_at_the_training_scale(c
     from segkit.inference import Predictor
 
     predictor = Predictor(crop_run[0] / "run" / "best.pt", device="cpu")
-    assert predictor.options.tile == 32 and predictor.scale == 0.5 and predictor.size is None
+    recipe = predictor.recipe
+    assert recipe.windows.tile == 32 and recipe.scale == 0.5 and recipe.size is None
     image, _ = _pair(100, 150)
     assert predictor.labels(image).shape == (100, 150)
     from segkit.inference import PredictOptions
 
     squashed = Predictor(crop_run[0] / "run" / "best.pt", PredictOptions(size=64), device="cpu")
-    assert squashed.options.tile is None and squashed.scale == 1.0 and squashed.size == 64
+    recipe = squashed.recipe
+    assert recipe.windows is None and recipe.scale == 1.0 and recipe.size == 64
 
 
 def test_validation_during_training_scores_what_evaluate_scores(crop_run, tmp_path):

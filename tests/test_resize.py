@@ -160,7 +160,7 @@ def test_predictions_come_back_at_the_image_size_and_in_place(tmp_path, mode, si
     image = _shape_image(mask)
     model = _Recording(_pointwise(mode))
     predictor = Predictor(model, PredictOptions(size=size))
-    assert predictor.resize == mode
+    assert predictor.recipe.resize == mode
     labels = predictor.labels(image)
     _assert_aligned(labels, mask, band)
     probs = predictor.probabilities(image)
@@ -274,7 +274,7 @@ def test_a_checkpoint_without_a_recorded_mode_squashes(tmp_path, monkeypatch):
     del state["config"]["data"]["resize"]
     old = save_checkpoint(tmp_path / "old.pt", state)
     predictor = Predictor(old, PredictOptions(), device="cpu")
-    assert predictor.resize == "squash" and predictor.size == 16
+    assert predictor.recipe.resize == "squash" and predictor.recipe.size == 16
     assert predictor.labels(_shape_image(_shape_mask())).shape == (HEIGHT, WIDTH)
     seen = []
     original = build_transforms

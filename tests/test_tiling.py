@@ -222,7 +222,7 @@ def test_scaled_and_multilabel_models_are_bounded_by_the_band_too(kind):
         evaluator, windows = Evaluator(["a", "b"], multilabel=True), Windows(128)
     else:
         evaluator, windows = Evaluator(["a", "b"]), Windows(64, scale=0.5)
-    assert predictor.windows == windows  # the crop size at its scale, as recorded
+    assert predictor.recipe.windows == windows  # the crop size at its scale, as recorded
     batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
     with LargestFloat() as scored:
         result = score_in_windows(predictor, batch, evaluator)
@@ -276,7 +276,7 @@ def test_predicting_a_scaled_model_in_bands_gives_what_validation_computes(helen
     model = model_from_checkpoint(_at_scale(helen_ckpt, tmp_path), device="cpu").eval()
     image = np.random.default_rng(1).integers(0, 256, (150, 210, 3), dtype=np.uint8)
     predictor = Predictor(model, PredictOptions(batch_size=3), device="cpu")
-    assert predictor.windows == Windows(32, batch_size=3, scale=0.5)
+    assert predictor.recipe.windows == Windows(32, batch_size=3, scale=0.5)
     labels = predictor.labels(image)
     x = normalize(torch.from_numpy(image)[None], model.spec.mean, model.spec.std)
     with torch.inference_mode():

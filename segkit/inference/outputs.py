@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 from segkit import viz
-from segkit.data.bands import BandReader
 from segkit.data.io import name_some, read_image, write_image, write_mask
 from segkit.data.resize import crop_padding
 from segkit.errors import DataError, option
@@ -175,37 +174,29 @@ class ImageWriter:
 
     Attributes:
         out_dir: the output folder.
-        options: the run's options (threshold, resize_back and the output kinds).
-        classes: label values the model predicts (2 for a binary model).
-        colors: RGB per class (the data set's palette), else a generated palette.
+        options: the run's options (resize_back and the output kinds).
+        recipe: what the outputs mean (:class:`~segkit.inference.recipe.Recipe`): label
+            values (``classes``), the data set's colours (else a generated palette), a
+            multi-label model's classes (one 0/255 mask ``<stem>_<class>.png`` each; overlays
+            and colour maps draw the later class where classes overlap) and thresholds, the
+            threshold, the size and ``data.resize`` images met the model at
+            (``longest_side_pad``'s padding is cropped away before the probabilities are
+            resized back), how images are read (bands: the overlay shows their first bands,
+            :func:`segkit.viz.display_bands`), and ``encoding``: class id -> the value
+            ``<stem>.png`` holds (the data set's ``output_ids``); colours, overlays and RLE
+            use class ids.
         rle_encode: turns a label map into an RLE string when a CSV is wanted.
-        class_names: a multi-label model's classes: one 0/255 mask ``<stem>_<class>.png``
-            each (overlays and colour maps draw the later class where classes overlap).
-        thresholds: the multi-label probability threshold per class.
-        model_size: the side images were resized to for the model (None: as they were).
-        resize: how they met it (training's ``data.resize``); ``longest_side_pad``'s padding
-            is cropped away before the probabilities are resized back.
-        reader: how the images are read (a model trained on bands; None: 8-bit RGB); the
-            overlay then shows their first bands (:func:`segkit.viz.display_bands`).
-        encoding: class id -> the value ``<stem>.png`` holds (the data set's ``output_ids``
-            as a lookup table); None: class ids. Colours, overlays and RLE use class ids.
     """
 
     out_dir: Path
     options: PredictOptions
-    classes: int
-    colors: np.ndarray | None = None
+    recipe: Any
     rle_encode: Callable[[np.ndarray], str] | None = None
-    class_names: tuple[str, ...] | None = None
-    thresholds: tuple[float, ...] | None = None
-    model_size: int | None = None
-    resize: str = "squash"
-    reader: BandReader | None = None
-    encoding: np.ndarray | None = None
 
     def _write_labels(self, path: Path, labels: np.ndarray) -> None:
         """``<stem>.png``: the class ids, or the data set's own values for them."""
-        own = labels if self.encoding is None else self.encoding[labels]
+        encoding = self.recipe.encoding
+        own = labels if encoding is None else encoding[labels]
         write_mask(self.out_dir / f"{path.stem}.png", own)
 
     def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
@@ -215,37 +206,36 @@ class ImageWriter:
         own size) its finished uint8 ``H x W`` label map (a multi-label model's ``C x H x W``
         0/1 masks).
         """
-        opts = self.options
+        opts, recipe = self.options, self.recipe
         finished = probs.dtype == np.uint8
-        if finished and self.class_names is None:
+        if finished and recipe.mask_names is None:
             labels = probs
             if opts.save_masks:
                 self._write_labels(path, labels)
-        elif self.class_names is not None:
+        elif recipe.mask_names is not None:
             masks = probs
             if not finished:
-                probs = crop_padding(probs, size, self.model_size, self.resize)
-                masks = probs_to_masks(probs, size, self.thresholds, opts.resize_back)
+                probs = crop_padding(probs, size, recipe.size, recipe.resize)
+                masks = probs_to_masks(probs, size, recipe.thresholds, opts.resize_back)
             if opts.save_masks:
-                for name, mask in zip(self.class_names, masks):
+                for name, mask in zip(recipe.mask_names, masks):
                     write_mask(self.out_dir / f"{path.stem}_{name}.png", mask * np.uint8(255))
             labels = viz.overlap_labels(masks).astype(np.uint8)
         else:
-            probs = crop_padding(probs, size, self.model_size, self.resize)
-            threshold = 0.5 if opts.threshold is None else opts.threshold
-            labels = probs_to_labels(probs, size, threshold, opts.resize_back)
+            probs = crop_padding(probs, size, recipe.size, recipe.resize)
+            labels = probs_to_labels(probs, size, recipe.threshold, opts.resize_back)
             if opts.save_masks:
                 self._write_labels(path, labels)
-        colors = self.colors
+        colors = recipe.colors
         if colors is None or len(colors) <= int(labels.max()):
-            colors = viz.palette(max(self.classes, int(labels.max()) + 1))
+            colors = viz.palette(max(recipe.classes, int(labels.max()) + 1))
         if opts.color:
             write_image(self.out_dir / f"{path.stem}_color.png", viz.colorize(labels, colors))
         if opts.overlay:
-            if self.reader is None:
+            if recipe.reader is None:
                 image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             else:
-                image = viz.display_bands(self.reader.read(path, fill=False))
+                image = viz.display_bands(recipe.reader.read(path, fill=False))
             blended = viz.overlay(image, labels, colors=colors)
             write_image(self.out_dir / f"{path.stem}_overlay.jpg", blended, quality=90)
         return self.rle_encode(labels) if self.rle_encode else None

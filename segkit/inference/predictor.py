@@ -12,7 +12,6 @@ streamed (:mod:`segkit.inference.stream`); speed against the model alone:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -23,13 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.data.bands import BandReader
-from segkit.data.meta import DatasetMeta
-from segkit.data.resize import check_resize_mode, crop_padding, resize_for_model
-from segkit.errors import ConfigError, DataError, option
+from segkit.data.resize import crop_padding, resize_for_model
+from segkit.errors import DataError
 from segkit.inference.inputs import BandFiles, ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
-from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, encoding, palette
+from segkit.inference.outputs import ImageWriter, Outputs, check_outputs
 from segkit.inference.probs import (
     predict_proba,
     probs_to_labels,
@@ -37,17 +34,9 @@ from segkit.inference.probs import (
     probs_to_masks,
     resize_probs,
 )
+from segkit.inference.recipe import Recipe
 from segkit.inference.stream import FileStream
-from segkit.models.windows import (
-    Band,
-    Windows,
-    assemble,
-    at_scale,
-    blend_bands,
-    channels_last_reader,
-    check_tile,
-    crop_record,
-)
+from segkit.models.windows import Band, assemble, at_scale, blend_bands, channels_last_reader
 
 logger = logging.getLogger(__name__)
 
@@ -111,57 +100,12 @@ class Predictor:
         self.model, train_size = load_model(checkpoint_or_model, device)
         self.spec = spec = self.model.spec
         self.device = next(self.model.parameters()).device
-        check_tile(opts.tile, spec.divisor)
-        #: a model trained on crops predicts whole images at its training scale in windows of
-        #: its crop size, unless a size (a square resize) or another tile is asked for
-        record = crop_record(spec)
-        if record is not None and opts.tile is None and opts.size is None:
-            window = {"tile": int(record["size"]), "overlap": float(record.get("overlap", 0.25))}
-            self.options = opts = dataclasses.replace(opts, **window)
-        #: the factor each window is resized by for the model (its training scale): a window
-        #: of ``tile`` model pixels covers ``tile / scale`` of the image's own
-        self.scale = float(record.get("scale", 1.0)) if record is not None and opts.tile else 1.0
-        #: how images are run in windows (None: whole)
-        self.windows = None
-        if opts.tile:
-            window = (opts.tile, opts.overlap, opts.blend, opts.batch_size, self.scale)
-            self.windows = Windows(*window)
-        #: the square size images are resized to; None: as they are (always when tiling)
-        self.size = None if opts.tile else (opts.size or train_size)
-        #: how images meet that size: training's data.resize (older checkpoints: squash)
-        self.resize = check_resize_mode(spec.options.get("resize", "squash"))
-        self.mean = spec.mean or (0.0, 0.0, 0.0)
-        self.std = spec.std or (1.0, 1.0, 1.0)
-        meta = DatasetMeta.from_dict(spec.meta or {})
-        #: how training read its images (bands, NaN fill); None: 8-bit RGB
-        self.reader = BandReader.from_dict(meta.input)
-        if self.reader is None and spec.in_channels != 3:  # a model built outside training
-            self.reader = BandReader()
-        self.flip_pairs = opts.flip_pairs
-        if self.flip_pairs is None:  # what training flipped (recorded in the spec)
-            self.flip_pairs = tuple(meta.pairs_for(spec.class_names or []))
-        #: a multi-label model's classes (one mask each) and thresholds; None otherwise
-        self.multilabel = spec.task == "multilabel"
-        self.thresholds = self._thresholds(meta) if self.multilabel else None
-        if not self.multilabel and isinstance(opts.threshold, tuple):
-            raise ConfigError(
-                f"{option('threshold', ','.join(map(str, opts.threshold)))}: one threshold per "
-                "class is for multi-label models; this one takes one value (e.g. 0.5)."
-            )
-        if opts.tta is not None and opts.tta.flip:
+        #: how the model sees images and what its outputs mean, decided once
+        self.recipe = recipe = Recipe.make(spec, opts, train_size)
+        if recipe.tta is not None and recipe.tta.flip:
             names = spec.class_names or [str(c) for c in range(spec.classes)]
-            swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in self.flip_pairs)
+            swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in recipe.flip_pairs)
             logger.info("flip TTA swaps these classes back after mirroring: %s", swapped or "none")
-
-    def _thresholds(self, meta: DatasetMeta) -> tuple[float, ...]:
-        """Per-class thresholds: the option's, else what training recorded, else 0.5 each."""
-        from segkit.data.meta import check_thresholds
-
-        given, classes = self.options.threshold, self.spec.classes
-        if given is None:
-            given = meta.thresholds if meta.thresholds is not None else 0.5
-        values = (given,) * classes if isinstance(given, float) else tuple(given)
-        return check_thresholds(values, classes, option("threshold", given))
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -174,39 +118,43 @@ class Predictor:
         finally:
             self.model.train(was_training)
 
+    def model_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``N x C x H x W`` of a normalised batch on the device, with the
+        recipe's test-time augmentation (not its windows: see :meth:`window_bands`)."""
+        return predict_proba(self.model, x, self.recipe.tta, self.recipe.flip_pairs)
+
     def _window_probs(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities of a batch of windows as read (uint8 pixels, or bands): moved to the
         device, normalised, run at the model's scale with test-time augmentation."""
-        x = normalize(batch.to(self.device, non_blocking=True), self.mean, self.std)
-        tta, pairs = self.options.tta, self.flip_pairs
-        return at_scale(lambda b: predict_proba(self.model, b, tta, pairs), x, self.scale)
+        recipe = self.recipe
+        x = normalize(batch.to(self.device, non_blocking=True), recipe.mean, recipe.std)
+        return at_scale(self.model_probs, x, recipe.scale)
 
     def window_bands(self, image: torch.Tensor) -> Iterator[Band]:
-        """Finished bands of probabilities of one ``H x W x C`` image run in :attr:`windows`
-        (each window batch normalised as it is read: no float copy of the image)."""
+        """Finished bands of probabilities of one ``H x W x C`` image run in the recipe's
+        windows (each window batch normalised as it is read: no float copy of the image)."""
         size = tuple(image.shape[:2])
-        return blend_bands(self._window_probs, channels_last_reader(image), size, self.windows)
+        read = channels_last_reader(image)
+        return blend_bands(self._window_probs, read, size, self.recipe.windows)
 
     def batch_probs(self, images: torch.Tensor) -> np.ndarray:
         """``N x C x h x w`` probabilities of an ``N x h x w x 3`` uint8 batch (``N x h x w x
-        in_channels`` float32 bands) on the model's device (one image when tiling), at the
+        in_channels`` float32 bands) on the model's device (one image in windows), at the
         size the batch has."""
-        opts = self.options
-        if opts.tile:
+        if self.labels_in_windows:
             return np.stack([self._tiled_probs(image) for image in images])
-        x = normalize(images, self.mean, self.std)
-        return predict_proba(self.model, x, opts.tta, self.flip_pairs).cpu().numpy()
+        x = normalize(images, self.recipe.mean, self.recipe.std)
+        return self.model_probs(x).cpu().numpy()
 
     def _tiled_probs(self, image: torch.Tensor) -> np.ndarray:
-        """``C x H x W`` probabilities of one image in windows, filled band by band (each
-        window batch normalised as it is read: no float copy of the image)."""
+        """``C x H x W`` probabilities of one image in windows, filled band by band."""
         return assemble(self.window_bands(image), image.shape[:2], _numpy)
 
     @property
     def labels_in_windows(self) -> bool:
         """Whether label maps (a multi-label model's masks) are made band by band as windows
-        finish (tiling): memory then holds one band of floats, not an image's."""
-        return bool(self.options.tile)
+        finish (in windows): memory then holds one band of floats, not an image's."""
+        return self.recipe.windows is not None
 
     def batch_outputs(self, images: torch.Tensor) -> np.ndarray:
         """What the writers take for a batch: probabilities (resized back and turned into
@@ -214,19 +162,19 @@ class Predictor:
         ``N x H x W`` uint8 label maps."""
         if not self.labels_in_windows:
             return self.batch_probs(images)
-        opts = self.options
-        threshold = 0.5 if opts.threshold is None or self.multilabel else opts.threshold
+        recipe = self.recipe
 
         def labels(probs: torch.Tensor) -> np.ndarray:
-            return _numpy(probs_to_labels_torch(probs, threshold, self.thresholds))
+            return _numpy(probs_to_labels_torch(probs, recipe.threshold, recipe.thresholds))
 
         size = images.shape[1:3]
         return np.stack([assemble(self.window_bands(image), size, labels) for image in images])
 
     def _array_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        if self.reader is not None and isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        reader = self.recipe.reader
+        if reader is not None and isinstance(image, np.ndarray) and image.ndim in (2, 3):
             where = "the image array"
-            bands = self.reader.prepare(image, self.spec.in_channels, where, trained=True)
+            bands = reader.prepare(image, self.spec.in_channels, where, trained=True)
             return self._resized_probs(bands)
         _check_rgb(image)
         return self._resized_probs(image)
@@ -234,11 +182,12 @@ class Predictor:
     def _resized_probs(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Probabilities of one checked image, resized for the model as training did, with
         any padding cropped off; and the image's own size."""
-        resized = np.ascontiguousarray(resize_for_model(image, self.size, self.resize))
+        size, resize = self.recipe.size, self.recipe.resize
+        resized = np.ascontiguousarray(resize_for_model(image, size, resize))
         with self.evaluating():
             probs = self.batch_probs(torch.from_numpy(resized)[None].to(self.device))
-        size = image.shape[:2]
-        return crop_padding(probs[0], size, self.size, self.resize), size
+        own = image.shape[:2]
+        return crop_padding(probs[0], own, size, resize), own
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities ``C x H x W`` (float32) of one ``H x W x 3`` uint8 RGB image, at
@@ -257,16 +206,16 @@ class Predictor:
         Raises:
             DataError: not an ``H x W x 3`` uint8 array.
         """
-        if self.labels_in_windows and self.reader is None:
+        recipe = self.recipe
+        if self.labels_in_windows and recipe.reader is None:
             _check_rgb(image)
             with self.evaluating():
                 batch = torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
                 return self.batch_outputs(batch)[0]
         probs, size = self._array_probs(image)
-        if self.thresholds is not None:
-            return probs_to_masks(probs, size, self.thresholds, self.options.resize_back)
-        threshold = 0.5 if self.options.threshold is None else self.options.threshold
-        return probs_to_labels(probs, size, threshold, self.options.resize_back)
+        if recipe.thresholds is not None:
+            return probs_to_masks(probs, size, recipe.thresholds, self.options.resize_back)
+        return probs_to_labels(probs, size, recipe.threshold, self.options.resize_back)
 
     def predict(
         self,
@@ -292,52 +241,22 @@ class Predictor:
             Interrupted: SIGINT or SIGTERM stopped the run; finished images' outputs are kept,
                 the RLE CSV is not written.
         """
-        opts = self.options
-        inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        if not inputs:
-            raise ValueError("No inputs given; pass image files or folders of images.")
-        paths = find_images(inputs)
-        classes = tuple(self.spec.class_names or ()) if self.multilabel else None
-        if rle_csv is not None and (self.spec.classes > 2 or classes is not None):
-            raise ValueError(
-                f"An RLE CSV (rle_csv / --rle) holds binary masks, but this model predicts "
-                f"{self.spec.classes} classes. Leave it out and use the label PNGs."
-            )
-        out_dir = Path(out_dir)
-        check_outputs(
-            paths,
-            out_dir,
-            opts.overlay,
-            opts.save_masks,
-            rle_csv,
-            opts.overwrite,
-            opts.color,
-            classes,
-        )
-        out_dir.mkdir(parents=True, exist_ok=True)
+        paths, out_dir = self._prepare_outputs(inputs, Path(out_dir), rle_csv)
+        opts, recipe = self.options, self.recipe
         encode = None
         if rle_csv is not None:
             from segkit.data.rle import rle_encode as encode
-        writer = ImageWriter(
-            out_dir,
-            opts,
-            max(2, self.spec.classes),
-            palette(self.spec),
-            encode,
-            classes,
-            self.thresholds,
-            model_size=self.size,
-            resize=self.resize,
-            reader=self.reader,
-            encoding=None if opts.ids or classes is not None else encoding(self.spec),
-        )
-        if self.reader is None:
-            files = ImageFiles(paths, self.size, opts.max_pixels, self.resize)
+        writer = ImageWriter(out_dir, opts, recipe, encode)
+        if recipe.reader is None:
+            files = ImageFiles(paths, recipe.size, opts.max_pixels, recipe.resize)
         else:
-            geometry = (opts.max_pixels, self.resize)
-            files = BandFiles(paths, self.size, self.reader, self.spec.in_channels, *geometry)
-        results = Outputs(rle_csv, out_dir, opts.save_masks, classes)
-        stream = FileStream(files, opts, self.batch_outputs, writer, results, self.device)
+            geometry = (opts.max_pixels, recipe.resize)
+            channels = self.spec.in_channels
+            files = BandFiles(paths, recipe.size, recipe.reader, channels, *geometry)
+        results = Outputs(rle_csv, out_dir, opts.save_masks, recipe.mask_names)
+        per_call = 1 if self.labels_in_windows else opts.batch_size  # windows are the batch
+        fill = (self.batch_outputs, writer, results, self.device, per_call)
+        stream = FileStream(files, opts, *fill)
         start = time.perf_counter()
         with self.evaluating():
             stream.run()
@@ -356,6 +275,25 @@ class Predictor:
             "seconds": seconds,
             "images_per_s": count / seconds if seconds > 0 else 0.0,
         }
+
+    def _prepare_outputs(
+        self, inputs: str | Path | Sequence[str | Path], out_dir: Path, rle_csv: Any
+    ) -> tuple[list[Path], Path]:
+        """The image files to predict, with their outputs checked and ``out_dir`` made."""
+        opts, names = self.options, self.recipe.mask_names
+        inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        if not inputs:
+            raise ValueError("No inputs given; pass image files or folders of images.")
+        paths = find_images(inputs)
+        if rle_csv is not None and (self.spec.classes > 2 or names is not None):
+            raise ValueError(
+                f"An RLE CSV (rle_csv / --rle) holds binary masks, but this model predicts "
+                f"{self.spec.classes} classes. Leave it out and use the label PNGs."
+            )
+        kinds = (opts.overlay, opts.save_masks, rle_csv, opts.overwrite, opts.color, names)
+        check_outputs(paths, out_dir, *kinds)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return paths, out_dir
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:

@@ -46,6 +46,7 @@ class FileStream:
         writer: post-processes and writes one image (runs in the writer threads).
         results: finished images, in input order, and the RLE CSV.
         device: the model's device.
+        per_call: images per model call (1 in windows: an image's windows are the batch).
     """
 
     files: ImageFiles
@@ -54,6 +55,7 @@ class FileStream:
     writer: ImageWriter
     results: Outputs
     device: torch.device
+    per_call: int = 1
     skipped: list[str] = field(default_factory=list)
 
     def run(self) -> None:
@@ -61,8 +63,7 @@ class FileStream:
         from tqdm.auto import tqdm
 
         opts, total = self.options, len(self.files)
-        # one image per call when tiling: its windows are the batch
-        per_call = 1 if opts.tile else opts.batch_size
+        per_call = self.per_call
         in_turn = self.device.type == "cpu" and opts.num_workers == 0
         bar = tqdm(total=total, disable=not opts.progress, unit="img")
         batches: Any = None
