@@ -194,6 +194,7 @@ def build_transforms(
     train: bool,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    *,
     flip_pairs: Iterable[tuple[int, int]] = (),
     ignore_index: int | None = None,
     resize: str = "squash",
@@ -241,6 +242,20 @@ def build_transforms(
             unknown resize mode, bad crop settings (:func:`check_crop`), colour jitter on
             images that are not 8-bit RGB.
     """
+    mean, std = _check_input(size, mean, std)
+    _check_combination(augment, train, crop, max_pixel_value, soft)
+    steps = _spatial_steps(size, resize, train, crop, ignore_index, soft)
+    if train and augment is not None:
+        steps += _augmentations(augment, list(flip_pairs), ignore_index, soft)
+    normalize = A.Normalize(mean=mean, std=std, max_pixel_value=max_pixel_value)
+    steps += [normalize, ToTensorV2()]
+    return A.Compose(steps)
+
+
+def _check_input(
+    size: int, mean: Sequence[float], std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``size`` a positive int, ``mean``/``std`` one value per channel each (std > 0), as tuples."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"Image size must be a positive integer, got {size!r}.")
     mean, std = tuple(mean), tuple(std)
@@ -249,27 +264,45 @@ def build_transforms(
             f"mean/std need one value per image channel each and std > 0, got mean={mean}, "
             f"std={std} ({len(mean)} and {len(std)} values)."
         )
+    return mean, std
+
+
+def _check_combination(
+    augment: AugmentConfig | None,
+    train: bool,
+    crop: CropConfig | None,
+    max_pixel_value: float,
+    soft: bool,
+) -> None:
+    """Refuse settings that do not go together: colour jitter on images that are not 8-bit
+    RGB, soft targets with crops."""
     if train and augment is not None and augment.color > 0 and max_pixel_value != 255.0:
         raise ConfigError(
             f"augment.color={augment.color} jitters the colours of 8-bit RGB images, but these "
             "images are read with their own bands and bit depth; set augment.color=0."
         )
-    steps: list[Any]
     if crop is not None and soft:
         raise ConfigError(
             "data.soft_targets averages masks when training resizes them below native "
             "resolution; data.crop trains at native resolution. Unset one of them."
         )
-    if crop is not None:  # evaluation: the whole image, as it is
-        steps = crop_steps(crop, ignore_index) if train else []
-        check_crop(crop)
-    else:
-        steps = _resize_steps(size, resize, train, ignore_index, soft)
-    if train and augment is not None:
-        steps += _augmentations(augment, list(flip_pairs), ignore_index, soft)
-    normalize = A.Normalize(mean=mean, std=std, max_pixel_value=max_pixel_value)
-    steps += [normalize, ToTensorV2()]
-    return A.Compose(steps)
+
+
+def _spatial_steps(
+    size: int,
+    resize: str,
+    train: bool,
+    crop: CropConfig | None,
+    ignore_index: int | None,
+    soft: bool,
+) -> list[Any]:
+    """Random crops (training) or nothing (evaluation) with ``crop``; else the resize to
+    ``size x size`` (:func:`_resize_steps`)."""
+    if crop is None:
+        return _resize_steps(size, resize, train, ignore_index, soft)
+    steps = crop_steps(crop, ignore_index) if train else []  # evaluation: the whole image
+    check_crop(crop)
+    return steps
 
 
 def _resize_steps(
