@@ -150,7 +150,12 @@ def test_unknown_option_is_an_error_with_suggestion(tmp_path):
 
 
 #: the split each annotation-tool reader's synthetic export is read with
-ANNOTATION_SPLITS = {"coco": "default", "labelme": None}
+ANNOTATION_SPLITS = {
+    "coco": "default",
+    "labelme": None,
+    "yolo_seg": "train",
+    "cvat_mask": "default",
+}
 
 
 def _builtin_case(name: str, tmp_path: Path) -> tuple[Path, str | None, dict]:

@@ -1,7 +1,8 @@
 """Readers for data sets in the layouts they are released in (each registers itself):
 Pascal VOC (``voc``), Cityscapes (``cityscapes``), SegNet's CamVid (``camvid``), colour-coded masks (``color_masks``),
 multi-label masks (``multilabel``), multi-band / high bit depth rasters paired by name
-patterns (``raster``), and annotation-tool exports: COCO (``coco``), labelme (``labelme``)."""
+patterns (``raster``), and annotation-tool exports: COCO (``coco``), labelme (``labelme``),
+YOLO segmentation (``yolo_seg``) and CVAT's Segmentation mask 1.1 (``cvat_mask``)."""
 
 from segkit.data.formats.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVidDataset
 from segkit.data.formats.cityscapes import (
@@ -17,6 +18,7 @@ from segkit.data.formats.labelme import LabelmeDataset
 from segkit.data.formats.multilabel import MultiLabelDataset, read_stack
 from segkit.data.formats.raster import RasterDataset
 from segkit.data.formats.voc import VOC_CLASSES, VOCDataset, voc_palette
+from segkit.data.formats.yolo_seg import YoloSegDataset
 
 __all__ = [
     "CAMVID_CLASSES",
@@ -32,6 +34,7 @@ __all__ = [
     "MultiLabelDataset",
     "RasterDataset",
     "VOCDataset",
+    "YoloSegDataset",
     "colors_to_ids",
     "label_ids_to_train_ids",
     "read_class_table",
