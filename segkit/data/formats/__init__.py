@@ -14,6 +14,7 @@ from segkit.data.formats.cityscapes import (
 )
 from segkit.data.formats.coco import CocoDataset
 from segkit.data.formats.color_masks import ColorMaskDataset, colors_to_ids, read_class_table
+from segkit.data.formats.cvat_mask import CvatMaskDataset, read_labelmap
 from segkit.data.formats.labelme import LabelmeDataset
 from segkit.data.formats.multilabel import MultiLabelDataset, read_stack
 from segkit.data.formats.raster import RasterDataset
@@ -30,6 +31,7 @@ __all__ = [
     "CityscapesDataset",
     "CocoDataset",
     "ColorMaskDataset",
+    "CvatMaskDataset",
     "LabelmeDataset",
     "MultiLabelDataset",
     "RasterDataset",
@@ -38,6 +40,7 @@ __all__ = [
     "colors_to_ids",
     "label_ids_to_train_ids",
     "read_class_table",
+    "read_labelmap",
     "read_stack",
     "train_ids_to_label_ids",
     "voc_palette",
