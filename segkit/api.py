@@ -501,7 +501,7 @@ def _forget_earlier_split(cfg: Config) -> None:
 
 def _optional_hooks(cfg: Config) -> list[Any]:
     """Hooks a config asks for beyond the built-in ones (encoder freezing)."""
-    from segkit.optim import freeze_encoder_hook
+    from segkit.engine.schedulers import freeze_encoder_hook
 
     epochs = cfg.optim.freeze_encoder_epochs
     if epochs < 0:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau, StepLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
 
 from segkit.errors import PLUGIN_HINT, ConfigError, suggest, unknown_name
 
@@ -121,7 +121,8 @@ def _check_options(kind: str, name: str, fn: Callable, options: dict[str, Any]) 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def _encoder(model: nn.Module) -> nn.Module | None:
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The model's ``encoder`` module (also behind a ``net`` wrapper), or None."""
     net = getattr(model, "net", model)
     return getattr(net, "encoder", None)
 
@@ -143,7 +144,7 @@ def param_groups(
     split_decay = weight_decay > 0 and not decay_norm_bias
     if not split_decay and encoder_mult == 1.0:
         return [{"params": [p for _, p in trainable]}]
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     if encoder_mult != 1.0 and encoder is None:
         raise ConfigError(
             f"optim.encoder_lr_mult={encoder_mult}, but the model has no encoder (arch "
@@ -210,6 +211,54 @@ def _sgd(params, lr, weight_decay, cfg, **options) -> Optimizer:
 
 
 @dataclass
+class WarmupCosine:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio``.
+
+    A callable object rather than a closure so that ``LambdaLR.state_dict()`` saves it.
+    """
+
+    warmup: int
+    total: int
+    min_ratio: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Schedule:
+    """A scheduler (or ``None``) and when to step it."""
+
+    scheduler: LRScheduler | ReduceLROnPlateau | None
+    interval: str  #: "batch", "epoch", "validation" or "never"
+    total: int = 0  #: optimizer steps the schedule spans (cosine, one-cycle)
+
+    def match_length(self, where: str) -> None:
+        """After loading a saved schedule: stretch it to this run's length, or say why not.
+
+        A resumed run with more ``train.epochs`` continues a cosine or poly decay over the new length;
+        a one-cycle schedule cannot be stretched, so that is a :class:`ConfigError`.
+        """
+        sched = self.scheduler
+        if isinstance(sched, OneCycleLR) and sched.total_steps != self.total:
+            raise ConfigError(
+                f"{where} holds a one-cycle schedule of {sched.total_steps} optimizer steps, but "
+                f"this run needs {self.total} (train.epochs or the data changed). One-cycle "
+                "cannot be stretched: resume with the original train.epochs, or switch to "
+                "scheduler.name=cosine."
+            )
+        if isinstance(sched, LambdaLR):
+            groups = sched.optimizer.param_groups
+            for group, base, fn in zip(groups, sched.base_lrs, sched.lr_lambdas):
+                if hasattr(fn, "warmup") and hasattr(fn, "total") and fn.total != self.total:
+                    fn.total = self.total
+                    group["lr"] = base * fn(sched.last_epoch)  # the stretched curve, from now
+
+
+@dataclass
 class PolyDecay:
     """LR factor: linear warm-up over ``warmup`` steps, then ``(1 - progress) ** power`` down
     to ``min_ratio`` (the "poly" schedule of DeepLab and MMSegmentation).
@@ -232,7 +281,7 @@ class PolyDecay:
 def build_schedule(
     optimizer: Optimizer, cfg: Any, epochs: int, steps_per_epoch: int, mode: str = "min"
 ) -> Any:
-    """The :class:`~segkit.engine.schedulers.Schedule` ``cfg.name`` names, sized for
+    """The :class:`Schedule` ``cfg.name`` names, sized for
     ``epochs x steps_per_epoch`` optimizer steps, with ``cfg.options`` as keyword options."""
     info = get_scheduler_info(cfg.name.lower())
     options = dict(getattr(cfg, "options", {}) or {})
@@ -240,9 +289,7 @@ def build_schedule(
     return info.builder(optimizer, cfg, epochs, steps_per_epoch, mode, **options)
 
 
-def _schedule(*args: Any, **kwargs: Any) -> Any:
-    from segkit.engine.schedulers import Schedule
-
+def _schedule(*args: Any, **kwargs: Any) -> Schedule:
     return Schedule(*args, **kwargs)
 
 
@@ -269,8 +316,6 @@ def _warmup_steps(cfg: Any, steps: int) -> int:
 
 @register_scheduler("cosine", "linear warm-up, then cosine decay to min_lr, per step")
 def _cosine(optimizer, cfg, epochs, steps, mode) -> Any:
-    from segkit.engine.schedulers import WarmupCosine
-
     total, warmup = max(1, epochs * steps), _warmup_steps(cfg, steps)
     lambdas = [
         WarmupCosine(warmup, total, cfg.min_lr / g["lr"] if g["lr"] > 0 else 0.0)
@@ -304,28 +349,3 @@ def _step(optimizer, cfg, epochs, steps, mode) -> Any:
     if cfg.step_size < 1:
         raise ConfigError(f"scheduler.step_size must be >= 1, got {cfg.step_size}.")
     return _schedule(StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch")
-
-
-# ------------------------------------------------------------------------ encoder freezing
-
-
-def freeze_encoder_hook(epochs: int) -> Any:
-    """A trainer hook that keeps the model's encoder frozen for the first ``epochs`` epochs
-    (``optim.freeze_encoder_epochs``): its parameters get no gradient, so the optimizer
-    leaves them (and their state) alone until then."""
-    from segkit.engine.hooks import HookBase
-
-    class FreezeEncoder(HookBase):
-        """Encoder frozen while ``trainer.epoch < epochs``."""
-
-        def before_epoch(self) -> None:
-            encoder = _encoder(self.trainer.model)
-            if encoder is None:
-                raise ConfigError(
-                    "optim.freeze_encoder_epochs is set, but the model has no encoder; unset it."
-                )
-            frozen = self.trainer.epoch < epochs
-            for p in encoder.parameters():
-                p.requires_grad_(not frozen)
-
-    return FreezeEncoder()

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from segkit.config import OptimConfig, SchedulerConfig, load_config
+from segkit.engine.schedulers import freeze_encoder_hook
 from segkit.errors import ConfigError
 from segkit.models import build_model
 from segkit.optim import (
     build_optimizer,
     build_schedule,
-    freeze_encoder_hook,
     list_optimizers,
     list_schedulers,
     param_groups,

@@ -187,7 +187,7 @@ def check_loaders(train_batches: int, val_loader: Any, monitor: str, dist: Any) 
         DataError: the training loader (or, on any process, the validation loader) is empty.
         ConfigError: ``monitor`` is a validation value and there is no validation loader.
     """
-    from segkit.engine import distributed as D
+    import segkit.engine.distributed as D
 
     if train_batches == 0:
         raise DataError(

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from segkit.engine import distributed as D
+import segkit.engine.distributed as D
 from segkit.engine.hooks import is_run_config
 from segkit.errors import CheckpointError, ConfigError, command_line
 

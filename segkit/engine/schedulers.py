@@ -1,5 +1,7 @@
-"""Learning-rate schedules from :class:`~segkit.config.SchedulerConfig` (the registry of
-schedules is :mod:`segkit.optim`).
+"""What the optim and scheduler sections change over training, for the trainer: the
+learning-rate schedule from :class:`~segkit.config.SchedulerConfig` (the registry of schedules,
+:class:`~segkit.optim.Schedule` and the LR factors live in :mod:`segkit.optim`, which never
+imports the engine) and the hook that keeps an encoder frozen for the first epochs.
 
 Each schedule says when it is stepped: ``"batch"`` (after every optimizer step), ``"epoch"``
 (after every epoch) or ``"validation"`` (ReduceLROnPlateau, with the monitored value).
@@ -7,62 +9,16 @@ Each schedule says when it is stepped: ``"batch"`` (after every optimizer step),
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 from segkit.config import SchedulerConfig
+from segkit.engine.hooks import HookBase
 from segkit.errors import ConfigError
+from segkit.optim import Schedule, WarmupCosine, build_schedule, encoder_of, list_schedulers
 
-
-@dataclass
-class WarmupCosine:
-    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio``.
-
-    A callable object rather than a closure so that ``LambdaLR.state_dict()`` saves it.
-    """
-
-    warmup: int
-    total: int
-    min_ratio: float = 0.0
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@dataclass
-class Schedule:
-    """A scheduler (or ``None``) and when to step it."""
-
-    scheduler: LRScheduler | ReduceLROnPlateau | None
-    interval: str  #: "batch", "epoch", "validation" or "never"
-    total: int = 0  #: optimizer steps the schedule spans (cosine, one-cycle)
-
-    def match_length(self, where: str) -> None:
-        """After loading a saved schedule: stretch it to this run's length, or say why not.
-
-        A resumed run with more ``train.epochs`` continues a cosine or poly decay over the new length;
-        a one-cycle schedule cannot be stretched, so that is a :class:`ConfigError`.
-        """
-        sched = self.scheduler
-        if isinstance(sched, OneCycleLR) and sched.total_steps != self.total:
-            raise ConfigError(
-                f"{where} holds a one-cycle schedule of {sched.total_steps} optimizer steps, but "
-                f"this run needs {self.total} (train.epochs or the data changed). One-cycle "
-                "cannot be stretched: resume with the original train.epochs, or switch to "
-                "scheduler.name=cosine."
-            )
-        if isinstance(sched, LambdaLR):
-            groups = sched.optimizer.param_groups
-            for group, base, fn in zip(groups, sched.base_lrs, sched.lr_lambdas):
-                if hasattr(fn, "warmup") and hasattr(fn, "total") and fn.total != self.total:
-                    fn.total = self.total
-                    group["lr"] = base * fn(sched.last_epoch)  # the stretched curve, from now
+__all__ = ["Schedule", "WarmupCosine", "build_scheduler", "current_lr", "freeze_encoder_hook"]
 
 
 def build_scheduler(
@@ -85,8 +41,6 @@ def build_scheduler(
     Raises:
         ConfigError: an unknown name or a setting out of range, naming the key.
     """
-    from segkit.optim import build_schedule
-
     return build_schedule(optimizer, cfg, epochs, steps_per_epoch, mode)
 
 
@@ -98,7 +52,29 @@ def current_lr(optimizer: Optimizer) -> float:
 def __getattr__(name: str) -> tuple[str, ...]:
     """``SCHEDULERS``: the registered schedule names (kept for code that imports it)."""
     if name == "SCHEDULERS":
-        from segkit.optim import list_schedulers
-
         return tuple(list_schedulers())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------------ encoder freezing
+
+
+def freeze_encoder_hook(epochs: int) -> Any:
+    """A trainer hook that keeps the model's encoder frozen for the first ``epochs`` epochs
+    (``optim.freeze_encoder_epochs``): its parameters get no gradient, so the optimizer
+    leaves them (and their state) alone until then."""
+
+    class FreezeEncoder(HookBase):
+        """Encoder frozen while ``trainer.epoch < epochs``."""
+
+        def before_epoch(self) -> None:
+            encoder = encoder_of(self.trainer.model)
+            if encoder is None:
+                raise ConfigError(
+                    "optim.freeze_encoder_epochs is set, but the model has no encoder; unset it."
+                )
+            frozen = self.trainer.epoch < epochs
+            for p in encoder.parameters():
+                p.requires_grad_(not frozen)
+
+    return FreezeEncoder()

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+import segkit.engine.distributed as D
 from segkit._files import remove_stale_temp_files
 from segkit.config import SchedulerConfig, TrainConfig
-from segkit.engine import distributed as D
 from segkit.engine.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
