@@ -432,6 +432,7 @@ def prepare_carvana(
     src: str | Path,
     dst: str | Path,
     size: int = 128,
+    *,
     workers: int | None = None,
     overwrite: bool = False,
     decode: str = "reduced",
@@ -476,8 +477,21 @@ def prepare_carvana(
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
-    src = require_dir(src, "Carvana source folder")
-    dst = Path(dst)
+    src, dst = require_dir(src, "Carvana source folder"), Path(dst)
+    samples, rle = _samples_to_prepare(src, dst, split)
+    if threshold is not None and not 1 <= threshold <= 255:
+        raise ValueError(f"threshold must be between 1 and 255, got {threshold!r}.")
+    folders = [dst, dst / "images", dst / "masks"] + [dst / "soft_masks"] * bool(soft)
+    job = _Preparer(dst, size, decode, overwrite, split, rle, threshold, bool(soft))
+    results = _run_pool(job, samples, folders, workers)
+    return _write_index(dst, results, size)
+
+
+def _samples_to_prepare(
+    src: Path, dst: Path, split: str
+) -> tuple[list[Sample], dict[str, str] | None]:
+    """The Kaggle pairs of ``split`` and their RLE masks, once ``dst`` is known to be a
+    folder of its own (not ``src``, not holding another split) and every id is well named."""
     refuse_overlap(src, dst, "prepare_carvana")
     samples, rle = find_kaggle_samples(src, split)
     if (dst / "index.csv").is_file():
@@ -489,21 +503,29 @@ def prepare_carvana(
             )
     for sample in samples:
         parse_carvana_id(sample.id)  # reject badly named files before writing anything
-    if threshold is not None and not 1 <= threshold <= 255:
-        raise ValueError(f"threshold must be between 1 and 255, got {threshold!r}.")
-    folders = [dst, dst / "images", dst / "masks"] + [dst / "soft_masks"] * bool(soft)
+    return samples, rle
+
+
+def _run_pool(
+    job: _Preparer, samples: list[Sample], folders: list[Path], workers: int
+) -> list[tuple[dict[str, Any], bool]]:
+    """``job`` over ``samples`` in a thread pool, into ``folders`` (created first; those this
+    call created are removed again if it fails and they are still empty)."""
     created = [f for f in folders if not f.exists()]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    job = _Preparer(dst, size, decode, overwrite, split, rle, threshold, bool(soft))
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(job, samples))
+            return list(pool.map(job, samples))
     except BaseException:
         for folder in reversed(created):  # a failed first run leaves no empty folders behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
+
+
+def _write_index(dst: Path, results: list[tuple[dict[str, Any], bool]], size: int) -> pd.DataFrame:
+    """``dst/index.csv`` from the pool's rows; the DataFrame with its counts and notes."""
     rows = [row for row, _ in results]
     columns = INDEX_COLUMNS + [SOFT_COLUMN] * any(SOFT_COLUMN in row for row in rows)
     index = pd.DataFrame(rows, columns=columns)
