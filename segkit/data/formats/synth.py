@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from segkit.data.formats.palette import voc_palette
 from segkit.data.synth import _check_destination
 
 #: width x height of the synthetic images (not square on purpose)
@@ -41,8 +42,6 @@ def synth_voc(dst: str | Path, n: int = 6, seed: int = 0, overwrite: bool = Fals
     """``<dst>/VOCdevkit/VOC2012`` with ``n`` masked images (palette PNG, 255 boundary band),
     ``n // 2`` images without a mask, and train/val lists.
     """
-    from segkit.data.formats.voc import voc_palette
-
     base = Path(dst) / "VOCdevkit" / "VOC2012"
     subs = [base / s for s in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")]
     _check_destination("synth_voc", subs, overwrite=overwrite)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.data.base import Sample, SegmentationDataset, select_ids
+from segkit.data.formats.palette import voc_palette
 from segkit.data.io import DataNotFoundError, name_some, require_dir, split_list_entries
 from segkit.data.meta import DatasetMeta
 from segkit.data.registry import register_dataset
@@ -29,21 +30,6 @@ VOC_CLASSES = (
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-
-
-def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
-    """The colours of VOC's palette PNGs: label ``i`` spreads its bits over R, G and B."""
-    colors = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
 
 
 def find_voc_root(root: str | Path) -> Path:
