@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -359,8 +360,6 @@ def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
     Raises:
         ConfigError: a bad ``data.resize`` (:func:`check_resize`).
     """
-    from segkit.plugins import modules_of
-
     resize = check_resize(cfg.data)
 
     mean, std = _normalization(cfg, spec, meta)
@@ -372,6 +371,32 @@ def record_training_data(spec: Any, cfg: Config, meta: DatasetMeta) -> None:
         spec.options["crop"] = {"size": crop.size, "scale": crop.scale, "overlap": crop.overlap}
     spec.meta = meta.to_dict()
     spec.imports = modules_of(cfg.imports, cfg.data.dataset, spec.arch, cfg.loss.name)
+
+
+def _outside(module: str | None) -> bool:
+    """Whether ``module`` is a user module that a later process could import by name."""
+    return bool(module) and module != "__main__" and module.split(".")[0] != "segkit"
+
+
+def modules_of(
+    imports: Iterable[str], dataset: str | None, arch: str | None, loss: str | None
+) -> list[str]:
+    """The modules a trained model needs imported to be rebuilt and evaluated: the config's
+    ``imports`` plus the modules that registered its data set, architecture and loss terms
+    (segkit's own and ``__main__`` left out), in that order, without repeats.
+    """
+    from segkit.data.registry import get_dataset_class
+    from segkit.losses import loss_modules
+    from segkit.models import get_model_entry
+
+    found = list(imports or ())
+    if dataset:
+        found.append(get_dataset_class(dataset).__module__)
+    if arch:
+        found.append(get_model_entry(arch).builder.__module__)
+    if loss:
+        found += loss_modules(loss)
+    return [m for m in dict.fromkeys(found) if _outside(m)]
 
 
 def _normalization(

@@ -130,31 +130,3 @@ def import_plugins(modules: Iterable[str] | None = (), where: str = "imports") -
     load_entry_points()
     for name in modules or ():
         import_module(name, where)
-
-
-def _outside(module: str | None) -> bool:
-    """Whether ``module`` is a user module that a later process could import by name."""
-    return bool(module) and module != "__main__" and module.split(".")[0] != "segkit"
-
-
-def modules_of(
-    imports: Iterable[str], dataset: str | None, arch: str | None, loss: str | None
-) -> list[str]:
-    """The modules a trained model needs imported to be rebuilt and evaluated: the config's
-    ``imports`` plus the modules that registered its data set, architecture and loss terms
-    (segkit's own and ``__main__`` left out), in that order, without repeats.
-    """
-    found = list(imports or ())
-    if dataset:
-        from segkit.data.registry import get_dataset_class
-
-        found.append(get_dataset_class(dataset).__module__)
-    if arch:
-        from segkit.models import get_model_entry
-
-        found.append(get_model_entry(arch).builder.__module__)
-    if loss:
-        from segkit.losses import loss_modules
-
-        found += loss_modules(loss)
-    return [m for m in dict.fromkeys(found) if _outside(m)]

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segkit.api import modules_of
 from segkit.data.io import write_image, write_mask
 from segkit.errors import ConfigError
-from segkit.plugins import PluginError, import_module, import_plugins, modules_of
+from segkit.plugins import PluginError, import_module, import_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "adding_a_dataset.md"
