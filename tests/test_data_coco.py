@@ -252,3 +252,11 @@ def test_real_cvat_export_trains_evaluates_and_predicts(tmp_path):
     )
     label = cv2.imread(str(tmp_path / "p" / "12Volt_041.png"), cv2.IMREAD_UNCHANGED)
     assert label.shape == (480, 640) and label.max() <= 23
+
+
+def test_an_annotation_without_segmentation_is_drawn_as_its_box(tmp_path):
+    box = {"id": 1, "image_id": 1, "category_id": 2, "segmentation": [], "bbox": [3, 4, 5, 6]}
+    _write(tmp_path, [box])  # CVAT exports its rectangles so
+    mask = build_dataset("coco", tmp_path, "default")[0]["mask"]
+    np.testing.assert_array_equal(np.argwhere(mask == 2).min(axis=0), [4, 3])
+    assert set(np.unique(mask).tolist()) == {0, 2} and 30 <= (mask == 2).sum() <= 42

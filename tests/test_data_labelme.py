@@ -189,3 +189,12 @@ def test_real_labelme_example_trains_evaluates_and_predicts(tmp_path):
     )
     label = cv2.imread(str(tmp_path / "p" / "2011_000003.png"), cv2.IMREAD_UNCHANGED)
     assert label.shape == (338, 500) and label.max() <= 20
+
+
+def test_labelme_5_mask_shapes_are_pasted_over_their_box(tmp_path):
+    patch = np.full((4, 4), 255, np.uint8)
+    patch[0, 0] = 0
+    png = base64.b64encode(cv2.imencode(".png", patch)[1].tobytes()).decode()
+    _write(tmp_path, "m", [_shape("a", [[3, 4], [6, 7]], "mask", mask=png)])
+    mask = build_dataset("labelme", tmp_path, None)[0]["mask"]
+    assert mask.sum() == 15 and mask[4, 3] == 0 and (mask[5:8, 3:7] == 1).all()
