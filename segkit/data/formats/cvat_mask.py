@@ -125,9 +125,8 @@ class CvatMaskDataset(SegmentationDataset):
         if not samples:
             raise DataError(f"{str(listed)!r} names no images; export the task's annotations.")
         self.split, self.unknown = split, unknown
-        super().__init__(select_ids(samples, ids, listed), transform, names, root)
-        if unknown == "ignore":
-            self.ignore_index = 255
+        facts = {"ignore_index": 255} if unknown == "ignore" else {}
+        super().__init__(select_ids(samples, ids, listed), transform, names, root, facts=facts)
 
     @staticmethod
     def _sample(root: Path, images: str, stem: str, listed: Path) -> Sample:
