@@ -26,7 +26,8 @@ import numpy as np
 
 from segkit.data.base import Sample, SegmentationDataset, select_ids
 from segkit.data.formats.color_masks import Color, colors_to_ids
-from segkit.data.formats.voc import read_split_list, voc_palette
+from segkit.data.formats.palette import voc_palette
+from segkit.data.formats.voc import read_split_list
 from segkit.data.io import DataNotFoundError, name_some, read_image, require_dir
 from segkit.data.meta import DatasetMeta
 from segkit.data.registry import register_dataset
