@@ -383,10 +383,20 @@ def pair_key(stem: str) -> str:
     return stem
 
 
+#: pictures ``segkit predict`` writes beside ``<name>.png`` (``--overlay``, ``--color``)
+PICTURE_SUFFIXES = ("_overlay", "_color")
+
+
 def _label_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"Label folder {str(folder)!r} does not exist or is not a folder.")
     paths = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in LABEL_SUFFIXES]
+    stems = {p.stem for p in paths}
+    paths = [  # an overlay or colour map beside its label map is not a label map
+        p
+        for p in paths
+        if not any(p.stem.removesuffix(s) in stems - {p.stem} for s in PICTURE_SUFFIXES)
+    ]
     if not paths:
         inner = [folder / n for n in ("labels", "masks") if (folder / n).is_dir()]
         hint = f" It holds {inner[0].name}/: pass {str(inner[0])!r}." if inner else ""

@@ -59,13 +59,36 @@ def colorize(mask: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
     return np.asarray(colors, dtype=np.uint8)[mask]
 
 
+#: class-0 names that mean "no class here" (compared lower-case, without ``_``, ``-`` and spaces)
+BACKGROUND_NAMES = frozenset(
+    {"background", "bg", "backgrounds", "unlabeled", "unlabelled", "void", "none", "nodata"}
+)
+
+
+def background_label(class_names: Sequence[str] | None, multilabel: bool = False) -> int | None:
+    """The label an overlay leaves clear: 0 when class 0 is background, None when it is a real
+    class that is tinted like the others.
+
+    Class 0 is background for a multi-label model (0 draws "no class"), a binary one, when
+    nothing names the classes, and when its name says so (``background``, ``_background_``,
+    Helen's ``bg``, ``unlabelled``, ``void``, ``no-data``...); otherwise (Cityscapes' road,
+    CamVid's sky, a colour table whose first row is a class) it is a real class.
+    """
+    if multilabel or not class_names or len(class_names) <= 2:
+        return 0
+    name = "".join(c for c in str(class_names[0]).lower() if c not in "_- ")
+    return 0 if name in BACKGROUND_NAMES else None
+
+
 def overlay(
     image: np.ndarray,
     mask: np.ndarray,
     alpha: float = 0.5,
     colors: np.ndarray | None = None,
+    background: int | None = 0,
 ) -> np.ndarray:
-    """Blend the colours of ``mask`` over ``image`` (``H x W x 3`` uint8); label 0 stays clear."""
+    """Blend the colours of ``mask`` over ``image`` (``H x W x 3`` uint8); the ``background``
+    label stays clear (None: every label is tinted; see :func:`background_label`)."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -74,7 +97,7 @@ def overlay(
         raise ValueError(f"Image size {image.shape[:2]} and mask size {mask.shape} differ.")
     color = colorize(mask, colors).astype(np.float32)
     out = image.astype(np.float32)
-    fg = mask > 0
+    fg = mask != background if background is not None else np.ones(mask.shape, bool)
     out[fg] = (1.0 - alpha) * out[fg] + alpha * color[fg]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -134,6 +157,8 @@ def preview_panels(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     alpha: float = 0.5,
+    *,
+    background: int | None = 0,
 ) -> np.ndarray:
     """An ``H x W x 3`` uint8 array: a row per sample with image / ground truth / prediction.
 
@@ -147,6 +172,7 @@ def preview_panels(
         mean: normalisation mean to undo (see :func:`to_image`).
         std: normalisation std to undo.
         alpha: overlay opacity.
+        background: the label left clear (None: class 0 is a real class, tinted too).
     """
     masks, preds = _numpy(masks), _numpy(preds)
     classes = max(int(masks.max(initial=0)), int(preds.max(initial=0))) + 1
@@ -154,7 +180,7 @@ def preview_panels(
     rows = []
     for i in range(len(preds)):
         image = to_image(images[i], mean, std)
-        overlays = [overlay(image, m[i], alpha, colors) for m in (masks, preds)]
+        overlays = [overlay(image, m[i], alpha, colors, background) for m in (masks, preds)]
         rows.append(np.concatenate([image, *overlays], axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -171,6 +197,7 @@ def prediction_grid(
     ids: Sequence[str] | None = None,
     title: str | None = None,
     alpha: float = 0.5,
+    background: int | None = 0,
 ) -> Path:
     """Write a PNG grid: a row per sample with image / ground truth / prediction overlays.
 
@@ -185,6 +212,8 @@ def prediction_grid(
         ids: sample names shown beside each row.
         title: figure title.
         alpha: overlay opacity.
+        background: the label left clear and out of the legend (None: class 0 is a real
+            class, tinted and listed too; see :func:`background_label`).
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -204,8 +233,8 @@ def prediction_grid(
         image = to_image(images[i], mean, std)
         panels = (
             image,
-            overlay(image, masks[i], alpha, colors),
-            overlay(image, preds[i], alpha, colors),
+            overlay(image, masks[i], alpha, colors, background),
+            overlay(image, preds[i], alpha, colors, background),
         )
         for j, (ax, panel) in enumerate(zip(axes[i], panels)):
             ax.imshow(panel)
@@ -219,7 +248,7 @@ def prediction_grid(
         handles = [
             Patch(color=colors[k] / 255.0, label=str(name))
             for k, name in enumerate(class_names)
-            if k > 0
+            if k != background
         ]
         fig.legend(handles=handles, loc="outside lower center", ncol=min(6, max(1, len(handles))))
     if title:

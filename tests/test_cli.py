@@ -314,7 +314,7 @@ def test_predict_full_resolution_overlay_and_rle(trained, carvana_raw, tmp_path)
     for img in images:
         label = cv2.imread(str(out / f"{img.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert label.shape == (128, 192)
-        assert (out / f"{img.stem}_overlay.jpg").is_file()
+        assert (out / f"{img.stem}_overlay.png").is_file()
         rle = table.set_index("img").loc[img.name, "rle_mask"]
         rle = "" if isinstance(rle, float) else rle
         np.testing.assert_array_equal(rle_decode(rle, label.shape), (label > 0).astype(np.uint8))

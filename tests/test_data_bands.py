@@ -231,7 +231,7 @@ def test_bands_train_evaluate_predict_export_through_the_cli(tmp_path, capsys):
     for image in images:
         label = cv2.imread(str(out / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert label.shape == (SIZE[1], SIZE[0]) and set(np.unique(label)) <= {0, 1}
-        assert cv2.imread(str(out / f"{image.stem}_overlay.jpg")).shape == (SIZE[1], SIZE[0], 3)
+        assert cv2.imread(str(out / f"{image.stem}_overlay.png")).shape == (SIZE[1], SIZE[0], 3)
     bands = tifffile.imread(images[0]).transpose(1, 2, 0)  # an in-memory array, as stored
     written = cv2.imread(str(out / f"{images[0].stem}.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(Predictor(ckpt, device="cpu").labels(bands), written)

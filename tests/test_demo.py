@@ -37,7 +37,7 @@ def test_carvana_demo_writes_everything_it_promises(tmp_path, capsys):
         assert re.search(rf"^    {car}: [01]\.\d{{4}}$", text, re.M), car
     for stem in stems:  # at the originals' full resolution, with overlays
         assert read_mask(out / "predictions" / f"{stem}.png").shape == (1280, 1918)
-        assert (out / "predictions" / f"{stem}_overlay.jpg").is_file()
+        assert (out / "predictions" / f"{stem}_overlay.png").is_file()
 
 
 @pytest.mark.slow
@@ -47,5 +47,6 @@ def test_helen_demo_reports_the_overall_f1(tmp_path, capsys):
         main(["demo", "--task", "helen", "--out", str(out), "--faces", "10", "--epochs", "1"]) == 0
     )
     assert "validation f1_overall" in capsys.readouterr().out
-    stems = {p.stem for p in (out / "predictions").glob("*.png")}
+    labels = (out / "predictions").glob("*.png")  # beside each: <stem>_overlay.png
+    stems = {p.stem for p in labels if not p.stem.endswith("_overlay")}
     assert len(stems) == 2 and stems <= held_out_ids(out)  # 20% of 10 faces

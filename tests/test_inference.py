@@ -123,7 +123,7 @@ def test_predict_from_checkpoint_uses_training_size_and_writes_overlays(
     )
     predict(ckpt, [tmp_path / "in"], tmp_path / "out", overlay=True)
     assert seen == [torch.Size([2, 3, 48, 48])]
-    overlay = cv2.imread(str(tmp_path / "out" / "img0_overlay.jpg"))
+    overlay = cv2.imread(str(tmp_path / "out" / "img0_overlay.png"))
     assert overlay.shape == (80, 96, 3)
     assert read_mask(tmp_path / "out" / "img1.png").max() < len(HELEN_CLASSES)
 
@@ -583,3 +583,28 @@ def test_outputs_keep_the_input_order_when_a_batch_mixes_shapes(tmp_path):
     result = predict(_pointwise_model(1), paths, out, batch_size=4, rle_csv=out / "r.csv")
     assert result["outputs"] == [str(out / f"{p.stem}.png") for p in paths]
     assert list(read_rle_csv(out / "r.csv")) == [p.name for p in paths]
+
+
+@pytest.mark.parametrize(
+    ("names", "tinted"),
+    [(("road", "car", "sky"), True), (("background", "car", "sky"), False)],
+    ids=["class-0-real", "class-0-background"],
+)
+def test_overlay_tints_class_0_only_when_the_metadata_says_it_is_a_real_class(
+    tmp_path, names, tinted
+):
+    """Cityscapes' road, CamVid's sky: class 0 is a real class and is tinted like the others."""
+    model = _pointwise_model(3)
+    with torch.no_grad():  # class 0 everywhere
+        model.net.weight.zero_()
+        model.net.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    model.spec.class_names = list(names)
+    palette = [[128, 64, 128], [0, 0, 142], [70, 130, 180]]
+    model.spec.meta = {"classes": list(names), "palette": palette}
+    image = _write_images(tmp_path / "in", 1, (40, 48), ext=".png")[0]
+    predict(model, [image], tmp_path / "out", size=32, overlay=True, color=True)
+    assert (read_mask(tmp_path / "out" / "img0.png") == 0).all()
+    (written,) = (tmp_path / "out").glob("img0_overlay.*")
+    overlay = cv2.imread(str(written)).astype(np.float32)
+    diff = np.abs(overlay - cv2.imread(str(image)).astype(np.float32)).mean()
+    assert (diff > 20) if tinted else (diff < 3), diff

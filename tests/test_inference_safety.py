@@ -84,10 +84,10 @@ def test_existing_overlay_and_rle_csv_are_refused_before_anything_is_written(tmp
     photos = [_image(tmp_path / "in" / f"p{i}.jpg", seed=i) for i in range(2)]
     out = tmp_path / "out"
     out.mkdir()
-    (out / "p1_overlay.jpg").write_bytes(b"keep")
-    with pytest.raises(DataError, match="p1_overlay.jpg"):
+    (out / "p1_overlay.png").write_bytes(b"keep")
+    with pytest.raises(DataError, match="p1_overlay.png"):
         predict(_model(), photos, out, size=32, overlay=True)
-    assert sorted(p.name for p in out.iterdir()) == ["p1_overlay.jpg"]  # p0.png not written
+    assert sorted(p.name for p in out.iterdir()) == ["p1_overlay.png"]  # p0.png not written
     csv = tmp_path / "sub.csv"
     csv.write_text("my,notes\n")
     with pytest.raises(DataError, match="sub.csv"):

@@ -318,3 +318,18 @@ def test_metric_names_refuse_what_compute_refuses():
         metric_names(["a", "b", "c"], task="binary")
     with pytest.raises(ValueError, match="task must be one of"):
         metric_names(["a", "b"], task="semantic")
+
+
+def test_score_folders_passes_over_the_pictures_predict_writes_beside_the_labels(tmp_path):
+    """``predict --overlay --color`` writes ``<name>_overlay.png`` and ``<name>_color.png``
+    beside ``<name>.png``; scoring that folder reads the label maps only."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    for folder in (gt, pred):
+        Image.fromarray(labels).save(folder / "a.png")
+    for picture in ("a_overlay.png", "a_color.png"):
+        Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(pred / picture)
+    result = score_folders(gt, pred, 3)
+    assert result["num_images"] == 1 and result["accuracy"] == 1.0

@@ -228,7 +228,7 @@ def test_train_evaluate_predict_through_the_cli(tmp_path, capsys):
             mask = cv2.imread(str(out / f"{image.stem}_{c}.png"), cv2.IMREAD_UNCHANGED)
             assert mask.shape == (SIZE[1], SIZE[0])  # the input's own size
             assert set(np.unique(mask).tolist()) <= {0, 255}
-        assert (out / f"{image.stem}_overlay.jpg").is_file()
+        assert (out / f"{image.stem}_overlay.png").is_file()
         assert not (out / f"{image.stem}.png").exists()
 
 
@@ -281,7 +281,7 @@ def test_predictor_arrays_tiles_and_tta(trained, tmp_path):
     for c, mask in zip(CLASSES, tiled.labels(image)):
         on_disk = cv2.imread(str(tmp_path / "tiled" / f"s0_{c}.png"), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(on_disk, mask * 255)
-    assert (tmp_path / "tiled" / "s0_overlay.jpg").is_file()
+    assert (tmp_path / "tiled" / "s0_overlay.png").is_file()
     result = evaluate(ckpt, split="val", tta="flip", threshold=0.5, device="cpu")
     assert set(result) >= {f"f1_{c}" for c in CLASSES}
 

@@ -100,3 +100,31 @@ def test_a_failed_figure_write_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         viz.plot_curves(rows + [{"epoch": 2, "train_loss": 0.9}], path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+@pytest.mark.parametrize(
+    ("classes", "multilabel", "expected"),
+    [
+        (["background", "cat", "dog"], False, 0),
+        (["_background_", "person"], False, 0),
+        (["bg", "face", "lb"], False, 0),  # Helen
+        (["road", "car"], False, 0),  # binary: class 0 is what is not the object
+        (["road", "sidewalk", "building"], False, None),  # Cityscapes: road is a class
+        (["Sky", "Building", "Road"], False, None),  # CamVid
+        (["Unlabelled", "Sky", "Road"], False, 0),
+        (["red_disc", "blue_disc", "green_disc"], True, 0),  # multi-label: 0 draws "none"
+        (None, False, 0),  # nothing known: as before
+    ],
+)
+def test_background_label_is_decided_from_the_class_names(classes, multilabel, expected):
+    assert viz.background_label(classes, multilabel) == expected
+
+
+def test_overlay_tints_class_0_when_it_is_a_real_class():
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mask = np.array([[0, 1], [1, 0]])
+    colors = np.array([[200, 0, 50], [0, 200, 0]], dtype=np.uint8)
+    out = viz.overlay(image, mask, alpha=0.25, colors=colors, background=None)
+    assert out[0, 0].tolist() == [125, 75, 88]
+    assert out[0, 1].tolist() == [75, 125, 75]
+    assert viz.overlay(image, mask, 0.25, colors)[0, 0].tolist() == [100, 100, 100]

@@ -153,6 +153,7 @@ class PlotHook(_Rows):
                 mean=getattr(spec, "mean", None),
                 std=getattr(spec, "std", None),
                 title=f"epoch {p['epoch']}: image / ground truth / prediction",
+                background=viz.background_label(t.class_names, _multilabel(spec)),
             )
 
 
@@ -279,6 +280,7 @@ class TensorBoardHook(HookBase):
             num_classes=len(t.class_names or []) or None,
             mean=getattr(spec, "mean", None),
             std=getattr(spec, "std", None),
+            background=viz.background_label(t.class_names, _multilabel(spec)),
         )
         self.writer.add_image("predictions", grid, epoch, dataformats="HWC")
 
@@ -286,3 +288,8 @@ class TensorBoardHook(HookBase):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _multilabel(spec: Any) -> bool:
+    """Whether the model predicts overlapping classes (its previews draw 0 as "none")."""
+    return getattr(spec, "task", None) == "multilabel"

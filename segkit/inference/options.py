@@ -136,7 +136,7 @@ class PredictOptions:
         save_masks: write ``<stem>.png`` label maps, in the data set's own label values
             where its metadata declares them (``output_ids``: Cityscapes' labelIds).
         ids: write plain class ids 0..C-1 in ``<stem>.png`` even so.
-        overlay: also write ``<stem>_overlay.jpg``.
+        overlay: also write ``<stem>_overlay.png``.
         color: also write ``<stem>_color.png`` in the data set's class colours.
         overwrite: replace output files that exist already (inputs never are).
         skip_bad: skip unreadable images with a warning instead of failing.

@@ -4,7 +4,8 @@ kept in input order.
 Per image: ``<stem>.png`` (class ids at the image's own size, or the data set's own label
 values where its metadata declares ``output_ids``; a multi-label model writes
 ``<stem>_<class>.png`` instead, 0/255 per class), optionally
-``<stem>_overlay.jpg``, ``<stem>_color.png`` and a row ``img,rle_mask`` of a Kaggle CSV,
+``<stem>_overlay.png`` (PNG: JPEG's halved colour resolution smeared thin classes),
+``<stem>_color.png`` and a row ``img,rle_mask`` of a Kaggle CSV,
 which goes to a temporary name and is renamed into place once every row is in.
 """
 
@@ -41,7 +42,7 @@ def output_names(
     """The files prediction writes for an input named ``<stem>.*`` (``classes``: a
     multi-label model's, one mask ``<stem>_<class>.png`` each)."""
     masks = [f"{stem}.png"] if classes is None else [f"{stem}_{c}.png" for c in classes]
-    names = masks * save_masks + [f"{stem}_overlay.jpg"] * overlay
+    names = masks * save_masks + [f"{stem}_overlay.png"] * overlay
     return names + [f"{stem}_color.png"] * color
 
 
@@ -162,6 +163,13 @@ def encoding(spec: Any) -> np.ndarray | None:
     return np.asarray(ids, dtype=np.uint8) if ids else None
 
 
+def background(spec: Any) -> int | None:
+    """The class id overlays leave clear for this model: 0 where class 0 is background, None
+    where it is a real class (Cityscapes' road), from the class names training recorded."""
+    names = getattr(spec, "class_names", None)
+    return viz.background_label(names, getattr(spec, "task", None) == "multilabel")
+
+
 def palette(spec: Any) -> np.ndarray | None:
     """The class colours training recorded (``spec.meta["palette"]``), or None."""
     colors = (getattr(spec, "meta", None) or {}).get("palette")
@@ -184,7 +192,7 @@ class ImageWriter:
             resized back), how images are read (bands: the overlay shows their first bands,
             :func:`segkit.viz.display_bands`), and ``encoding``: class id -> the value
             ``<stem>.png`` holds (the data set's ``output_ids``); colours, overlays and RLE
-            use class ids.
+            use class ids; ``background``: the class overlays leave clear (None: none).
         rle_encode: turns a label map into an RLE string when a CSV is wanted.
     """
 
@@ -236,6 +244,6 @@ class ImageWriter:
                 image = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             else:
                 image = viz.display_bands(recipe.reader.read(path, fill=False))
-            blended = viz.overlay(image, labels, colors=colors)
-            write_image(self.out_dir / f"{path.stem}_overlay.jpg", blended, quality=90)
+            blended = viz.overlay(image, labels, colors=colors, background=recipe.background)
+            write_image(self.out_dir / f"{path.stem}_overlay.png", blended)
         return self.rle_encode(labels) if self.rle_encode else None

@@ -21,7 +21,7 @@ from segkit.data.meta import DatasetMeta, check_thresholds
 from segkit.data.resize import check_resize_mode
 from segkit.errors import ConfigError, option
 from segkit.inference.options import TTA, PredictOptions
-from segkit.inference.outputs import encoding, palette
+from segkit.inference.outputs import background, encoding, palette
 from segkit.models.windows import Windows, check_tile, crop_record
 
 
@@ -47,6 +47,8 @@ class Recipe:
         colors: the data set's class colours (``spec.meta["palette"]``), or None.
         encoding: class id -> the value a label PNG holds (``output_ids``); None: class ids
             (also with ``ids=True`` and for multi-label models).
+        background: the class id overlays leave clear: 0 where class 0 is background, None
+            where it is a real class (:func:`segkit.viz.background_label`).
 
     A prediction runtime and precision (issue 26) belong here too when they come: they are
     part of how the model is run, chosen once.
@@ -66,6 +68,7 @@ class Recipe:
     classes: int = 2
     colors: np.ndarray | None = field(default=None, compare=False)
     encoding: np.ndarray | None = field(default=None, compare=False)
+    background: int | None = 0
 
     @property
     def multilabel(self) -> bool:
@@ -121,6 +124,7 @@ class Recipe:
             classes=max(2, spec.classes),
             colors=palette(spec),
             encoding=None if opts.ids or multilabel else encoding(spec),
+            background=background(spec),
         )
 
 
