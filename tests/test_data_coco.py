@@ -154,7 +154,8 @@ def test_multilabel_mode_gives_one_mask_per_category(tmp_path):
     _write(tmp_path, [_ann(1, 1, [SQUARE]), _ann(2, 2, [SMALL])])
     ds = build_dataset("coco", tmp_path, "default", mode="multilabel")
     item = ds[0]
-    assert ds.class_names == ["a", "b"] and ds.metadata().multilabel
+    assert ds.class_names == ["a", "b"] and ds.metadata().multilabel and ds.task == "multilabel"
+    assert ds.flip_pairs == [] and ds.metadata().labels["category_ids"] == {"1": 0, "2": 1}
     assert item["mask"].shape == (2, H, W) and item["mask"][:, 5, 5].tolist() == [1, 1]
     np.testing.assert_array_equal(item["mask"][0], _reference([SQUARE]))
 

@@ -169,9 +169,8 @@ class SegmentationDataset(Dataset):
                 f"got {names}."
             )
         # the instance's facts: the declared ones for these classes, flip pairs resolved
-        self._meta = declared.replace(
-            classes=tuple(names), flip_pairs=tuple(declared.pairs_for(names)), **(facts or {})
-        )
+        resolved = {"classes": tuple(names), "flip_pairs": tuple(declared.pairs_for(names))}
+        self._meta = declared.replace(**{**resolved, **(facts or {})})  # facts may set flip_pairs
         self.samples = list(samples)
         self.transform = transform
         self.root = Path(root) if root is not None else None

@@ -497,10 +497,18 @@ class CocoDataset(SegmentationDataset):
         samples = [Sample(stem, p, path) for stem, p in zip(stems, paths)]
         self.split, self.crowd, self.mode = split, crowd, mode
         names = self.index.classes[1:] if mode == "multilabel" else self.index.classes
-        facts = {"ignore_index": 255} if crowd == "ignore" else {}
-        if mode == "multilabel":
-            facts["multilabel"] = True
+        facts: dict[str, Any] = {"labels": self._labels()}
+        if crowd == "ignore":
+            facts["ignore_index"] = 255
+        if mode == "multilabel":  # one plane per category: a flip keeps the planes as they are
+            facts.update(multilabel=True, flip_pairs=())
         super().__init__(select_ids(samples, ids, path), transform, names, root, facts=facts)
+
+    def _labels(self) -> dict[str, Any]:
+        """The category rule and mapping, as recorded (multi-label: without background)."""
+        shift = self.mode == "multilabel"
+        ids = {str(k): v - shift for k, v in self.index.category_ids.items() if v or not shift}
+        return {"rule": CATEGORY_RULE, "category_ids": ids}
 
     def image_entry(self, sample: Sample) -> CocoImage:
         """The index's entry of a sample."""
@@ -529,14 +537,3 @@ class CocoDataset(SegmentationDataset):
         if self.mode == "multilabel":  # the multi-label data set's item: C x H x W planes
             return MultiLabelDataset.__getitem__(self, index)  # type: ignore[arg-type]
         return super().__getitem__(index)
-
-    def metadata(self) -> DatasetMeta:
-        """The built metadata: the category mapping recorded, multi-label in that mode."""
-        meta = super().metadata().replace(
-            labels={"rule": CATEGORY_RULE, "category_ids": {
-                str(k): v - (self.mode == "multilabel") for k, v in self.index.category_ids.items()
-                if not (self.mode == "multilabel" and v == 0)}},
-        )  # fmt: skip
-        if self.mode == "multilabel":
-            meta = meta.replace(multilabel=True, flip_pairs=())
-        return meta

@@ -126,7 +126,9 @@ class CvatMaskDataset(SegmentationDataset):
         if not samples:
             raise DataError(f"{str(listed)!r} names no images; export the task's annotations.")
         self.split, self.unknown = split, unknown
-        facts = {"ignore_index": 255} if unknown == "ignore" else {}
+        facts: dict[str, Any] = {"palette": tuple(self.colors)}  # the labelmap's colours
+        if unknown == "ignore":
+            facts["ignore_index"] = 255
         super().__init__(select_ids(samples, ids, listed), transform, names, root, facts=facts)
 
     @staticmethod
@@ -147,7 +149,3 @@ class CvatMaskDataset(SegmentationDataset):
         to = 255 if self.unknown == "ignore" else None
         return colors_to_ids(read_image(sample.mask_path), self.colors, self.class_names,
                              sample.mask_path, to)  # fmt: skip
-
-    def metadata(self) -> DatasetMeta:
-        """The built metadata with the labelmap's colours as the palette."""
-        return super().metadata().replace(palette=tuple(self.colors))

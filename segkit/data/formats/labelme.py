@@ -316,7 +316,10 @@ class LabelmeDataset(SegmentationDataset):
         samples = [self._sample(path) for path in files]
         names, self.class_source = self._classes(classes, folder, root, labels, self._used)
         self.split, self._skipped = split, 0
-        super().__init__(select_ids(samples, ids, folder), transform, names, root)
+        labels = {"rule": f"class list from {self.class_source}; background 0, __ignore__ 255",
+                  "label_ids": {n: i for i, n in enumerate(names)}}  # fmt: skip
+        super().__init__(select_ids(samples, ids, folder), transform, names, root,
+                         facts={"labels": labels})  # fmt: skip
 
     def _sample(self, path: Path) -> Sample:
         data = read_labelme(path)
@@ -361,9 +364,3 @@ class LabelmeDataset(SegmentationDataset):
             )
         self._skipped += skipped
         return mask
-
-    def metadata(self) -> DatasetMeta:
-        """The built metadata with where the class list came from recorded."""
-        labels = {"rule": f"class list from {self.class_source}; background 0, __ignore__ 255",
-                  "label_ids": {n: i for i, n in enumerate(self.class_names)}}  # fmt: skip
-        return super().metadata().replace(labels=labels)

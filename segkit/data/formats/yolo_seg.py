@@ -250,9 +250,10 @@ class YoloSegDataset(SegmentationDataset):
         if not samples:
             raise DataError(f"No images in {str(image_dir)!r}; put the split's images there.")
         self.split, self.yolo_names = split, names
-        super().__init__(
-            select_ids(samples, ids, image_dir), transform, ["background", *names], root
-        )
+        labels = {"rule": "background 0; YOLO class k -> class k + 1",
+                  "class_ids": {str(k): k + 1 for k in range(len(names))}}  # fmt: skip
+        super().__init__(select_ids(samples, ids, image_dir), transform, ["background", *names],
+                         root, facts={"labels": labels})  # fmt: skip
 
     def _note(self, image_dir: Path) -> None:
         """One note for images without labels (background) and labels without images."""
@@ -271,9 +272,3 @@ class YoloSegDataset(SegmentationDataset):
         if not sample.mask_path.is_file():
             return np.zeros(shape, np.uint8)
         return yolo_mask(read_label_file(sample.mask_path, len(self.yolo_names), shape), shape)
-
-    def metadata(self) -> DatasetMeta:
-        """The built metadata with YOLO's class indices recorded."""
-        labels = {"rule": "background 0; YOLO class k -> class k + 1",
-                  "class_ids": {str(k): k + 1 for k in range(len(self.yolo_names))}}  # fmt: skip
-        return super().metadata().replace(labels=labels)
