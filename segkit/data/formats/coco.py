@@ -308,36 +308,43 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
     )
 
 
-def annotation_mask(ann: CocoAnnotation, height: int, width: int) -> np.ndarray:
-    """One annotation's pixels as HxW uint8 0/1, drawn by pycocotools (as ``annToMask``)."""
-    api = coco_api()
+def annotation_rle(ann: CocoAnnotation, height: int, width: int) -> dict[str, Any]:
+    """One annotation as one compressed RLE (polygons joined, as ``annToMask`` joins them)."""
     seg = ann.segmentation
     if isinstance(seg, dict):
-        return api.decode(seg)
-    rles = api.frPyObjects([p.reshape(-1).tolist() for p in seg], height, width)
-    return api.decode(api.merge(rles))
+        return seg
+    api = coco_api()
+    return api.merge(api.frPyObjects([p.reshape(-1).tolist() for p in seg], height, width))
+
+
+def annotation_mask(ann: CocoAnnotation, height: int, width: int) -> np.ndarray:
+    """One annotation's pixels as HxW uint8 0/1, drawn by pycocotools (as ``annToMask``)."""
+    return coco_api().decode(annotation_rle(ann, height, width))
 
 
 def _object_masks(image: CocoImage) -> list[tuple[CocoAnnotation, np.ndarray]]:
-    """Each annotation with its mask, largest first (ties in file order)."""
-    masks = [(ann, annotation_mask(ann, image.height, image.width)) for ann in image.annotations]
-    order = sorted(range(len(masks)), key=lambda i: (-int(masks[i][1].sum()), i))
-    return [masks[i] for i in order]
+    """Each annotation with its mask (Fortran order, as pycocotools decodes), largest first
+    (pixel count, from the RLE; ties in file order)."""
+    api = coco_api()
+    rles = [annotation_rle(ann, image.height, image.width) for ann in image.annotations]
+    areas = [int(api.area(rle)) for rle in rles]
+    order = sorted(range(len(rles)), key=lambda i: (-areas[i], i))
+    return [(image.annotations[i], api.decode(rles[i])) for i in order]
 
 
 def semantic_mask(image: CocoImage, ignore_crowd: bool = False, ignore: int = 255) -> np.ndarray:
     """The image's class ids (HxW uint8): objects largest first, smaller on top; with
     ``ignore_crowd`` crowd regions are ``ignore`` where no object covers them."""
-    out = np.zeros((image.height, image.width), np.uint8)
+    out = np.zeros((image.height, image.width), np.uint8, order="F")  # the masks' order: fast
     objects = _object_masks(image)
     if ignore_crowd:
         for ann, mask in objects:
             if ann.crowd:
-                out[mask > 0] = ignore
+                np.copyto(out, ignore, where=mask.view(bool))
         objects = [(a, m) for a, m in objects if not a.crowd]
     for ann, mask in objects:
-        out[mask > 0] = ann.cls
-    return out
+        np.copyto(out, ann.cls, where=mask.view(bool))
+    return np.ascontiguousarray(out)
 
 
 def class_planes(image: CocoImage, classes: int) -> np.ndarray:
