@@ -146,17 +146,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 @command("score")
 def cmd_score(args: argparse.Namespace) -> None:
-    from segkit.api import check_json_path, class_labels, labels_in_folders, write_json
-    from segkit.metrics import score_folders
+    from segkit.api import check_json_path, score, write_json
 
     if args.json:
         check_json_path(args.json)
-    if args.classes is None:
-        names, groups, note = labels_in_folders(args.gt_dir, args.pred_dir)
+    result, note = score(args.gt_dir, args.pred_dir, args.classes, args.ignore_index)
+    if note:
         print(note)
-    else:
-        names, groups = class_labels(args.classes)
-    result = score_folders(args.gt_dir, args.pred_dir, names, groups=groups)
     print_metrics(result)
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
@@ -353,6 +349,14 @@ def _score_arguments(s: argparse.ArgumentParser) -> None:
         default=None,
         help="a data set's label set (e.g. helen), a class count, a checkpoint, or a file of "
         "names (default: the count the labels show)",
+    )
+    s.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ground-truth value to leave out (default: the one --classes' data set or "
+        "checkpoint records; without --classes, 255 beside other labels)",
     )
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.errors import DataError
+from segkit.errors import DataError, option
 
 LABEL_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
 #: the scores reported per class, ``<score>_<class name>``, in this order
@@ -417,15 +417,43 @@ def _label_files(folder: Path) -> dict[str, Path]:
 
 def count_classes(*folders: str | Path) -> int:
     """The class count label folders show: their largest label value + 1 (at least 2)."""
+    return label_values(*folders)[0]
+
+
+def label_values(*folders: str | Path) -> tuple[int, int | None]:
+    """The class count label folders show and the ignore label they hold, if any.
+
+    The count is the largest label value + 1 (at least 2). 255 beside labels other than 0
+    is an ignore label (a boundary, as in Pascal VOC: ``(count, 255)``, 255 not counted); 0/255 alone is
+    a binary mask (``(2, None)``).
+    """
     from segkit.data.io import read_mask
 
-    largest = 1
+    largest, ignore = 1, None
     for folder in folders:
         for path in _label_files(Path(folder)).values():
-            labels = read_mask(path)
-            top = int(labels.max()) if labels.size else 0
-            largest = max(largest, 1 if top == 255 else top)  # 0/255: a binary mask
-    return largest + 1
+            present = np.flatnonzero(np.bincount(read_mask(path).ravel(), minlength=256))
+            if present.size and present[-1] == 255:
+                present = present[:-1]
+                if present.size and present[-1] > 0:
+                    ignore = 255
+            largest = max(largest, int(present[-1]) if present.size else 0)
+    return largest + 1, ignore
+
+
+def _outside_message(gt_path: Path, gt: np.ndarray, classes: int, ignore: int | None) -> str:
+    """What to do about ground-truth labels outside ``0..classes - 1`` (None: there are none)."""
+    bad = np.unique(gt[(gt >= classes) & (gt != (-1 if ignore is None else ignore))])
+    if not bad.size:
+        return ""
+    value = int(bad[-1])
+    return (
+        f"Ground truth {str(gt_path)!r} holds label values {bad[:10].tolist()} outside "
+        f"0..{classes - 1} ({classes} classes, ignore index {ignore}). If {value} marks pixels to "
+        f"leave out (a boundary), pass {option('ignore_index', value)}, or "
+        f"{option('classes', 'DATASET')} / a checkpoint that records it; else give the class "
+        f"count with {option('classes', 'N')}."
+    )
 
 
 def score_folders(
@@ -477,6 +505,9 @@ def score_folders(
                 f"Prediction {str(pred_files[stem])!r} is {pred.shape[1]}x{pred.shape[0]} but "
                 f"ground truth {str(gt_path)!r} is {gt.shape[1]}x{gt.shape[0]}."
             )
+        outside = _outside_message(gt_path, gt, cm.num_classes, ignore_index)
+        if outside:
+            raise DataError(outside)
         try:
             cm.update(pred, gt)
         except ValueError as exc:

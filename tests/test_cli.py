@@ -386,6 +386,57 @@ def test_score_says_how_it_named_the_classes_the_labels_show(tmp_path, capsys, c
     assert capsys.readouterr().out.splitlines()[0] == line
 
 
+def _boundary_pair(tmp_path, labels=(0, 1, 2), ignore=255, wrong=1):
+    """Ground truth with an ``ignore`` border (VOC's 255 boundary) and a prediction equal to
+    it inside, ``wrong`` on the border: scored right, accuracy is 1."""
+    gt = np.full((8, 8), labels[0], np.uint8)
+    gt[2:6, 2:6] = labels[1]
+    gt[4:6, 4:6] = labels[-1]
+    pred = gt.copy()
+    gt[0, :], pred[0, :] = ignore, wrong
+    for folder, values in (("gt", gt), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), values)
+    return tmp_path / "gt", tmp_path / "pred"
+
+
+def _score(capsys, *args):
+    assert run("score", *args, "--json", args[0].parent / "s.json") == 0, capsys.readouterr().err
+    return json.loads((args[0].parent / "s.json").read_text())
+
+
+def test_score_leaves_out_voc_boundary_with_classes_voc(tmp_path, capsys):
+    gt, pred = _boundary_pair(tmp_path, labels=(0, 15, 7))
+    assert _score(capsys, gt, pred, "--classes", "voc")["accuracy"] == 1.0
+
+
+def test_score_takes_the_ignore_index_a_checkpoint_recorded(tmp_path, capsys):
+    """ADE20K-style: 0 = 'other' left out by training; score must leave it out too."""
+    from segkit.engine.checkpoint import save_checkpoint
+    from segkit.models import ModelSpec
+
+    names = ["other", "wall", "floor", "sky"]
+    spec = ModelSpec(arch="unet", encoder=None, classes=4, class_names=names)
+    spec.meta = {"classes": names, "ignore_index": 0}
+    ckpt = save_checkpoint(tmp_path / "m.pt", {"model": {}, "model_spec": spec.to_dict()})
+    gt, pred = _boundary_pair(tmp_path, labels=(1, 2, 3), ignore=0, wrong=3)
+    assert _score(capsys, gt, pred, "--classes", ckpt)["accuracy"] == 1.0
+
+
+def test_score_ignore_index_option_and_the_error_that_names_it(tmp_path, capsys):
+    gt, pred = _boundary_pair(tmp_path)
+    assert run("score", gt, pred, "--classes", "3") == 2
+    err = capsys.readouterr().err
+    assert "--ignore-index 255" in err and "ignore_index=" not in err, err
+    assert _score(capsys, gt, pred, "--classes", "3", "--ignore-index", "255")["accuracy"] == 1.0
+
+
+def test_score_without_classes_leaves_out_255_beside_other_labels(tmp_path, capsys):
+    gt, pred = _boundary_pair(tmp_path)
+    assert _score(capsys, gt, pred)["accuracy"] == 1.0
+    assert "255" in capsys.readouterr().out.splitlines()[0]
+
+
 def test_score_missing_folder(tmp_path, capsys):
     assert run("score", tmp_path / "a", tmp_path / "b") == 2
     assert str(tmp_path / "a") in capsys.readouterr().err
