@@ -258,6 +258,9 @@ def test_real_cvat_export_trains_evaluates_and_predicts(tmp_path):
 def test_an_annotation_without_segmentation_is_drawn_as_its_box(tmp_path):
     box = {"id": 1, "image_id": 1, "category_id": 2, "segmentation": [], "bbox": [3, 4, 5, 6]}
     _write(tmp_path, [box])  # CVAT exports its rectangles so
-    mask = build_dataset("coco", tmp_path, "default")[0]["mask"]
+    with pytest.warns(
+        UserWarning, match=r"1 annotation\(s\) have no segmentation and are drawn as"
+    ):
+        mask = build_dataset("coco", tmp_path, "default")[0]["mask"]
     np.testing.assert_array_equal(np.argwhere(mask == 2).min(axis=0), [4, 3])
     assert set(np.unique(mask).tolist()) == {0, 2} and 30 <= (mask == 2).sum() <= 42

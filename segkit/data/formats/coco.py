@@ -33,6 +33,7 @@ An image without annotations is all background.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -105,12 +106,14 @@ class CocoIndex:
         category_ids: category id -> class id (every category the file lists, except dropped
             ones).
         images: every image the file lists, in its order.
+        boxes: how many annotations had no segmentation and were drawn as their ``bbox``.
     """
 
     path: Path
     classes: tuple[str, ...]
     category_ids: Mapping[int, int]
     images: tuple[CocoImage, ...]
+    boxes: int = 0
 
 
 def read_coco_json(path: str | Path) -> dict[str, Any]:
@@ -277,6 +280,7 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
         used.add(_key(ann["category_id"]))
     classes, ids = map_categories(data["categories"], used, path)
     per_image: dict[Any, list[CocoAnnotation]] = defaultdict(list)
+    boxes = 0
     for n, ann in enumerate(anns):
         aid = ann.get("id", f"#{n + 1}")
         where = f"{path}: annotation {aid}"
@@ -295,6 +299,7 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
                 f"(ids: {name_some(have, 8)}); add the category or fix the annotation."
             )
         seg = _segmentation(ann.get("segmentation"), ann.get("bbox"), image[1:], where)
+        boxes += ann.get("segmentation") in (None, [], "") and seg is not None
         if seg is not None:
             crowd = bool(number(ann.get("iscrowd", 0), f"{where} iscrowd", int))
             per_image[_key(ann["image_id"])].append(CocoAnnotation(aid, ids[cat], crowd, seg))
@@ -305,6 +310,7 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
         tuple(
             CocoImage(k, f, h, w, tuple(per_image.get(k, ()))) for k, (f, h, w) in images.items()
         ),
+        boxes,
     )
 
 
@@ -498,6 +504,12 @@ class CocoDataset(SegmentationDataset):
         root = require_dir(root, "Data root")
         path = root / annotations if annotations else find_coco_json(root, split)
         self.index = build_index(read_coco_json(path), path)  # the parsed JSON is dropped here
+        if self.index.boxes:
+            warnings.warn(
+                f"{path}: {self.index.boxes} annotation(s) have no segmentation and are drawn as "
+                "their bbox (CVAT's rectangles); export polygons or masks for object outlines.",
+                stacklevel=2,
+            )
         paths = check_images(self.index, image_folder(self.index, root, split, images))
         stems = unique_stems(paths, path)
         self._images = dict(zip(stems, self.index.images))
