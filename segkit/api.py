@@ -9,6 +9,7 @@ These are what the CLI runs; they are equally meant for notebooks and scripts::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -541,135 +542,143 @@ def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:
     return from_dict(Config, raw) if raw else Config()
 
 
+#: the options ``evaluate`` takes beside its own (``PredictOptions`` fields)
+SCORING_OPTIONS = (
+    "tile",
+    "overlap",
+    "blend",
+    "tta",
+    "threshold",
+    "batch_size",
+    "size",
+    "flip_pairs",
+)
+
+
 def evaluate(
     checkpoint: str | Path,
     root: str | Path | None = None,
     split: str | None = None,
-    batch_size: int | None = None,
+    options: Any = None,
+    *,
     device: str = "auto",
     json_out: str | Path | None = None,
     num_workers: int | None = None,
-    tta: str | None = None,
-    threshold: float | list[float] | str | None = None,
-    tile: int | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
+    **predict_options: Any,
 ) -> dict[str, Any]:
-    """Score a checkpoint on a split; ``split="val"`` re-draws the held-out part of training.
+    """Score a checkpoint on a split (``"val"``: training's held-out part); the metric dict
+    (per-class and grouped F1, IoU, ...), also written as JSON to ``json_out``.
 
-    ``threshold`` (multi-label models): the probability threshold, one for all classes or one
-    per class; default what training recorded (``data.options.thresholds``), else 0.5.
-
-    ``tta`` scores test-time augmentation as prediction does it
-    (:func:`segkit.inference.parse_tta`): ``"flip"`` averages with the mirrored prediction
-    (left/right classes swapped back), ``"scales=0.75,1,1.25"`` over input scales. Returns
-    the metric dict (per-class and grouped F1, IoU, ...) and writes it as JSON on request.
-
-    ``tile`` scores each image at its native resolution against its own mask, predicted in
-    sliding windows of ``tile`` pixels that share ``overlap`` of a window, blended by
-    ``blend`` (``"gaussian"`` or ``"uniform"``), as ``predict --tile`` does (TTA per window);
-    ``batch_size`` is then windows per model call, and memory stays bounded by the window
-    batch and one band of windows, whatever the images' size
-    (:func:`segkit.inference.scoring.score_in_windows`). Without it images are resized to the
-    training size, except that a model trained on ``data.crop`` is always scored at the
-    native size in windows, as validation scored it: of its crop size at its training scale
-    (``tile`` then sets the window as the model sees it, each covering ``tile / scale``
-    image pixels).
+    A :class:`~segkit.inference.Predictor` with ``options`` (or :data:`SCORING_OPTIONS` by
+    name: ``tile``, ``overlap``, ``blend``, ``tta``, ``threshold`` (multi-label models),
+    ``batch_size``: default ``data.batch_size``) plus a scorer counting each image
+    (:class:`~segkit.inference.scoring.Scorer`): in windows (``tile``; always for a model
+    trained on ``data.crop``) at each image's own size, else at the training size.
     """
-    from segkit.engine import Evaluator
-    from segkit.engine.distributed import resolve_device
-    from segkit.inference import InferenceModel, PredictOptions, Predictor, parse_tta
-    from segkit.inference.scoring import score_in_windows
-    from segkit.models.windows import check_blend, check_overlap, check_tile
+    from segkit.engine import load_checkpoint, make_loader
+    from segkit.inference.scoring import Scorer
 
-    tta = parse_tta(tta)
-    if tile is not None:
-        check_tile(tile, None)
-        check_overlap(overlap)
-        check_blend(blend)
+    batch_size = predict_options.pop("batch_size", None)
+    opts = options if options is not None else _scoring_options(predict_options)
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
-    from segkit.engine import evaluate_model, load_checkpoint, make_loader, model_from_checkpoint
-    from segkit.models.windows import crop_record
-    from segkit.plugins import import_plugins
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_checkpoint(ckpt)
-    import_plugins(cfg.imports)
-    if root is not None:
-        cfg.data.root = str(root)
-        cfg.data.prepared_root = None
-    split = split or cfg.data.test_split
-    if split == "val" and cfg.data.val_split:  # the split training validated on
-        split = cfg.data.val_split
-    model = model_from_checkpoint(checkpoint, device="cpu")
-    meta = DatasetMeta.from_dict(model.spec.meta)  # what training recorded (or loading found)
-    thresholds = class_thresholds(meta, model.spec.classes, threshold)
-    cfg.loss.ignore_index = meta.ignore_index
-    if split == "val" and not cfg.data.val_split:
-        _, ds = build_datasets(cfg)
-    else:
-        ds = _dataset(cfg, resolve_data_root(cfg.data), split)
-    names = list(model.spec.class_names or ds.class_names)
-    flip_pairs = meta.pairs_for(names)
+    state = load_checkpoint(checkpoint)  # read once: the config and the model
+    cfg = _evaluation_config(state, root)
+    if options is None:  # windows (or images) per call: the config's unless given
+        opts = dataclasses.replace(opts, batch_size=batch_size or cfg.data.batch_size)
+    predictor = _predictor(state, checkpoint, opts, device)
+    ds, evaluator = _evaluation_set(cfg, split, predictor)
     workers = cfg.data.num_workers if num_workers is None else num_workers
-    record = crop_record(model.spec)
-    if tile is not None or record is not None:
-        check_tile(tile, model.spec.divisor)
-        if tile is None:  # the windows validation scored: the crop size at its scale
-            tile, overlap = int(record["size"]), float(record.get("overlap", overlap))
-        evaluator = Evaluator(names, meta.groups_for(names), meta.ignore_index)
-        if meta.multilabel:
-            evaluator = Evaluator(names, multilabel=True, thresholds=thresholds)
-        ds.transform = None  # images and masks as read: windows are normalised one by one
-        loader = make_loader(ds, 1, shuffle=False, num_workers=workers, seed=cfg.train.seed)
-        window = {"tile": tile, "overlap": overlap, "blend": blend, "tta": tta}
-        batches = batch_size or cfg.data.batch_size
-        opts = PredictOptions(batch_size=batches, flip_pairs=flip_pairs, **window)
-        predictor = Predictor(model, opts, str(resolve_device(device)))
-        result = score_in_windows(predictor, loader, evaluator)
-    else:
-        attach_transforms(cfg, ds, ds, model.spec, flip_pairs)
-        batches = batch_size or cfg.data.batch_size
-        loader = make_loader(ds, batches, False, num_workers=workers, seed=cfg.train.seed)
-        if tta is not None:
-            model = InferenceModel(model, tta, flip_pairs)
-        groups = meta.groups_for(names)
-        result = evaluate_model(
-            model, loader, names, groups, device, None, meta.ignore_index, thresholds
-        )
-    result = {k: float(v) for k, v in result.items()}
+    batches = 1 if predictor.recipe.windows is not None else opts.batch_size
+    loader = make_loader(ds, batches, False, num_workers=workers, seed=cfg.train.seed)
+    result = {k: float(v) for k, v in Scorer(predictor, evaluator).score(loader).items()}
     if json_out is not None:
         write_json(json_out, result)
     return result
 
 
-def class_thresholds(
-    meta: DatasetMeta, classes: int, threshold: float | list[float] | str | None = None
-) -> list[float] | None:
-    """The multi-label thresholds to score with: ``threshold`` (one value for all classes or one
-    per class, also as ``"0.4,0.6"``), else the recorded ones, else None (0.5 each); None for
-    other models.
+def _scoring_options(given: dict[str, Any]) -> Any:
+    """``PredictOptions`` of ``evaluate``'s keyword options (checked before the checkpoint is
+    read); an unknown name is a ConfigError naming the closest."""
+    from segkit.errors import unknown_name
+    from segkit.inference import PredictOptions
 
-    Raises:
-        ConfigError: a threshold for a model that is not multi-label, or the wrong count.
-    """
-    from segkit.data.meta import check_thresholds
-    from segkit.errors import option
-    from segkit.inference.options import parse_threshold
+    for name in given:
+        if name not in SCORING_OPTIONS:
+            raise ConfigError(unknown_name("evaluate option", name, list(SCORING_OPTIONS)))
+    return PredictOptions(**given)
 
-    if not meta.multilabel:
-        if threshold is not None:
-            raise ConfigError(
-                f"{option('threshold', threshold)} applies to multi-label models; this one is "
-                "not (leave it out)."
-            )
-        return None
-    if threshold is None:
-        return list(meta.thresholds) if meta.thresholds is not None else None
-    threshold = parse_threshold(threshold)
-    values = [threshold] * classes if isinstance(threshold, float) else list(threshold)
-    return list(check_thresholds(values, classes, option("threshold", threshold)))
+
+def _predictor(state: dict[str, Any], checkpoint: str | Path, opts: Any, device: str) -> Any:
+    """The Predictor of a checkpoint already read (a threshold only for multi-label models)."""
+    from segkit.engine.checkpoint import model_from_state
+    from segkit.engine.distributed import resolve_device
+    from segkit.inference import Predictor
+    from segkit.inference.scoring import refuse_threshold
+
+    model = model_from_state(state, checkpoint)
+    refuse_threshold(model.spec, opts.threshold)
+    return Predictor(model, opts, str(resolve_device(device)))
+
+
+def _evaluation_config(state: dict[str, Any], root: str | Path | None) -> Config:
+    """The training config a checkpoint holds, its plugins imported, reading ``root``."""
+    from segkit.plugins import import_plugins
+
+    cfg = config_from_checkpoint(state)
+    import_plugins(cfg.imports)
+    if root is not None:
+        cfg.data.root = str(root)
+        cfg.data.prepared_root = None
+    return cfg
+
+
+def _evaluation_set(cfg: Config, split: str | None, predictor: Any) -> tuple[Any, Any]:
+    """The data set to score (``split``, default ``data.test_split``) as the predictor's
+    recipe reads it, and the evaluator for it (the classes, groups and ignore index training
+    recorded)."""
+    from segkit.engine import Evaluator
+
+    spec, recipe = predictor.spec, predictor.recipe
+    meta = DatasetMeta.from_dict(spec.meta or {})  # what training recorded (or loading found)
+    cfg.loss.ignore_index = meta.ignore_index
+    split = split or cfg.data.test_split
+    if split == "val" and cfg.data.val_split:  # the split training validated on
+        split = cfg.data.val_split
+    if split == "val" and not cfg.data.val_split:
+        _, ds = build_datasets(cfg)
+    else:
+        ds = _dataset(cfg, resolve_data_root(cfg.data), split)
+    names = list(spec.class_names or ds.class_names)
+    # in windows: images and masks as read (windows are normalised one by one)
+    ds.transform = None if recipe.windows is not None else _scoring_transform(cfg, ds, recipe)
+    multilabel = True if meta.multilabel else None
+    groups, thresholds = meta.groups_for(names), recipe.thresholds
+    evaluator = Evaluator(
+        names, groups, meta.ignore_index, multilabel=multilabel, thresholds=thresholds
+    )
+    return ds, evaluator
+
+
+def _scoring_transform(cfg: Config, ds: Any, recipe: Any) -> Any:
+    """Validation's transform with the recipe's size, resize, mean and std: for the same
+    array, bit for bit the tensor the Predictor feeds its model."""
+    from segkit.data import build_transforms
+
+    rgb8 = getattr(ds, "band_reader", lambda: None)() is None
+    return build_transforms(
+        cfg.augment,
+        recipe.size or cfg.data.image_size,
+        False,
+        recipe.mean,
+        recipe.std,
+        flip_pairs=recipe.flip_pairs,
+        ignore_index=ds.ignore_index,
+        resize=recipe.resize,
+        crop=cfg.data.crop,
+        max_pixel_value=255.0 if rgb8 else 1.0,
+        soft=cfg.data.soft_targets,
+    )
 
 
 def check_json_path(path: str | Path) -> Path:

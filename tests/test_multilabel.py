@@ -301,15 +301,15 @@ def test_threshold_errors(trained, tmp_path, capsys):
 
 
 def test_per_class_thresholds_are_refused_for_a_binary_model(tmp_path):
-    from segkit.api import class_thresholds
     from segkit.inference import PredictOptions, Predictor
+    from segkit.inference.scoring import refuse_threshold
     from segkit.models import build_model
 
     model = build_model(arch="unet", encoder=None, classes=1, base_channels=4)
     with pytest.raises(ConfigError, match="one threshold per class is for multi-label"):
         Predictor(model, PredictOptions(threshold=(0.4, 0.6)))
     with pytest.raises(ConfigError, match="applies to multi-label models"):
-        class_thresholds(DatasetMeta(classes=("bg", "fg")), 1, 0.4)
+        refuse_threshold(model.spec, 0.4)  # evaluate --threshold
 
 
 def test_inference_model_gives_back_the_multilabel_logits(trained):
@@ -352,7 +352,7 @@ def test_tiled_scoring_equals_whole_image_scoring_when_one_window_covers_the_ima
     from segkit.engine.evaluation import run_evaluation
     from segkit.inference import PredictOptions, Predictor
     from segkit.inference.inputs import normalize
-    from segkit.inference.scoring import score_in_windows
+    from segkit.inference.scoring import Scorer
 
     ckpt, root = trained
     model = model_from_checkpoint(ckpt, device="cpu")
@@ -369,7 +369,7 @@ def test_tiled_scoring_equals_whole_image_scoring_when_one_window_covers_the_ima
     whole = run_evaluation(model, [{"image": x, "mask": masks}], evaluator(), cpu)
     pairs = [{"image": i[None], "mask": m[None]} for i, m in zip(images, masks)]
     predictor = Predictor(model, PredictOptions(tile=64), "cpu")
-    tiled = score_in_windows(predictor, pairs, evaluator())
+    tiled = Scorer(predictor, evaluator()).score(pairs)
     assert tiled == pytest.approx(whole, abs=1e-12, nan_ok=True)
     # and through evaluate: multi-label models take --tile too
     assert set(evaluate(ckpt, split="val", device="cpu", tile=32)) >= {f"f1_{c}" for c in CLASSES}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from segkit.data import synth_carvana, synth_helen
 from segkit.engine import Evaluator
 from segkit.errors import ConfigError
 from segkit.inference import PredictOptions, Predictor, predict_proba
-from segkit.inference.scoring import score_in_windows
+from segkit.inference.scoring import Scorer
 from segkit.models import ModelSpec, SegmentationModel
 from segkit.models.windows import Windows, blend_image, window_stride
 
@@ -190,7 +191,7 @@ def test_the_largest_float_tensor_does_not_grow_with_the_image(tmp_path):
     mask = torch.from_numpy((image[..., 0] > 127).astype(np.int64))
     batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
     with LargestFloat() as scored:
-        result = score_in_windows(predictor, batch, Evaluator(["a", "b"]))
+        result = Scorer(predictor, Evaluator(["a", "b"])).score(batch)
     assert scored.largest <= bound and 0 <= result["miou"] <= 1
     # and the tracker can see a whole image's floats: what blend_image returns is one
     small = torch.zeros(3, 512, 768)
@@ -225,7 +226,7 @@ def test_scaled_and_multilabel_models_are_bounded_by_the_band_too(kind):
     assert predictor.recipe.windows == windows  # the crop size at its scale, as recorded
     batch = [{"image": torch.from_numpy(image)[None], "mask": mask[None]}]
     with LargestFloat() as scored:
-        result = score_in_windows(predictor, batch, evaluator)
+        result = Scorer(predictor, evaluator).score(batch)
     assert scored.largest <= bound
     assert result["mean_f1" if kind == "multi-label" else "accuracy"] == pytest.approx(1.0)
 
@@ -295,3 +296,54 @@ def test_predict_command_takes_overlap_and_blend(helen_ckpt, tmp_path):
     args = ["predict", "--checkpoint", helen_ckpt, str(tmp_path / "a.png"), "--out", str(out)]
     assert main([*args, "--tile", "32", "--overlap", "0.5", "--blend", "uniform"]) == 0
     assert read_mask(out / "a.png").shape == (50, 70)
+
+
+def _masks_from_predict(ckpt: str, tmp_path, split: str, **options) -> Path:
+    """A copy of ``ckpt``'s data whose ``split`` masks are what ``predict`` writes for its
+    images with ``options``: evaluating it scores evaluate's labels against predict's."""
+    import shutil
+
+    from segkit.engine import load_checkpoint
+    from segkit.inference import predict
+
+    source = Path(load_checkpoint(ckpt)["config"]["data"]["root"])
+    root = tmp_path / "as_predicted"
+    shutil.copytree(source, root)
+    if split == "test":  # Helen's split layout: images/image_N.jpg, labels/label_N.png
+        images, masks = root / split / "images", root / split / "labels"
+        name = lambda stem: stem.replace("image", "label") + ".png"  # noqa: E731
+    else:  # Carvana's Kaggle layout: train/<id>.jpg, train_masks/<id>_mask.gif
+        images, masks = root / "train", root / "train_masks"
+        name = lambda stem: f"{stem}_mask.png"  # noqa: E731
+    shutil.rmtree(masks)
+    predict(ckpt, images, tmp_path / "predicted", device="cpu", **options)
+    masks.mkdir()
+    for label in (tmp_path / "predicted").glob("*.png"):
+        shutil.copy(label, masks / name(label.stem))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("helen", {}),  # untiled: at the training size (the 64 px faces' own)
+        ("helen", {"tile": 32, "overlap": 0.5, "batch_size": 3}),
+        ("helen", {"tile": 64, "tta": "flip"}),
+        ("crop-scale", {}),  # in the recorded windows, at scale 0.5
+        ("crop-scale", {"tile": 16}),
+        ("carvana", {}),  # binary, untiled
+        ("carvana", {"tile": 32, "blend": "uniform"}),
+    ],
+)
+def test_evaluate_scores_the_labels_predict_writes(
+    kind, options, helen_ckpt, carvana_ckpt, tmp_path
+):
+    """For the same options, evaluate's labels are predict's: scored against masks that are
+    predict's own labels, every pixel agrees (accuracy exactly 1)."""
+    ckpt = {"helen": helen_ckpt, "carvana": carvana_ckpt}.get(kind)
+    if kind == "crop-scale":
+        ckpt = _at_scale(helen_ckpt, tmp_path)
+    split = "val" if kind == "carvana" else "test"
+    root = _masks_from_predict(ckpt, tmp_path, split, **options)
+    scores = evaluate(ckpt, root, split, num_workers=0, device="cpu", **options)
+    assert scores["accuracy"] == 1.0

@@ -366,10 +366,17 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     Raises:
         CheckpointError: unreadable file, no model description, or weights that do not fit.
     """
+    return model_from_state(load_checkpoint(path), path, device)
+
+
+def model_from_state(
+    state: dict[str, Any], path: str | Path, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """:func:`model_from_checkpoint` of a checkpoint already read (``load_checkpoint(path)``),
+    for a caller that needs its other keys too (the config) without reading the file twice."""
     from segkit.errors import ConfigError
     from segkit.models import load_state, rebuild_model
 
-    state = load_checkpoint(path)
     spec = state["model_spec"]
     if spec is None:
         raise CheckpointError(

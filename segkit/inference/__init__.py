@@ -6,8 +6,9 @@
   :class:`TTA` and :func:`parse_tta`.
 - :mod:`~segkit.inference.probs`: probabilities from a model (padding, flip and multi-scale
   TTA) and label maps from probabilities.
-- :mod:`~segkit.inference.scoring`: scoring a Predictor's windows band by band (the windows
-  themselves: :mod:`segkit.models.windows`).
+- :mod:`~segkit.inference.recipe`: :class:`Recipe`, how a model sees images, decided once.
+- :mod:`~segkit.inference.scoring`: :class:`Scorer`, a Predictor's labels counted per image
+  (evaluate); the windows themselves are :mod:`segkit.models.windows`'s.
 - :mod:`~segkit.inference.model`: :class:`InferenceModel`, a model returning the logits of
   TTA probabilities, for evaluation.
 - :mod:`~segkit.inference.inputs`: finding, reading, batching and normalising image files.
