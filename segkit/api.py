@@ -251,15 +251,17 @@ def check_crop_size(size: int, spec: Any) -> None:
         )
 
 
-def validation_windows(cfg: Config) -> Any:
-    """What validation wraps the model in when training on crops: whole images at
-    ``data.crop.scale`` in windows of ``data.crop.size`` (None without ``data.crop``)."""
-    crop = cfg.data.crop
-    if crop is None:
+def validation_windows(cfg: Config, spec: Any) -> Any:
+    """What validation wraps the model in when training on crops: whole images in the windows
+    of the model's recipe (``data.crop.size`` at ``data.crop.scale``, as recorded in ``spec``
+    for prediction), ``data.batch_size`` per call; None without ``data.crop``."""
+    if cfg.data.crop is None:
         return None
-    from segkit.models.windows import ScaledWindows, Windows
+    from segkit.inference import PredictOptions
+    from segkit.inference.recipe import Recipe
+    from segkit.models.windows import ScaledWindows
 
-    windows = Windows(crop.size, crop.overlap, batch_size=cfg.data.batch_size, scale=crop.scale)
+    windows = Recipe.make(spec, PredictOptions(batch_size=cfg.data.batch_size)).windows
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return ScaledWindows(model, windows)
@@ -499,7 +501,7 @@ def train(
             class_names=exp.class_names,
             groups=exp.groups,
             full_config=to_dict(cfg),
-            val_wrapper=validation_windows(cfg),
+            val_wrapper=validation_windows(cfg, exp.model.spec),
         ),
         hooks=_optional_hooks(cfg),
     )
