@@ -347,3 +347,32 @@ def test_evaluate_scores_the_labels_predict_writes(
     root = _masks_from_predict(ckpt, tmp_path, split, **options)
     scores = evaluate(ckpt, root, split, num_workers=0, device="cpu", **options)
     assert scores["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("options", [{}, {"tile": 32, "overlap": 0.5}, {"tta": "flip"}])
+def test_per_image_counts_sum_to_the_data_set_matrix(helen_ckpt, monkeypatch, options):
+    """The scorer keeps each image's confusion counts; summed, they are what the figures
+    come from."""
+    from segkit.inference import scoring
+
+    scorers = []
+    score = scoring.Scorer.score
+    monkeypatch.setattr(
+        scoring.Scorer, "score", lambda s, loader: scorers.append(s) or score(s, loader)
+    )
+    evaluate(helen_ckpt, split="test", num_workers=0, **options)
+    (scorer,) = scorers
+    ids = [image_id for image_id, _ in scorer.per_image]
+    assert len(set(ids)) == 2 and all(i.startswith("image_") for i in ids)  # the data set's ids
+    total = sum(counts for _, counts in scorer.per_image)
+    assert torch.equal(total, scorer.evaluator.cm.matrix)
+    assert all(int(counts.sum()) == 64 * 64 for _, counts in scorer.per_image)
+
+
+def test_evaluate_takes_predict_options_as_one_value(helen_ckpt):
+    window = {"tile": 32, "overlap": 0.5, "batch_size": 3}
+    by_name = evaluate(helen_ckpt, split="test", num_workers=0, **window)
+    as_value = evaluate(helen_ckpt, split="test", num_workers=0, options=PredictOptions(**window))
+    assert as_value == pytest.approx(by_name, abs=0, nan_ok=True)
+    with pytest.raises(ConfigError, match="Did you mean 'tile'"):
+        evaluate(helen_ckpt, split="test", tiles=32)

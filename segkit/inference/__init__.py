@@ -33,6 +33,7 @@ from segkit.inference.options import TTA, PredictOptions, check_overlap, parse_t
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs, output_names
 from segkit.inference.predictor import Predictor, load_model, predict
 from segkit.inference.probs import PROB_SCALE, predict_proba, probs_to_labels, resize_probs
+from segkit.inference.recipe import Recipe
 
 __all__ = [
     "PROB_SCALE",
@@ -43,6 +44,7 @@ __all__ = [
     "Outputs",
     "PredictOptions",
     "Predictor",
+    "Recipe",
     "check_outputs",
     "check_overlap",
     "close_batches",
