@@ -725,12 +725,15 @@ class ScoreLabels:
         ignore_index: the ground-truth value left out (a data set's or checkpoint's recorded
             one, 255 beside other labels, or the caller's), or None.
         note: how they were chosen (printed by ``segkit score``), or None.
+        reduce_zero_label: the checkpoint was trained with ``reduce_zero_label`` (labels
+            1..N are its classes, 0 is left out): both folders are read that way.
     """
 
     names: list[str]
     groups: dict[str, list[int]] | None = None
     ignore_index: int | None = None
     note: str | None = None
+    reduce_zero_label: bool = False
 
 
 def class_labels(classes: str) -> ScoreLabels:
@@ -756,7 +759,8 @@ def class_labels(classes: str) -> ScoreLabels:
         from segkit.engine.checkpoint import recorded_classes
 
         names, meta = recorded_classes(path)
-        return ScoreLabels(names, meta.groups_for(names), meta.ignore_index)
+        reduce = bool((meta.labels or {}).get("reduce_zero_label"))
+        return ScoreLabels(names, meta.groups_for(names), meta.ignore_index, None, reduce)
     if not path.is_file():
         named = ", ".join(n for n, m in metas.items() if m.classes)
         raise SegkitError(
@@ -822,5 +826,8 @@ def score(
     else:
         labels = class_labels(classes)
     ignore = ignore_index if ignore_index is not None else labels.ignore_index
-    result = score_folders(gt_dir, pred_dir, labels.names, labels.groups, ignore)
+    reduce = labels.reduce_zero_label
+    result = score_folders(
+        gt_dir, pred_dir, labels.names, labels.groups, ignore, reduce_zero_label=reduce
+    )
     return result, labels.note

@@ -462,6 +462,8 @@ def score_folders(
     classes: int | Sequence[str],
     groups: Mapping[str, Sequence[int]] | None = None,
     ignore_index: int | None = None,
+    *,
+    reduce_zero_label: bool = False,
 ) -> dict[str, float]:
     """Score a folder of predicted label images against ground truth, paired by file name.
 
@@ -475,6 +477,8 @@ def score_folders(
         classes: the number of classes or their names.
         groups: class groups, e.g. ``{"eyes": [4, 5]}``.
         ignore_index: ground-truth value left out.
+        reduce_zero_label: both folders hold the data set's own labels of a model trained
+            with ``reduce_zero_label`` (0 = unlabelled, left out; ``v`` -> class ``v - 1``).
 
     Returns:
         :meth:`ConfusionMatrix.compute`'s dict plus ``num_images``.
@@ -500,6 +504,10 @@ def score_folders(
     binary = cm.num_classes == 2 and ignore_index != 255  # 0/255 masks, as training reads them
     for stem, gt_path in gt_files.items():
         gt, pred = _read_label(gt_path, binary), _read_label(pred_files[stem], binary)
+        if reduce_zero_label:
+            from segkit.data.base import reduce_zero_label_mask
+
+            gt, pred = reduce_zero_label_mask(gt), reduce_zero_label_mask(pred)
         if gt.shape != pred.shape:
             raise DataError(
                 f"Prediction {str(pred_files[stem])!r} is {pred.shape[1]}x{pred.shape[0]} but "

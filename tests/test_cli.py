@@ -570,3 +570,18 @@ def test_a_step_gets_only_the_options_given_and_refuses_others_in_one_line(tmp_p
     assert run("prepare", "helen", tmp_path, tmp_path / "out", "--workers", "2") == 2
     err = capsys.readouterr().err
     assert "'helen' has no prepare option --workers; its prepare options: --overwrite." in err
+
+
+def test_score_with_a_reduce_zero_label_checkpoint_reads_labels_as_training_did(tmp_path, capsys):
+    """ADE20K-style: ground truth 0 = unlabelled, 1..3 the classes; predictions 1..3."""
+    from segkit.data.base import reduce_zero_label_facts
+    from segkit.data.meta import DatasetMeta
+    from segkit.engine.checkpoint import save_checkpoint
+    from segkit.models import ModelSpec
+
+    names = ["wall", "floor", "sky"]
+    spec = ModelSpec(arch="unet", encoder=None, classes=3, class_names=names)
+    spec.meta = DatasetMeta(classes=names, **reduce_zero_label_facts(3)).to_dict()
+    ckpt = save_checkpoint(tmp_path / "m.pt", {"model": {}, "model_spec": spec.to_dict()})
+    gt, pred = _boundary_pair(tmp_path, labels=(1, 2, 3), ignore=0, wrong=2)
+    assert _score(capsys, gt, pred, "--classes", ckpt)["accuracy"] == 1.0

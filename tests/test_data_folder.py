@@ -247,3 +247,30 @@ def test_left_right_classes_of_a_folder_set_swap_under_a_flip(tmp_path):
     ds = FolderDataset(root, classes=["bg", "l_eye", "r_eye"])
     assert ds.flip_pairs == [(1, 2)]
     assert FolderDataset(root, classes=["bg", "towel", "tower"]).flip_pairs == []
+
+
+def test_reduce_zero_label_leaves_0_out_and_shifts_the_classes_down(tmp_path):
+    """MMSegmentation's reduce_zero_label (ADE20K: 0 = other, 1..150 classes): 0 -> 255
+    (ignored), v -> v - 1; predictions are written back as 1..N."""
+    from types import SimpleNamespace
+
+    from segkit.inference.outputs import encoding
+
+    root = make_folder(tmp_path / "d", n=2, classes=4)  # values 0..3: 0 unlabelled, 3 classes
+    raw = cv2.imread(str(root / "masks" / "img0.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    ds = build_dataset(
+        "folder", root, None, classes=["wall", "floor", "sky"], reduce_zero_label=True
+    )
+    assert ds.class_names == ["wall", "floor", "sky"] and ds.ignore_index == 255
+    np.testing.assert_array_equal(ds[0]["mask"], np.where(raw == 0, 255, raw - 1))
+    meta = ds.metadata().to_dict()
+    assert meta["output_ids"] == [1, 2, 3] and meta["labels"]["reduce_zero_label"] is True
+    assert encoding(SimpleNamespace(meta=meta))[np.array([0, 1, 2])].tolist() == [1, 2, 3]
+
+
+def test_one_label_past_the_names_suggests_reduce_zero_label_not_an_ignore_index(tmp_path):
+    root = make_folder(tmp_path / "d", n=2, classes=4)
+    ds = FolderDataset(root, classes=["wall", "floor", "sky"])  # values 0..3 for 3 names
+    with pytest.raises(DataError, match="reduce_zero_label") as err:
+        ds[0]
+    assert "ignore_index=3" not in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,23 @@ from segkit.errors import ConfigError, DataError
 _BINARY = ("background", "foreground")
 #: class attributes of the older adapter style, folded into ``meta`` by fold_class_facts
 _CLASS_FACTS = ("class_names", "flip_pairs", "ignore_index", "task")
+
+#: how ``reduce_zero_label`` renumbers labels, recorded in ``DatasetMeta.labels``
+REDUCE_ZERO_RULE = "reduce_zero_label: 0 = unlabelled (left out as 255); label v -> class v - 1"
+
+
+def reduce_zero_label_mask(mask: np.ndarray) -> np.ndarray:
+    """MMSegmentation's ``reduce_zero_label``: 0 (unlabelled) -> 255, ``v`` -> ``v - 1``;
+    255 stays 255. Same dtype."""
+    mask = np.asarray(mask)
+    return np.where((mask == 0) | (mask == 255), 255, mask - 1).astype(mask.dtype)
+
+
+def reduce_zero_label_facts(classes: int) -> dict[str, Any]:
+    """The metadata of a data set read with ``reduce_zero_label``: 255 left out, and class
+    ``i`` written back as the data set's own label ``i + 1`` (``output_ids``)."""
+    rule = {"rule": REDUCE_ZERO_RULE, "reduce_zero_label": True}
+    return {"ignore_index": 255, "output_ids": tuple(range(1, classes + 1)), "labels": rule}
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,7 @@ class SegmentationDataset(Dataset):
         root: str | Path | None = None,
         *,
         facts: Mapping[str, Any] | None = None,
+        reduce_zero_label: bool = False,
     ) -> None:
         """Hold the samples; nothing is read until an item is asked for.
 
@@ -160,6 +179,9 @@ class SegmentationDataset(Dataset):
             root: the folder the samples came from (shown by ``repr``).
             facts: what this instance changes in the declared meta (DatasetMeta fields,
                 e.g. ``{"ignore_index": 255}`` or ``{"multilabel": True}``).
+            reduce_zero_label: label 0 means unlabelled (left out as 255) and labels
+                1..N are the classes ``class_names`` names (read as 0..N-1; predictions are
+                written back as 1..N), as MMSegmentation's option of that name.
         """
         declared = type(self).meta
         names = list(class_names if class_names is not None else declared.classes or _BINARY)
@@ -170,6 +192,9 @@ class SegmentationDataset(Dataset):
             )
         # the instance's facts: the declared ones for these classes, flip pairs resolved
         resolved = {"classes": tuple(names), "flip_pairs": tuple(declared.pairs_for(names))}
+        self.reduce_zero_label = bool(reduce_zero_label)
+        if reduce_zero_label:
+            facts = {**reduce_zero_label_facts(len(names)), **(facts or {})}
         self._meta = declared.replace(**{**resolved, **(facts or {})})  # facts may set flip_pairs
         self.samples = list(samples)
         self.transform = transform
@@ -332,15 +357,32 @@ class SegmentationDataset(Dataset):
                 )
             raise DataError(
                 f"Mask {str(sample.mask_path)!r} holds label values {name_some(bad, 8)} outside "
-                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). Fix the label map"
-                + (
-                    ", or give the data set the right class list (data.classes)."
-                    if ignore is not None
-                    else ", give the data set the right class list (data.classes), or, if a "
-                    f"value marks pixels to leave out, set loss.ignore_index={bad[0]}."
-                )
+                f"0..{n - 1} ({n} classes: {', '.join(self.class_names)}). "
+                + self._outside_hint(bad, ignore)
             )
         return mask
+
+    def _outside_hint(self, bad: list[int], ignore: int | None) -> str:
+        """What to do about mask values past the class list."""
+        n = len(self.class_names)
+        if bad == [n] and not self.reduce_zero_label:  # labels 0..N for N names
+            can_reduce = "reduce_zero_label" in inspect.signature(type(self)).parameters
+            reduce = (
+                f"if 0 means unlabelled and 1..{n} are the {n} named classes (ADE20K, LoveDA), "
+                "set data.options.reduce_zero_label=true; "
+                if can_reduce
+                else ""
+            )
+            return (
+                f"Labels 0..{n} need {n + 1} class names: {reduce}if 0 is a class of its own, "
+                "add its name first in data.classes."
+            )
+        if ignore is not None:
+            return "Fix the label map, or give the data set the right class list (data.classes)."
+        return (
+            "Fix the label map, give the data set the right class list (data.classes), or, if "
+            f"a value marks pixels to leave out, set loss.ignore_index={bad[0]}."
+        )
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, Sample]:
         """Image (as :meth:`load_image` reads it) and checked mask (HxW uint8; float32
@@ -348,7 +390,10 @@ class SegmentationDataset(Dataset):
         sample = self.samples[index]
         image = self.load_image(sample)
         check = self.check_soft if self.soft_targets else self.check_pair
-        mask = check(image, self.load_mask(sample, image.shape[:2]), sample)
+        mask = self.load_mask(sample, image.shape[:2])
+        if self.reduce_zero_label:
+            mask = reduce_zero_label_mask(mask)
+        mask = check(image, mask, sample)
         return image, mask, sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -49,6 +49,9 @@ class FolderDataset(SegmentationDataset):
         masks: name of the mask folder.
         classes: class names (every label value, background first) or a class count.
         ids: keep only these ids (image file stems), in this order.
+        reduce_zero_label: 0 means unlabelled (left out) and masks hold the ``classes``
+            as 1..N (ADE20K, LoveDA); they are read as 0..N-1 and predictions written back
+            as 1..N (MMSegmentation's option of that name).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class FolderDataset(SegmentationDataset):
         masks: str = "masks",
         classes: Sequence[str] | int | None = None,
         ids: Iterable[str] | None = None,
+        reduce_zero_label: bool = False,
     ) -> None:
         root = require_dir(root, "Data root")
         base = root
@@ -90,4 +94,6 @@ class FolderDataset(SegmentationDataset):
         self.split = split
         # left/right classes swap under a horizontal flip, found from their names (l_eye/r_eye):
         # the declared meta leaves flip_pairs None
-        super().__init__(select_ids(samples, ids, base), transform, _class_names(classes), root)
+        samples = select_ids(samples, ids, base)
+        names = _class_names(classes)
+        super().__init__(samples, transform, names, root, reduce_zero_label=reduce_zero_label)

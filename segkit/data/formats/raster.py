@@ -150,6 +150,8 @@ class RasterDataset(SegmentationDataset):
         bands: 0-based band numbers to keep, in order (None: every band).
         nan_fill: the value NaN (no-data) pixels get, on the input scale.
         ids: keep only these ids, in this order.
+        reduce_zero_label: label 0 means unlabelled (left out) and 1..N are the classes
+            (read as 0..N-1, predictions written back as 1..N); not with ``label_map``.
     """
 
     #: not checked until the caller sets it (``model.in_channels``): a raster has its own bands
@@ -173,7 +175,13 @@ class RasterDataset(SegmentationDataset):
         bands: Sequence[int] | None = None,
         nan_fill: float = 0.0,
         ids: Iterable[str] | None = None,
+        reduce_zero_label: bool = False,
     ) -> None:
+        if reduce_zero_label and label_map:
+            raise DataError(
+                "raster: give reduce_zero_label or label_map, not both (label_map can say "
+                "the same: {0: ignore, 1: 0, 2: 1, ...})."
+            )
         root = require_dir(root, "Data root")
         base = root
         if split not in (None, "", "."):
@@ -190,7 +198,10 @@ class RasterDataset(SegmentationDataset):
         ignores = IGNORE in self.label_map.values() and type(self).meta.ignore_index is None
         facts = {"ignore_index": IGNORE} if ignores else {}
         samples = select_ids(samples, ids, base)
-        super().__init__(samples, transform, _class_names(classes), root, facts=facts)
+        names = _class_names(classes)
+        super().__init__(
+            samples, transform, names, root, facts=facts, reduce_zero_label=reduce_zero_label
+        )
         if ignores:
             self._warned_void = True  # a label map all 'ignore' is no 0/255 mask mistaken
 
