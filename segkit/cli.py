@@ -194,7 +194,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 #: ``segkit prepare`` / ``segkit synth`` options handed to the step only when given
 #: (their parser default is argparse.SUPPRESS); a step refuses those it does not take
-STEP_OPTIONS = ("size", "workers", "threshold", "soft", "overwrite", "layout", "test")
+STEP_OPTIONS = (
+    "size",
+    "workers",
+    "threshold",
+    "soft",
+    "overwrite",
+    "layout",
+    "test",
+    "split",
+    "crowd",
+)
 
 
 def _step_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -433,7 +443,19 @@ def _prepare_arguments(s: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=argparse.SUPPRESS,
-        help="carvana: threads (default: CPU count)",
+        help="carvana, coco, labelme, yolo_seg: threads (default: CPU count)",
+    )
+    s.add_argument(
+        "--split",
+        default=argparse.SUPPRESS,
+        help="coco, labelme, yolo_seg: the export's split to rasterise (as the reader's "
+        "split; written to DST/SPLIT; default: the export without a split)",
+    )
+    s.add_argument(
+        "--crowd",
+        choices=("object", "ignore"),
+        default=argparse.SUPPRESS,
+        help="coco: iscrowd annotations are objects (default) or left out (255)",
     )
     s.add_argument(
         "--threshold",

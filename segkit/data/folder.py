@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,25 @@ from segkit.data.io import (
 )
 from segkit.data.registry import register_dataset
 from segkit.errors import DataError
+
+#: the metadata file a prepared folder holds beside images/ and masks/
+META_FILE = "dataset.json"
+#: what ``dataset.json``'s ``format`` says
+META_FORMAT = "segkit prepared annotations 1"
+
+
+def prepared_meta(folder: str | Path) -> dict[str, Any] | None:
+    """The ``dataset.json`` that ``segkit prepare coco|labelme|yolo_seg`` wrote in ``folder``
+    (:mod:`segkit.data.formats.rasterize`); None when there is none (a ``dataset.json`` of
+    something else, or unreadable, is not segkit's and is left alone)."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == META_FORMAT else None
 
 
 def _class_names(classes: Sequence[str] | int | None) -> list[str]:
@@ -47,7 +67,9 @@ class FolderDataset(SegmentationDataset):
         transform: albumentations pipeline, or None.
         images: name of the image folder.
         masks: name of the mask folder.
-        classes: class names (every label value, background first) or a class count.
+        classes: class names (every label value, background first) or a class count;
+            default: those in ``<root>/[<split>/]dataset.json`` when ``segkit prepare``
+            wrote one (with its ignore index and label record), else binary.
         ids: keep only these ids (image file stems), in this order.
         reduce_zero_label: 0 means unlabelled (left out) and masks hold the ``classes``
             as 1..N (ADE20K, LoveDA); they are read as 0..N-1 and predictions written back
@@ -92,8 +114,15 @@ class FolderDataset(SegmentationDataset):
             mask_word="mask",
         )
         self.split = split
+        names, facts = _class_names(classes), None
+        record = prepared_meta(base) if classes is None and not reduce_zero_label else None
+        if record is not None:  # written by segkit prepare coco|labelme|yolo_seg
+            meta = record.get("meta", {})
+            names = list(meta.get("classes") or names)
+            facts = {k: meta[k] for k in ("ignore_index", "labels", "palette") if k in meta}
         # left/right classes swap under a horizontal flip, found from their names (l_eye/r_eye):
         # the declared meta leaves flip_pairs None
         samples = select_ids(samples, ids, base)
-        names = _class_names(classes)
-        super().__init__(samples, transform, names, root, reduce_zero_label=reduce_zero_label)
+        super().__init__(
+            samples, transform, names, root, reduce_zero_label=reduce_zero_label, facts=facts
+        )

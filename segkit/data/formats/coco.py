@@ -44,6 +44,7 @@ import numpy as np
 
 from segkit.data.base import Sample, SegmentationDataset, select_ids
 from segkit.data.formats.multilabel import MultiLabelDataset
+from segkit.data.formats.rasterize import prepare_export
 from segkit.data.formats.shapes import check_inside, number, points_array
 from segkit.data.io import DataNotFoundError, name_some, require_dir
 from segkit.data.meta import DatasetMeta
@@ -456,6 +457,28 @@ def unique_stems(paths: Iterable[Path], where: Path) -> list[str]:
     return list(seen)
 
 
+def _prepare(
+    src: str | Path,
+    dst: str | Path,
+    split: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    crowd: str = "object",
+    annotations: str | None = None,
+    images: str | None = None,
+) -> tuple[str, list[str]]:
+    """``segkit prepare coco``: the export rasterised once to PNG label maps in the folder
+    layout (:func:`~segkit.data.formats.rasterize.prepare_export`; crowd (``--crowd``), annotations, images: as the reader's options)."""
+    options = {
+        k: v
+        for k, v in {"crowd": crowd, "annotations": annotations, "images": images}.items()
+        if v is not None
+    }
+    return prepare_export(
+        CocoDataset, "coco", src, dst, split=split, workers=workers, overwrite=overwrite, **options
+    )
+
+
 def _synth(dst: str | Path, n: int = 4, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth coco``: a small CVAT "COCO 1.0" export; the message to show."""
     from segkit.data.formats.synth_annotations import synth_coco
@@ -483,7 +506,7 @@ class CocoDataset(SegmentationDataset):
         ids: keep only these ids (image file stems), in this order.
     """
 
-    meta = DatasetMeta(flip_pairs=None, synth=_synth)
+    meta = DatasetMeta(flip_pairs=None, synth=_synth, prepare=_prepare)
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from segkit.data.base import Sample, SegmentationDataset, select_ids
+from segkit.data.formats.rasterize import prepare_export
 from segkit.data.formats.shapes import (
     check_inside,
     fill_circle,
@@ -269,6 +270,29 @@ def labelme_mask(
     return canvas, len(shapes) - len(drawn)
 
 
+def _prepare(
+    src: str | Path,
+    dst: str | Path,
+    split: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    labels: str | None = None,
+) -> tuple[str, list[str]]:
+    """``segkit prepare labelme``: the export rasterised once to PNG label maps in the folder
+    layout (:func:`~segkit.data.formats.rasterize.prepare_export`; labels: as the reader's option)."""
+    options = {k: v for k, v in {"labels": labels}.items() if v is not None}
+    return prepare_export(
+        LabelmeDataset,
+        "labelme",
+        src,
+        dst,
+        split=split,
+        workers=workers,
+        overwrite=overwrite,
+        **options,
+    )
+
+
 def _synth(dst: str | Path, n: int = 4, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth labelme``: a flat folder of labelme files; the message to show."""
     from segkit.data.formats.synth_annotations import synth_labelme
@@ -292,7 +316,7 @@ class LabelmeDataset(SegmentationDataset):
         ids: keep only these ids (JSON file stems), in this order.
     """
 
-    meta = DatasetMeta(flip_pairs=None, ignore_index=IGNORE, synth=_synth)
+    meta = DatasetMeta(flip_pairs=None, ignore_index=IGNORE, synth=_synth, prepare=_prepare)
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from segkit.data.base import Sample, SegmentationDataset, _natural_key, select_ids, unique_keys
+from segkit.data.formats.rasterize import prepare_export
 from segkit.data.formats.shapes import check_inside, fill_polygons, number, points_array
 from segkit.data.io import IMAGE_EXTENSIONS, DataNotFoundError, list_files, name_some, require_dir
 from segkit.data.meta import DatasetMeta
@@ -193,6 +194,29 @@ def yolo_mask(objects: Sequence[tuple[int, np.ndarray]], shape: tuple[int, int])
     return canvas
 
 
+def _prepare(
+    src: str | Path,
+    dst: str | Path,
+    split: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    data_yaml: str | None = None,
+) -> tuple[str, list[str]]:
+    """``segkit prepare yolo_seg``: the export rasterised once to PNG label maps in the folder
+    layout (:func:`~segkit.data.formats.rasterize.prepare_export`; data_yaml: as the reader's option)."""
+    options = {k: v for k, v in {"data_yaml": data_yaml}.items() if v is not None}
+    return prepare_export(
+        YoloSegDataset,
+        "yolo_seg",
+        src,
+        dst,
+        split=split,
+        workers=workers,
+        overwrite=overwrite,
+        **options,
+    )
+
+
 def _synth(dst: str | Path, n: int = 4, seed: int = 0, overwrite: bool = False) -> str:
     """``segkit synth yolo_seg``: a small Roboflow-style export; the message to show."""
     from segkit.data.formats.synth_annotations import synth_yolo_seg
@@ -214,7 +238,7 @@ class YoloSegDataset(SegmentationDataset):
         ids: keep only these ids (image file stems), in this order.
     """
 
-    meta = DatasetMeta(flip_pairs=None, synth=_synth)
+    meta = DatasetMeta(flip_pairs=None, synth=_synth, prepare=_prepare)
 
     def __init__(
         self,
