@@ -476,6 +476,7 @@ def train(
     if overwrite and not resume:
         _forget_earlier_split(cfg)
     exp = build_experiment(cfg)
+    report_data(exp.train_set, exp.val_set)
     d = cfg.data
     workers = {"num_workers": d.num_workers, "persistent_workers": d.persistent_workers}
     train_loader = make_loader(
@@ -508,6 +509,23 @@ def train(
     if exp.meta is not None and exp.meta.thresholds is not None:  # multi-label validation
         trainer.evaluator.thresholds = list(exp.meta.thresholds)
     return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def report_data(train_set: Any, val_set: Any) -> None:
+    """Print the split sizes and the sampled ignored-pixel fraction, and warn about a
+    validation split that shares training images or masks that are mostly ignored
+    (:func:`segkit.data.checks.check_splits`); on the main process only."""
+    import warnings
+
+    from segkit.data.checks import check_splits
+    from segkit.engine.distributed import process_rank
+
+    if process_rank() != 0:
+        return
+    report = check_splits(train_set, val_set)
+    print(report.line(), flush=True)
+    for line in report.warnings:
+        warnings.warn(line, stacklevel=2)
 
 
 def _forget_earlier_split(cfg: Config) -> None:
