@@ -264,3 +264,24 @@ def test_an_annotation_without_segmentation_is_drawn_as_its_box(tmp_path):
         mask = build_dataset("coco", tmp_path, "default")[0]["mask"]
     np.testing.assert_array_equal(np.argwhere(mask == 2).min(axis=0), [4, 3])
     assert set(np.unique(mask).tolist()) == {0, 2} and 30 <= (mask == 2).sum() <= 42
+
+
+def test_index_is_flat_arrays(tmp_path):
+    """The parsed JSON becomes a few numpy arrays (no Python object per annotation, so a
+    forked loader worker shares them), from which each image's entry is built as before."""
+    rle = mask_api.encode(np.asfortranarray(_reference([SMALL])))
+    images = [{"id": k, "file_name": f"{n}.jpg", "width": W, "height": H}
+              for k, n in ((1, "a"), (2, "b"), (3, "c"))]  # fmt: skip
+    anns = [_ann(5, 1, [SQUARE, SMALL], image=2), _ann(6, 2, {"size": [H, W],
+            "counts": rle["counts"].decode()}, image=1), _ann(7, 2, [SMALL], image=2)]  # fmt: skip
+    ds = build_dataset("coco", _write(tmp_path, anns, images=images).parents[1], "default")
+    fields = {k: v for k, v in vars(ds.index).items() if isinstance(v, np.ndarray)}
+    assert len(fields) == 14 and all(v.dtype != object for v in fields.values())
+    a, b, c = (ds.image_entry(s) for s in ds.samples)
+    assert (a.file_name, b.file_name, c.annotations) == ("a.jpg", "b.jpg", ())
+    assert [(x.id, x.cls) for x in b.annotations] == [(5, 1), (7, 2)]
+    np.testing.assert_array_equal(b.annotations[0].segmentation[1].reshape(-1), SMALL)
+    assert a.annotations[0].segmentation["counts"] == rle["counts"]
+    expected = _reference([SQUARE, SMALL]).astype(np.uint8)
+    expected[_reference([SMALL]) == 1] = 2
+    np.testing.assert_array_equal(ds.read(1)[1], expected)

@@ -8,9 +8,11 @@ Three layouts, found in this order (or name the JSON with ``annotations=``)::
     one JSON, no split (labelme2coco)    <root>/annotations.json (the only *.json in <root>),
                                          <file_name> taken relative to the JSON's folder
 
-The JSON is parsed once into a compact per-image index (:class:`CocoIndex`: per image its
-size and its annotations' class, crowd flag and segmentation as float64 arrays or compressed
-RLE bytes); the parsed file itself is dropped, so loader workers share only the index.
+The JSON is parsed once into a compact index (:class:`CocoIndex`: a few flat numpy arrays,
+images' sizes and names, annotations' class, crowd flag and segmentation as float64 polygon
+coordinates or compressed RLE bytes, no Python object per annotation); the parsed file itself
+is dropped, so a loader worker process shares the index's arrays with its parent
+(copy-on-write pages that reading never writes) instead of holding a copy of the file.
 Masks are drawn with pycocotools (``pip install 'segkit[coco]'``), exactly as its
 ``COCO.annToMask`` draws them.
 
@@ -77,8 +79,9 @@ def coco_api() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class CocoAnnotation:
-    """One object: its class id, crowd flag and segmentation (a tuple of N x 2 float64
-    polygons, or a compressed RLE ``{"size": [h, w], "counts": bytes}``)."""
+    """One object, as :meth:`CocoIndex.image` hands it out: its id (-1 when not a number),
+    class id, crowd flag and segmentation (a tuple of N x 2 float64 polygons, or a compressed
+    RLE ``{"size": [h, w], "counts": bytes}``)."""
 
     id: Any
     cls: int
@@ -88,9 +91,9 @@ class CocoAnnotation:
 
 @dataclass(frozen=True, slots=True)
 class CocoImage:
-    """One image of the index: file name (as the JSON writes it), size, annotations."""
+    """One image, as :meth:`CocoIndex.image` hands it out: file name (as the JSON writes
+    it), size, annotations."""
 
-    id: Any
     file_name: str
     height: int
     width: int
@@ -99,22 +102,76 @@ class CocoImage:
 
 @dataclass(frozen=True)
 class CocoIndex:
-    """What segkit keeps of a COCO JSON: the classes, the category mapping and the images.
+    """What segkit keeps of a COCO JSON: the classes, the category mapping and, for every
+    image and annotation, a few flat numpy arrays (no Python object per annotation, so a
+    loader worker process shares them with its parent instead of copying them as it reads;
+    :meth:`image` builds one image's entry when a sample is read).
 
     Attributes:
         path: the JSON file.
         classes: class names, ``background`` first.
         category_ids: category id -> class id (every category the file lists, except dropped
             ones).
-        images: every image the file lists, in its order.
+        names, name_start: the images' file names, UTF-8 in one buffer; image ``i``'s is
+            ``names[name_start[i]:name_start[i + 1]]``.
+        heights, widths: each image's size.
+        image_start, image_annotations: image ``i``'s annotations (file order) are
+            ``image_annotations[image_start[i]:image_start[i + 1]]``.
+        ids, cls, crowd, is_rle, part_start: per annotation its id (-1: not a number), class
+            id, crowd flag, kind, and its parts ``part_start[a]:part_start[a + 1]``.
+        spans, coords, rle: part ``k`` is ``coords[start:stop]`` (a polygon's x, y float64
+            pairs) or, for an RLE annotation, ``rle[start:stop]`` (compressed RLE bytes),
+            where ``start, stop = spans[k]``.
         boxes: how many annotations had no segmentation and were drawn as their ``bbox``.
     """
 
     path: Path
     classes: tuple[str, ...]
     category_ids: Mapping[int, int]
-    images: tuple[CocoImage, ...]
+    names: np.ndarray
+    name_start: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    image_start: np.ndarray
+    image_annotations: np.ndarray
+    ids: np.ndarray
+    cls: np.ndarray
+    crowd: np.ndarray
+    is_rle: np.ndarray
+    part_start: np.ndarray
+    spans: np.ndarray
+    coords: np.ndarray
+    rle: np.ndarray
     boxes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.heights)
+
+    def file_name(self, i: int) -> str:
+        """Image ``i``'s ``file_name`` as the JSON writes it."""
+        return self.names[self.name_start[i] : self.name_start[i + 1]].tobytes().decode()
+
+    def annotation(self, a: int, height: int, width: int) -> CocoAnnotation:
+        """Annotation ``a`` (file order) of an image of ``height x width``."""
+        spans = self.spans[self.part_start[a] : self.part_start[a + 1]]
+        if self.is_rle[a]:
+            start, stop = spans[0]
+            seg: Any = {"size": [height, width], "counts": self.rle[start:stop].tobytes()}
+        else:
+            seg = tuple(self.coords[start:stop].reshape(-1, 2) for start, stop in spans)
+        return CocoAnnotation(int(self.ids[a]), int(self.cls[a]), bool(self.crowd[a]), seg)
+
+    def image(self, i: int) -> CocoImage:
+        """Image ``i``: its file name, size and annotations (file order)."""
+        anns = self.image_annotations[self.image_start[i] : self.image_start[i + 1]]
+        height, width = int(self.heights[i]), int(self.widths[i])
+        objects = tuple(self.annotation(int(a), height, width) for a in anns)
+        return CocoImage(self.file_name(i), height, width, objects)
+
+    @property
+    def images(self) -> list[CocoImage]:
+        """Every image (built on demand: for tests and small files)."""
+        return [self.image(i) for i in range(len(self))]
 
 
 def read_coco_json(path: str | Path) -> dict[str, Any]:
@@ -261,6 +318,54 @@ def _key(value: Any) -> Any:
         return str(value)
 
 
+class _Arrays:
+    """The lists :func:`build_index` fills, annotation by annotation, as flat arrays."""
+
+    def __init__(self) -> None:
+        self.image, self.ids, self.cls, self.crowd, self.is_rle = [], [], [], [], []
+        self.part_start, self.spans = [0], []
+        self.coords: list[np.ndarray] = []
+        self.rle: list[bytes] = []
+        self.sizes = {"coords": 0, "rle": 0}
+
+    def add(self, image: int, aid: Any, cls: int, crowd: bool, seg: Any) -> None:
+        self.image.append(image)
+        self.ids.append(aid if isinstance(aid, int) else -1)
+        self.cls.append(cls)
+        self.crowd.append(crowd)
+        self.is_rle.append(isinstance(seg, dict))
+        parts = [seg["counts"]] if isinstance(seg, dict) else [p.reshape(-1) for p in seg]
+        store = self.rle if isinstance(seg, dict) else self.coords
+        key = "rle" if isinstance(seg, dict) else "coords"
+        for part in parts:
+            store.append(part)
+            self.spans.append((self.sizes[key], self.sizes[key] + len(part)))
+            self.sizes[key] += len(part)
+        self.part_start.append(len(self.spans))
+
+    def index(self, path: Path, classes: list[str], ids: dict[int, int], images: dict,
+              boxes: int) -> CocoIndex:  # fmt: skip
+        names = [f.encode() for f, _, _ in images.values()]
+        image = np.asarray(self.image, np.int64)
+        order = np.argsort(image, kind="stable")  # each image's annotations, in file order
+        counts = np.bincount(image, minlength=len(images))
+        return CocoIndex(
+            path, tuple(classes), ids,
+            names=np.frombuffer(b"".join(names), np.uint8).copy(),
+            name_start=np.cumsum([0, *map(len, names)], dtype=np.int64),
+            heights=np.asarray([h for _, h, _ in images.values()], np.int32),
+            widths=np.asarray([w for _, _, w in images.values()], np.int32),
+            image_start=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            image_annotations=order.astype(np.int64),
+            ids=np.asarray(self.ids, np.int64), cls=np.asarray(self.cls, np.int32),
+            crowd=np.asarray(self.crowd, bool), is_rle=np.asarray(self.is_rle, bool),
+            part_start=np.asarray(self.part_start, np.int64),
+            spans=np.asarray(self.spans, np.int64).reshape(-1, 2),
+            coords=np.concatenate(self.coords) if self.coords else np.zeros(0),
+            rle=np.frombuffer(b"".join(self.rle), np.uint8).copy(), boxes=boxes,
+        )  # fmt: skip
+
+
 def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
     """The compact index of a parsed COCO JSON (see the module docstring for the rules).
 
@@ -271,6 +376,7 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
     """
     path = Path(path)
     images = _images(data, path)
+    position = {key: i for i, key in enumerate(images)}
     anns = data["annotations"]
     used = set()
     for n, ann in enumerate(anns):
@@ -280,8 +386,7 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
             )
         used.add(_key(ann["category_id"]))
     classes, ids = map_categories(data["categories"], used, path)
-    per_image: dict[Any, list[CocoAnnotation]] = defaultdict(list)
-    boxes = 0
+    arrays, boxes = _Arrays(), 0
     for n, ann in enumerate(anns):
         aid = ann.get("id", f"#{n + 1}")
         where = f"{path}: annotation {aid}"
@@ -303,16 +408,8 @@ def build_index(data: dict[str, Any], path: str | Path) -> CocoIndex:
         boxes += ann.get("segmentation") in (None, [], "") and seg is not None
         if seg is not None:
             crowd = bool(number(ann.get("iscrowd", 0), f"{where} iscrowd", int))
-            per_image[_key(ann["image_id"])].append(CocoAnnotation(aid, ids[cat], crowd, seg))
-    return CocoIndex(
-        path,
-        tuple(classes),
-        ids,
-        tuple(
-            CocoImage(k, f, h, w, tuple(per_image.get(k, ()))) for k, (f, h, w) in images.items()
-        ),
-        boxes,
-    )
+            arrays.add(position[_key(ann["image_id"])], _key(aid), ids[cat], crowd, seg)
+    return arrays.index(path, classes, ids, images, boxes)
 
 
 def annotation_rle(ann: CocoAnnotation, height: int, width: int) -> dict[str, Any]:
@@ -415,7 +512,7 @@ def image_folder(index: CocoIndex, root: Path, split: str | None, images: str | 
         if split not in (None, "", "."):
             bases += [root / "images" / split, root / split]
         bases.append(root)
-    first = index.images[0].file_name if index.images else None
+    first = index.file_name(0) if len(index) else None
     if first is None:
         raise DataError(f"{str(index.path)!r} lists no images; export the images' annotations.")
     for base in bases:
@@ -434,7 +531,7 @@ def check_images(index: CocoIndex, base: Path) -> list[Path]:
     Raises:
         DataNotFoundError: an image the JSON names is missing (names it, with the fix).
     """
-    paths = [base / im.file_name for im in index.images]
+    paths = [base / index.file_name(i) for i in range(len(index))]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataNotFoundError(
@@ -535,7 +632,7 @@ class CocoDataset(SegmentationDataset):
             )
         paths = check_images(self.index, image_folder(self.index, root, split, images))
         stems = unique_stems(paths, path)
-        self._images = dict(zip(stems, self.index.images))
+        self._position = {stem: i for i, stem in enumerate(stems)}
         samples = [Sample(stem, p, path) for stem, p in zip(stems, paths)]
         self.split, self.crowd, self.mode = split, crowd, mode
         names = self.index.classes[1:] if mode == "multilabel" else self.index.classes
@@ -553,8 +650,8 @@ class CocoDataset(SegmentationDataset):
         return {"rule": CATEGORY_RULE, "category_ids": ids}
 
     def image_entry(self, sample: Sample) -> CocoImage:
-        """The index's entry of a sample."""
-        return self._images[sample.id]
+        """The index's entry of a sample (built from the index's arrays)."""
+        return self.index.image(self._position[sample.id])
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """Class ids (HxW uint8), or in multi-label mode one 0/1 plane per category."""
