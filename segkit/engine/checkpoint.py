@@ -183,12 +183,16 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     - ``channels_last`` (the layout the run trained in), absent before it was recorded: the
       config's ``train.channels_last``, contiguous unless it said true.
     - ``model_spec`` (None: a model without a description): see :func:`upgrade_spec`.
+    - ``rank_rng`` (a training state's RNG per DDP rank, recorded since elastic restarts
+      resume under torchrun): None, every rank then continues from ``rng`` (rank 0's).
     """
     state = _hooks_by_name(state) if int(state.get("version", 1)) < 2 else dict(state)
     state["config"] = config = state.get("config") or {}
     if state.get("channels_last") is None:
         state["channels_last"] = (config.get("train") or {}).get("channels_last") is True
     state["model_spec"] = state.get("model_spec") or None
+    if "rng" in state:
+        state.setdefault("rank_rng", None)
     if state["model_spec"] is not None:
         state["model_spec"] = upgrade_spec(state["model_spec"], config)
     return state

@@ -46,6 +46,20 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+def elastic_restart() -> int:
+    """How often torchrun's elastic agent has restarted the workers: 0 on a first start
+    (and outside torchrun), N on the N-th restart (``TORCHELASTIC_RESTART_COUNT``)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+
+
+def elastic_run_id() -> str | None:
+    """torchrun's rendezvous id (``TORCHELASTIC_RUN_ID``): the same for every worker and
+    every restart of one launch. None outside torchrun and for torchrun's default ``none``
+    (a fixed ``--master-port`` without ``--rdzv-id``), which does not tell launches apart."""
+    run = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return None if run in ("", "none") else run
+
+
 def process_rank() -> int:
     """This process's rank under ``torchrun`` (0 otherwise), from the environment."""
     return int(os.environ["RANK"]) if launched_by_torchrun() else 0
@@ -91,9 +105,26 @@ def setup(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, **_restart_store(rank, world))
         atexit.register(cleanup)
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def _restart_store(rank: int, world: int) -> dict[str, Any]:
+    """A restarted worker's own key space in the launcher's store (nothing on a first start).
+
+    torchrun's agent can keep one store for every restart of its workers, and what a dead
+    worker wrote there (its gloo address) may be read by the restarted ones before the new
+    worker replaces it: they then fail with "Connection refused". Under a prefix per restart
+    no restart sees an earlier one's keys.
+    """
+    restart = elastic_restart()
+    if restart == 0:
+        return {}
+    store, _, _ = next(dist.rendezvous("env://", rank, world))
+    prefixed = dist.PrefixStore(f"segkit-restart-{restart}", store)
+    return {"store": prefixed, "rank": rank, "world_size": world}
 
 
 _state = {"finished": False}
@@ -135,6 +166,15 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     else:
         dist.all_reduce(tensor)
     return tensor
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` for one process)."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:

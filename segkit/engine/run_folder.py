@@ -2,6 +2,11 @@
 
 A folder holds a run when it has one of :data:`RUN_FILES` (a lone ``config.yaml`` does not:
 a run that failed before its first epoch ended may simply be started again).
+
+Under torchrun's elastic agent (``torchrun --max-restarts N``) a run launched with a
+rendezvous id records it in :data:`ELASTIC_FILE`; when the agent restarts the workers with the
+same command, :func:`elastic_fit_args` turns that command into a resume of the folder's
+``last.pt`` (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import segkit.engine.distributed as D
+from segkit._files import write_bytes_atomic
 from segkit.engine.hooks import is_run_config
 from segkit.errors import CheckpointError, ConfigError, command_line
 
@@ -18,6 +24,39 @@ from segkit.errors import CheckpointError, ConfigError, command_line
 RUN_FILES = ("last.pt", "best.pt", "history.csv")
 #: figures a run draws; removed with the run files when a run is overwritten
 PLOT_FILES = ("curves.png", "predictions.png")
+#: the torchrun rendezvous id of the launch that writes the folder (elastic runs only)
+ELASTIC_FILE = "torchrun_run_id.txt"
+
+
+def elastic_fit_args(out_dir: Path, resume: Any, overwrite: bool) -> tuple[Any, bool]:
+    """``fit``'s ``resume`` and ``overwrite`` for this start of the workers.
+
+    On a first start they are the caller's. When torchrun's elastic agent restarts the
+    workers of a launch whose id the run folder records, the same command goes on where the
+    folder's ``last.pt`` left it (``resume=True``); if the earlier attempt died before its
+    first checkpoint, it starts again (``overwrite``, unless it resumed another checkpoint).
+    A folder of another launch (or a launch without an id) gets today's checks: refused.
+    """
+    run = D.elastic_run_id()
+    if D.elastic_restart() == 0 or run is None:
+        return resume, overwrite
+    marker = out_dir / ELASTIC_FILE
+    if not marker.is_file() or marker.read_text(encoding="utf-8").strip() != run:
+        return resume, overwrite
+    last = (out_dir / "last.pt").is_file()
+    if D.process_rank() == 0:
+        again = "continuing from its last.pt" if last else "starting it again (no last.pt yet)"
+        print(f"torchrun restart {D.elastic_restart()} of run {run}: {again}", flush=True)
+    if last:
+        return True, False
+    return resume, not resume
+
+
+def record_elastic_run(out_dir: Path, dist: Any) -> None:
+    """Write the launch's rendezvous id into the run folder (rank 0, elastic runs only)."""
+    run = D.elastic_run_id()
+    if run is not None and dist.is_main:
+        write_bytes_atomic(out_dir / ELASTIC_FILE, f"{run}\n".encode())
 
 
 def check_run_folder(trainer: Any, resume: Any, overwrite: bool) -> None:

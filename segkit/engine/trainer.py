@@ -54,7 +54,13 @@ from segkit.engine.loaders import (
     worker_error,
 )
 from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
-from segkit.engine.run_folder import check_resume_config, check_run_folder, resume_path
+from segkit.engine.run_folder import (
+    check_resume_config,
+    check_run_folder,
+    elastic_fit_args,
+    record_elastic_run,
+    resume_path,
+)
 from segkit.engine.runtime import (
     StopOnSignal,
     check_train_config,
@@ -303,6 +309,8 @@ class Trainer:
             overwrite: start afresh in a run folder that holds an earlier run, replacing its
                 files; without it (and without ``resume``) such a folder is refused. A second
                 ``fit()`` of the same Trainer continues its own run either way.
+                When torchrun's elastic agent restarts the workers, both are decided by
+                :func:`~segkit.engine.run_folder.elastic_fit_args` (continue the folder's run).
 
         Raises:
             ConfigError: the run folder holds an earlier run and neither ``resume`` nor
@@ -315,6 +323,7 @@ class Trainer:
         """
         if self.status == "new":  # a second fit() goes on with the random streams as they are
             seed_everything(self.cfg.seed + self.dist.rank, self.cfg.deterministic)
+        resume, overwrite = elastic_fit_args(self.out_dir, resume, overwrite)
         self.resumed = bool(resume)
         check_run_folder(self, resume, overwrite)
         if self.dist.is_main and (removed := remove_stale_temp_files(self.out_dir)):
@@ -323,6 +332,7 @@ class Trainer:
             self.load(resume_path(self.out_dir, resume))
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        record_elastic_run(self.out_dir, self.dist)
         D.barrier(self.dist)
         self.status = "running"
         D.mark_finished(False)
@@ -516,6 +526,7 @@ class Trainer:
             "epoch_lr": self.epoch_lr,
             "channels_last": self.channels_last,
             "rng": rng_state(),
+            "rank_rng": D.gather_objects(rng_state(), self.dist) if self.dist.enabled else None,
             "hooks": {h.name: h.state_dict() for h in self.hooks},
         }
         if self.eval_model is not self.model:
@@ -550,7 +561,9 @@ class Trainer:
         saved = state.get("hooks", {})
         for hook in self.hooks:
             hook.load_state_dict(dict(saved.get(hook.name) or {}))
-        self.pending_rng = state["rng"]
+        ranks = state["rank_rng"]  # under DDP each rank continues its own random streams
+        same_world = ranks is not None and len(ranks) == self.dist.world_size
+        self.pending_rng = ranks[self.dist.rank] if same_world else state["rng"]
 
     def _resume_layout(self, state: dict[str, Any]) -> None:
         """``train.channels_last: auto`` resumes in the memory layout the run trained in, so
