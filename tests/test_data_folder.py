@@ -274,3 +274,13 @@ def test_one_label_past_the_names_suggests_reduce_zero_label_not_an_ignore_index
     with pytest.raises(DataError, match="reduce_zero_label") as err:
         ds[0]
     assert "ignore_index=3" not in str(err.value)
+
+
+def test_reduce_zero_label_with_a_class_count_names_no_class_background(tmp_path):
+    """Class 0 after the shift is a real class (label 1), so overlays tint it."""
+    from segkit.viz import background_label
+
+    root = make_folder(tmp_path / "d", n=1, classes=4)
+    ds = FolderDataset(root, classes=3, reduce_zero_label=True)
+    assert ds.class_names == ["class_1", "class_2", "class_3"]
+    assert background_label(ds.class_names) is None

@@ -38,7 +38,13 @@ def prepared_meta(folder: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == META_FORMAT else None
 
 
-def _class_names(classes: Sequence[str] | int | None) -> list[str]:
+def _class_names(classes: Sequence[str] | int | None, reduce_zero_label: bool = False) -> list[str]:
+    """The class names ``classes`` gives; a count names them ``background``, ``class_1``...,
+    or with ``reduce_zero_label`` (where label 0 is no class) after their labels 1..N."""
+    if isinstance(classes, int) and not isinstance(classes, bool) and reduce_zero_label:
+        if classes < 2:
+            raise DataError(f"classes must count at least 2, got {classes}.")
+        return [f"class_{i}" for i in range(1, classes + 1)]
     if classes is None:
         return ["background", "foreground"]
     if isinstance(classes, bool) or not isinstance(classes, (int, list, tuple)):
@@ -114,7 +120,7 @@ class FolderDataset(SegmentationDataset):
             mask_word="mask",
         )
         self.split = split
-        names, facts = _class_names(classes), None
+        names, facts = _class_names(classes, reduce_zero_label), None
         record = prepared_meta(base) if classes is None and not reduce_zero_label else None
         if record is not None:  # written by segkit prepare coco|labelme|yolo_seg
             meta = record.get("meta", {})

@@ -198,7 +198,7 @@ class RasterDataset(SegmentationDataset):
         ignores = IGNORE in self.label_map.values() and type(self).meta.ignore_index is None
         facts = {"ignore_index": IGNORE} if ignores else {}
         samples = select_ids(samples, ids, base)
-        names = _class_names(classes)
+        names = _class_names(classes, reduce_zero_label)
         super().__init__(
             samples, transform, names, root, facts=facts, reduce_zero_label=reduce_zero_label
         )
