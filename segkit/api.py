@@ -22,7 +22,7 @@ import torch
 
 from segkit.config import Config, DataConfig, from_dict, to_dict
 from segkit.data.meta import DatasetMeta, split_ids
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, option
 
 
 @dataclass
@@ -584,10 +584,16 @@ def evaluate(
     device: str = "auto",
     json_out: str | Path | None = None,
     num_workers: int | None = None,
+    report: str | Path | None = None,
+    report_n: int = 8,
+    boundary: float | None = None,
     **predict_options: Any,
 ) -> dict[str, Any]:
     """Score a checkpoint on a split (``"val"``: training's held-out part); the metric dict
-    (per-class and grouped F1, IoU, ...), also written as JSON to ``json_out``.
+    (per-class and grouped F1, IoU, ...), also written as JSON to ``json_out`` (with the
+    confusion matrix and its class names). ``report``: a folder for the report page
+    (:mod:`segkit.inference.report`; ``report_n`` worst and best images); ``boundary``: a
+    pixel tolerance for boundary IoU, boundary F and HD95 (needs ``report``).
 
     A :class:`~segkit.inference.Predictor` with ``options`` (or :data:`SCORING_OPTIONS` by
     name: ``tile``, ``overlap``, ``blend``, ``tta``, ``threshold`` (multi-label models),
@@ -596,12 +602,18 @@ def evaluate(
     trained on ``data.crop``) at each image's own size, else at the training size.
     """
     from segkit.engine import load_checkpoint, make_loader
+    from segkit.inference.report import open_report
     from segkit.inference.scoring import Scorer
 
     batch_size = predict_options.pop("batch_size", None)
     opts = options if options is not None else _scoring_options(predict_options)
     if json_out is not None:
         check_json_path(json_out)  # before the evaluation, not after it
+    if boundary is not None and report is None:
+        raise ConfigError(
+            f"{option('boundary', boundary)}: boundary metrics are computed for the report; "
+            "add --report DIR (report= in Python)."
+        )
     state = load_checkpoint(checkpoint)  # read once: the config and the model
     cfg = _evaluation_config(state, root)
     if options is None:  # windows (or images) per call: the config's unless given
@@ -611,10 +623,60 @@ def evaluate(
     workers = cfg.data.num_workers if num_workers is None else num_workers
     batches = 1 if predictor.recipe.windows is not None else opts.batch_size
     loader = make_loader(ds, batches, False, num_workers=workers, seed=cfg.train.seed)
-    result = {k: float(v) for k, v in Scorer(predictor, evaluator).score(loader).items()}
+    page = None
+    if report is not None:
+        about = _about(checkpoint, cfg, split, opts, predictor)
+        page = open_report(report, predictor, evaluator, about, n=report_n, boundary=boundary)
+    result = _score(Scorer(predictor, evaluator), loader, page)
+    if page is not None:
+        page.write(result, Path(checkpoint).parent / "history.csv")
+        result.update(page.boundary_means())
     if json_out is not None:
-        write_json(json_out, result)
+        write_json(json_out, {**result, "confusion": _confusion(evaluator)})
     return result
+
+
+def _confusion(evaluator: Any) -> dict[str, list]:
+    """The data set's confusion matrix (rows truth) and its class names, for the JSON."""
+    cm = evaluator.cm
+    return {"classes": list(cm.class_names), "matrix": cm.matrix.tolist()}
+
+
+def _score(scorer: Any, loader: Any, page: Any) -> dict[str, float]:
+    """The scorer's metrics of ``loader``, each image also handed to the report ``page``
+    (None: none), whose per-image table is closed however scoring ends."""
+    scorer.on_image = page.add if page is not None else None
+    try:
+        return {k: float(v) for k, v in scorer.score(loader).items()}
+    finally:
+        if page is not None:
+            page.close()
+
+
+def _about(checkpoint: Any, cfg: Config, split: str | None, opts: Any, predictor: Any) -> dict:
+    """What was evaluated, for the report page."""
+    import datetime
+    import os
+    import platform
+
+    recipe = predictor.recipe
+    windows = recipe.windows
+    return {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "data": str(cfg.data.root),
+        "split": split or cfg.data.test_split,
+        "size": (
+            f"windows of {windows.tile} px (overlap {windows.overlap}), each image at its own size"
+            if windows is not None
+            else f"{recipe.size}x{recipe.size} (resize: {recipe.resize}), not each image's own size"
+        ),
+        "TTA": str(recipe.tta) if recipe.tta is not None else "none",
+        "options": repr(opts),
+        "device": str(predictor.device),
+        "machine": f"{platform.node()}: {platform.platform()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def _scoring_options(given: dict[str, Any]) -> Any:

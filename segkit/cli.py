@@ -138,10 +138,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         tile=args.tile,
         overlap=args.overlap,
         blend=args.blend,
+        report=args.report,
+        report_n=args.report_n,
+        boundary=args.boundary,
     )
     print_metrics(result)
     if args.json:
         print(f"wrote {args.json}")
+    if args.report:
+        print(f"report: {Path(args.report) / 'index.html'}")
 
 
 @command("score")
@@ -346,6 +351,22 @@ def _evaluate_arguments(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    s.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="write a report page here: DIR/index.html, per_image.csv, worst/best images",
+    )
+    s.add_argument(
+        "--report-n", type=int, default=8, help="worst and best images the report shows (8)"
+    )
+    s.add_argument(
+        "--boundary",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="also boundary IoU, boundary F and HD95 at this pixel tolerance (in the report)",
+    )
     s.add_argument("--tta", default=None, help=TTA_HELP)
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
     _window_arguments(s, "score each image at its native resolution, in sliding windows of N px")
