@@ -572,6 +572,8 @@ SCORING_OPTIONS = (
     "batch_size",
     "size",
     "flip_pairs",
+    "runtime",
+    "precision",
 )
 
 
@@ -597,7 +599,7 @@ def evaluate(
 
     A :class:`~segkit.inference.Predictor` with ``options`` (or :data:`SCORING_OPTIONS` by
     name: ``tile``, ``overlap``, ``blend``, ``tta``, ``threshold`` (multi-label models),
-    ``batch_size``: default ``data.batch_size``) plus a scorer counting each image
+    ``runtime``, ``precision``, ``batch_size``: default ``data.batch_size``) plus a scorer counting each image
     (:class:`~segkit.inference.scoring.Scorer`): in windows (``tile``; always for a model
     trained on ``data.crop``) at each image's own size, else at the training size.
     """
@@ -700,7 +702,7 @@ def _predictor(state: dict[str, Any], checkpoint: str | Path, opts: Any, device:
 
     model = model_from_state(state, checkpoint)
     refuse_threshold(model.spec, opts.threshold)
-    return Predictor(model, opts, str(resolve_device(device)))
+    return Predictor(model, opts, str(resolve_device(device)), source=checkpoint)
 
 
 def _evaluation_config(state: dict[str, Any], root: str | Path | None) -> Config:

@@ -42,6 +42,23 @@ def _window_arguments(s: argparse.ArgumentParser, tile_help: str) -> None:
         default="gaussian",
         help="with --tile: gaussian (window centres weigh more; default) or uniform (plain mean)",
     )
+    _runtime_arguments(s)
+
+
+def _runtime_arguments(s: argparse.ArgumentParser) -> None:
+    """``--runtime`` and ``--precision`` (what runs the model), for predict and evaluate."""
+    s.add_argument(
+        "--runtime",
+        default="torch",
+        help="what runs the model: torch (default) or onnxruntime (CPU; the ONNX export is "
+        "cached beside the checkpoint, keyed by its content)",
+    )
+    s.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (the measured default for the device; docs/benchmarks.md), fp32 (the exact "
+        "reference) or bf16 (torch: channels_last under bfloat16 autocast)",
+    )
 
 
 def command(name: str) -> Callable:
@@ -141,6 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         report=args.report,
         report_n=args.report_n,
         boundary=args.boundary,
+        runtime=args.runtime,
+        precision=args.precision,
     )
     print_metrics(result)
     if args.json:
@@ -175,6 +194,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         tile=args.tile,
         overlap=args.overlap,
         blend=args.blend,
+        runtime=args.runtime,
+        precision=args.precision,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         color=args.color,
@@ -243,9 +264,12 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from segkit.export import export_onnx
 
-    result = export_onnx(args.checkpoint, args.onnx, check=args.check, opset=args.opset)
+    given = {"labels": args.labels, "threshold": args.threshold}
+    result = export_onnx(args.checkpoint, args.onnx, check=args.check, opset=args.opset, **given)
     print(f"wrote {args.onnx}")
-    if args.check:
+    if args.check and args.labels:
+        print(f"onnxruntime labels differing from PyTorch's: {100 * result['max_abs_diff']:.3g}%")
+    elif args.check:
         print(f"onnxruntime max abs difference from PyTorch: {result['max_abs_diff']:.3g}")
 
 
@@ -544,6 +568,18 @@ def _export_arguments(s: argparse.ArgumentParser) -> None:
         "--check", action="store_true", help="compare onnxruntime with PyTorch on a sample"
     )
     s.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    s.add_argument(
+        "--labels",
+        action="store_true",
+        help="end the graph in the labels (uint8: the arg-max; binary and multi-label models "
+        "thresholded) instead of the logits, for deployment",
+    )
+    s.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="with --labels: a binary model's foreground threshold (default 0.5)",
+    )
 
 
 def _models_arguments(s: argparse.ArgumentParser) -> None:

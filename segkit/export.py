@@ -1,7 +1,10 @@
 """ONNX export with dynamic batch, height and width, and an onnxruntime check.
 
 The graph takes ``image`` (``N x in_channels x H x W`` float32, normalised with the model's
-mean/std, H and W multiples of the model's divisor) and returns ``logits`` (``N x C x H x W``).
+mean/std, H and W multiples of the model's divisor) and returns ``logits`` (``N x C x H x W``);
+with ``labels=True`` it ends in the labels instead (:class:`LabelsHead`): ``labels``, uint8,
+``N x H x W`` (the arg-max; a binary model's foreground probability above its threshold) or,
+for a multi-label model, ``N x C x H x W`` 0/1 masks (each class above its own threshold).
 The preprocessing a consumer needs (input channels, how the bands were read, mean, std,
 divisor, class names, task) is stored in the model's metadata properties as ``segkit.*`` keys.
 
@@ -22,7 +25,6 @@ from typing import Any
 
 import torch
 
-from segkit.inference import load_model
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 _AXES = {0: "batch", 2: "height", 3: "width"}
@@ -37,6 +39,21 @@ def _require(module: str, why: str, install: str = "pip install 'segkit[onnx]'")
         ) from None
 
 
+def _load(checkpoint_or_model: str | Path | torch.nn.Module, device: str) -> torch.nn.Module:
+    """The model to export (:func:`segkit.inference.load_model`'s rule, without importing
+    prediction, which imports this module for its onnxruntime runtime)."""
+    if isinstance(checkpoint_or_model, torch.nn.Module):
+        if getattr(checkpoint_or_model, "spec", None) is None:
+            raise TypeError(
+                f"{type(checkpoint_or_model).__name__} has no .spec describing its input; build "
+                "a segkit model with segkit.models.build_model or pass a checkpoint path."
+            )
+        return checkpoint_or_model
+    from segkit.engine.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(checkpoint_or_model, device=device)
+
+
 def _sample_side(size: int | None, divisor: int) -> int:
     """The square sample side: ``size`` (default ``4 * divisor``) rounded up to the divisor."""
     size = 4 * divisor if size is None else int(size)
@@ -45,19 +62,51 @@ def _sample_side(size: int | None, divisor: int) -> int:
     return -(-size // divisor) * divisor
 
 
+class LabelsHead(torch.nn.Module):
+    """A model whose output is its labels (uint8), as :class:`~segkit.inference.Predictor`
+    takes them at the model's size: the arg-max over classes; for one channel its sigmoid
+    above ``thresholds[0]``; for a multi-label model each channel's sigmoid above its own."""
+
+    def __init__(self, model: torch.nn.Module, thresholds: list[float]) -> None:
+        super().__init__()
+        self.model, self.spec = model, model.spec
+        self.register_buffer("thresholds", torch.tensor(thresholds).view(1, -1, 1, 1))
+        self.multilabel = model.spec.task == "multilabel"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x).float()
+        if self.multilabel:
+            return (torch.sigmoid(logits) > self.thresholds).to(torch.uint8)
+        if logits.shape[1] == 1:
+            return (torch.sigmoid(logits[:, 0]) > self.thresholds[:, 0]).to(torch.uint8)
+        return logits.argmax(1).to(torch.uint8)
+
+
+def label_thresholds(spec: Any, threshold: float | None = None) -> list[float]:
+    """The thresholds a labels graph takes: a multi-label model's recorded ones (0.5 each
+    where none were), else ``threshold`` (default 0.5) for a binary model's foreground."""
+    if spec.task == "multilabel":
+        return list((spec.meta or {}).get("thresholds") or [0.5] * spec.classes)
+    return [0.5 if threshold is None else float(threshold)]
+
+
 def _export(
     model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int, exporter: str
 ) -> str:
     """Run torch.onnx.export with dynamic axes; returns the exporter used."""
     if exporter == "auto":
         exporter = "torchscript"
+    output = "labels" if isinstance(model, LabelsHead) else "logits"
+    axes = {0: "batch", 1: "height", 2: "width"} if output == "labels" else _AXES
+    if output == "labels" and model.multilabel:
+        axes = _AXES
     kwargs: dict[str, Any] = {
         "input_names": ["image"],
-        "output_names": ["logits"],
+        "output_names": [output],
         "opset_version": opset,
     }
     if exporter == "torchscript":
-        kwargs.update(dynamo=False, dynamic_axes={"image": _AXES, "logits": _AXES})
+        kwargs.update(dynamo=False, dynamic_axes={"image": _AXES, output: axes})
     else:
         _require("onnxscript", "The dynamo ONNX exporter", "pip install onnxscript")
         dims = {axis: torch.export.Dim.AUTO for axis in _AXES}
@@ -68,7 +117,7 @@ def _export(
     return exporter
 
 
-def _add_metadata(onnx: Any, path: Path, spec: Any) -> None:
+def _add_metadata(onnx: Any, path: Path, spec: Any, thresholds: list[float] | None) -> None:
     """Store the preprocessing a consumer needs in the ONNX metadata properties."""
     proto = onnx.load(str(path))
     props = {
@@ -86,6 +135,9 @@ def _add_metadata(onnx: Any, path: Path, spec: Any) -> None:
     }
     if spec.task == "multilabel":  # a sigmoid per channel, thresholded per class
         props["segkit.thresholds"] = (spec.meta or {}).get("thresholds") or [0.5] * spec.classes
+    props["segkit.output"] = "labels" if thresholds is not None else "logits"
+    if thresholds is not None and spec.task != "multilabel" and spec.classes == 1:
+        props["segkit.threshold"] = thresholds[0]
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in props.items()})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -94,7 +146,8 @@ def _add_metadata(onnx: Any, path: Path, spec: Any) -> None:
 def check_onnx(
     model: torch.nn.Module, path: str | Path, shape: tuple[int, int, int, int], seed: int = 0
 ) -> float:
-    """Largest absolute difference of onnxruntime's logits from PyTorch's on a random input.
+    """Largest absolute difference of onnxruntime's logits from PyTorch's on a random input
+    (a labels graph, :class:`LabelsHead`: the share of labels that differ).
 
     Args:
         model: the PyTorch model that was exported (CPU).
@@ -106,15 +159,18 @@ def check_onnx(
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randn(shape, generator=generator)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"image": sample.numpy()})[0]
+    output = "labels" if isinstance(model, LabelsHead) else "logits"
+    got = session.run([output], {"image": sample.numpy()})[0]
     with torch.inference_mode():
-        expected = model(sample).float().numpy()
+        expected = model(sample).numpy()
     if got.shape != expected.shape:
         raise RuntimeError(
             f"The ONNX model at {str(path)!r} returned shape {got.shape} for input {shape}, "
             f"but PyTorch returns {expected.shape}; the export is not usable at this size."
         )
-    return float(abs(got - expected).max())
+    if output == "labels":
+        return float((got != expected).mean())
+    return float(abs(got - expected.astype("float32")).max())
 
 
 def export_onnx(
@@ -125,6 +181,8 @@ def export_onnx(
     size: int | None = None,
     check: bool = False,
     exporter: str = "auto",
+    labels: bool = False,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint or model to ONNX with dynamic batch, height and width axes.
 
@@ -136,10 +194,14 @@ def export_onnx(
             the model's divisor). Other sizes work too: the spatial axes are dynamic.
         check: run onnxruntime on a random batch of 2 at another size and compare with PyTorch.
         exporter: "auto" (TorchScript-based), "torchscript" or "dynamo" (needs onnxscript).
+        labels: end the graph in the labels (uint8, :class:`LabelsHead`), not the logits.
+        threshold: with ``labels``, a binary model's foreground threshold (default 0.5); a
+            multi-label model's are those training recorded.
 
     Returns:
         ``path``, ``exporter``, ``opset``, ``sample_shape``, ``seconds`` and, with ``check``,
-        ``max_abs_diff`` and ``check_shape``.
+        ``max_abs_diff`` (a labels graph: the share of labels that differ) and
+        ``check_shape``.
 
     Raises:
         ImportError: onnx (or, for ``check``, onnxruntime) is not installed.
@@ -150,7 +212,8 @@ def export_onnx(
     if check:
         _require("onnxruntime", "export_onnx(check=True) / segkit export --check")
     given = isinstance(checkpoint_or_model, torch.nn.Module)  # a given model goes back where it was
-    model, train_size = load_model(checkpoint_or_model, device="auto" if given else "cpu")
+    model = _load(checkpoint_or_model, device="auto" if given else "cpu")
+    train_size = model.spec.options.get("image_size")
     side = _sample_side(size or train_size, model.spec.divisor or 1)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,8 +223,10 @@ def export_onnx(
     start = time.perf_counter()
     try:
         sample = torch.randn(1, model.spec.in_channels, side, side)
-        used = _export(model, sample, out_path, opset, exporter)
-        _add_metadata(onnx, out_path, model.spec)
+        thresholds = label_thresholds(model.spec, threshold) if labels else None
+        graph = LabelsHead(model, thresholds).eval() if labels else model
+        used = _export(graph, sample, out_path, opset, exporter)
+        _add_metadata(onnx, out_path, model.spec, thresholds)
         result: dict[str, Any] = {
             "path": str(out_path),
             "exporter": used,
@@ -171,7 +236,7 @@ def export_onnx(
         if check:
             divisor = model.spec.divisor or 1
             shape = (2, model.spec.in_channels, side + divisor, side)
-            result["max_abs_diff"] = check_onnx(model, out_path, shape)
+            result["max_abs_diff"] = check_onnx(graph, out_path, shape)
             result["check_shape"] = shape
     finally:
         model.to(device).train(was_training)

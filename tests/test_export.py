@@ -113,3 +113,49 @@ def test_bad_arguments(tmp_path):
         export_onnx(_unet(1), tmp_path / "m.onnx", exporter="tflite")
     with pytest.raises(TypeError, match="spec"):
         export_onnx(torch.nn.Conv2d(3, 1, 1), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel"])
+def test_a_labels_graph_gives_the_predictors_labels(kind, tmp_path):
+    """``labels=True``: the graph ends in uint8 labels, those the Predictor takes."""
+    from segkit.inference import PredictOptions, Predictor
+
+    torch.manual_seed(0)
+    spec = {"classes": 1} if kind == "binary" else {"classes": 3}
+    if kind == "multilabel":
+        spec["task"] = "multilabel"
+    model = build_model(arch="unet", base_channels=4, **spec).eval()
+    path = tmp_path / "labels.onnx"
+    result = export_onnx(
+        model, path, labels=True, threshold=0.4 if kind == "binary" else None, check=True
+    )
+    assert result["max_abs_diff"] == 0.0  # no label differs on the check sample
+    proto = onnx.load(str(path))
+    props = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert props["segkit.output"] == "labels"
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    opts = PredictOptions(size=None, threshold=0.4 if kind == "binary" else None)
+    predictor = Predictor(model, opts, "cpu")
+    want = predictor.labels(image)  # at the model's size: no resize either side
+    mean, std = np.array(model.spec.mean), np.array(model.spec.std)
+    x = ((image / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)[None]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["labels"], {"image": x})[0][0]
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    assert (got != want).mean() <= 0.001
+
+
+def test_cli_export_labels(tmp_path, capsys):
+    from segkit.cli import main
+
+    model = _unet(3)
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt", {"model": model.state_dict(), "model_spec": model.spec.to_dict()}
+    )
+    out = tmp_path / "m.onnx"
+    assert main(
+        ["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--labels", "--check"]
+    ) in (0, None)
+    assert "labels differing from PyTorch's: 0%" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].name == "labels"

@@ -13,6 +13,7 @@ from typing import Any
 
 from segkit.data.io import MAX_IMAGE_PIXELS
 from segkit.errors import ConfigError, option, unknown_name
+from segkit.inference.runtimes import check_precision, check_runtime
 from segkit.models.windows import check_blend, check_overlap
 
 #: how a test-time augmentation is written, for messages and help texts
@@ -142,6 +143,10 @@ class PredictOptions:
         skip_bad: skip unreadable images with a warning instead of failing.
         max_pixels: refuse an image whose header claims more pixels (None: no own limit).
         progress: show a progress bar.
+        runtime: what runs the model: "torch" or "onnxruntime" (CPU; the ONNX export is
+            cached beside the checkpoint, keyed by its content).
+        precision: "auto" (the measured default for the device), "fp32" (the exact
+            reference) or "bf16" (torch, channels_last under bfloat16 autocast).
     """
 
     size: int | None = None
@@ -163,9 +168,13 @@ class PredictOptions:
     skip_bad: bool = False
     max_pixels: int | None = MAX_IMAGE_PIXELS
     progress: bool = False
+    runtime: str = "torch"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tta", parse_tta(self.tta))
+        check_runtime(self.runtime)
+        check_precision(self.precision)
         check_overlap(self.overlap)
         check_blend(self.blend)
         for name in ("batch_size", "writers"):

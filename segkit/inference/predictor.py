@@ -35,6 +35,7 @@ from segkit.inference.probs import (
     resize_probs,
 )
 from segkit.inference.recipe import Recipe
+from segkit.inference.runtimes import make_runtime
 from segkit.inference.stream import FileStream
 from segkit.models.windows import Band, assemble, at_scale, blend_bands, channels_last_reader
 
@@ -83,6 +84,8 @@ class Predictor:
         checkpoint_or_model: a segkit ``best.pt`` / ``last.pt``, or a model with a ``.spec``.
         options: how to predict and what to write (checked when made).
         device: "auto" (CUDA when available, a given model stays where it is), "cpu", ...
+        source: the checkpoint a given model was loaded from (where ``runtime="onnxruntime"``
+            caches its ONNX export, keyed by the file's content).
 
     Raises:
         CheckpointError: the checkpoint is missing or unreadable.
@@ -95,13 +98,19 @@ class Predictor:
         checkpoint_or_model: str | Path | torch.nn.Module,
         options: PredictOptions | None = None,
         device: str = "auto",
+        *,
+        source: str | Path | None = None,
     ) -> None:
         self.options = opts = options if options is not None else PredictOptions()
         self.model, train_size = load_model(checkpoint_or_model, device)
         self.spec = spec = self.model.spec
         self.device = next(self.model.parameters()).device
         #: how the model sees images and what its outputs mean, decided once
-        self.recipe = recipe = Recipe.make(spec, opts, train_size)
+        self.recipe = recipe = Recipe.make(spec, opts, train_size, self.device)
+        if not isinstance(checkpoint_or_model, torch.nn.Module):
+            source = checkpoint_or_model
+        #: what runs the model (:mod:`segkit.inference.runtimes`): called like it, in its place
+        self.runtime = make_runtime(self.model, recipe.runtime, recipe.precision, source)
         if recipe.tta is not None and recipe.tta.flip:
             names = spec.class_names or [str(c) for c in range(spec.classes)]
             swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in recipe.flip_pairs)
@@ -121,7 +130,7 @@ class Predictor:
     def model_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``N x C x H x W`` of a normalised batch on the device, with the
         recipe's test-time augmentation (not its windows: see :meth:`window_bands`)."""
-        return predict_proba(self.model, x, self.recipe.tta, self.recipe.flip_pairs)
+        return predict_proba(self.runtime, x, self.recipe.tta, self.recipe.flip_pairs)
 
     def _window_probs(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities of a batch of windows as read (uint8 pixels, or bands): moved to the

@@ -4,7 +4,7 @@ A :class:`Recipe` is made once (:meth:`Recipe.make`) from what the model records
 training size, ``data.resize``, mean/std, how images were read, a crop-trained model's
 windows, flip pairs, multi-label thresholds, output ids and palette) and the caller's
 options (:class:`~segkit.inference.PredictOptions`: size, tile, overlap, blend, window
-batch, TTA, flip pairs, thresholds). The :class:`~segkit.inference.Predictor` runs it
+batch, TTA, flip pairs, thresholds, runtime and precision). The :class:`~segkit.inference.Predictor` runs it
 (predict, and evaluate's scorer, which is a Predictor); export reads its size. Nothing
 downstream picks any of these again.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from segkit.data.bands import BandReader
 from segkit.data.meta import DatasetMeta, check_thresholds
@@ -22,6 +23,7 @@ from segkit.data.resize import check_resize_mode
 from segkit.errors import ConfigError, option
 from segkit.inference.options import TTA, PredictOptions
 from segkit.inference.outputs import background, encoding, palette
+from segkit.inference.runtimes import resolve_precision
 from segkit.models.windows import Windows, check_tile, crop_record
 
 
@@ -50,8 +52,10 @@ class Recipe:
         background: the class id overlays leave clear: 0 where class 0 is background, None
             where it is a real class (:func:`segkit.viz.background_label`).
 
-    A prediction runtime and precision (issue 26) belong here too when they come: they are
-    part of how the model is run, chosen once.
+        runtime: what runs the model: "torch" or "onnxruntime"
+            (:mod:`segkit.inference.runtimes`).
+        precision: the precision it runs in, ``auto`` resolved for the device: "fp32" or
+            "bf16".
     """
 
     size: int | None
@@ -69,6 +73,8 @@ class Recipe:
     colors: np.ndarray | None = field(default=None, compare=False)
     encoding: np.ndarray | None = field(default=None, compare=False)
     background: int | None = 0
+    runtime: str = "torch"
+    precision: str = "fp32"
 
     @property
     def multilabel(self) -> bool:
@@ -82,7 +88,11 @@ class Recipe:
 
     @classmethod
     def make(
-        cls, spec: Any, options: PredictOptions | None = None, train_size: int | None = None
+        cls,
+        spec: Any,
+        options: PredictOptions | None = None,
+        train_size: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> Recipe:
         """The recipe of a model with ``spec`` run with ``options``.
 
@@ -91,10 +101,12 @@ class Recipe:
             options: the caller's options (default :class:`PredictOptions()`).
             train_size: the square size it was trained at (default
                 ``spec.options["image_size"]``).
+            device: where the model runs (what ``precision="auto"`` means there).
 
         Raises:
             ConfigError: a window smaller than the model's divisor; thresholds that do not
-                fit the model.
+                fit the model; a runtime and precision that do not go together (or with
+                the device).
         """
         opts = options if options is not None else PredictOptions()
         if train_size is None:
@@ -125,6 +137,8 @@ class Recipe:
             colors=palette(spec),
             encoding=None if opts.ids or multilabel else encoding(spec),
             background=background(spec),
+            runtime=opts.runtime,
+            precision=resolve_precision(opts.runtime, opts.precision, torch.device(device)),
         )
 
 

@@ -153,7 +153,7 @@ class Scorer:
         """Batches resized and normalised by the loader, scored as logits at that size."""
         predictor, evaluator = self.predictor, self.evaluator
         recipe, device = predictor.recipe, predictor.device
-        model = predictor.model
+        model = predictor.runtime
         if recipe.tta is not None:
             model = InferenceModel(model, recipe.tta, recipe.flip_pairs)
         for batch in loader:

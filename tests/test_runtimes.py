@@ -1,0 +1,152 @@
+"""Prediction runtimes (torch fp32 / bf16, onnxruntime) behind one call, on every path."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segkit.cli import main
+from segkit.engine.checkpoint import save_checkpoint
+from segkit.errors import ConfigError
+from segkit.inference import PredictOptions, Predictor
+from segkit.inference.runtimes import TorchBF16, onnx_cache_path, resolve_precision
+from segkit.models import build_model
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+def _model(**spec):
+    torch.manual_seed(0)
+    spec = {"arch": "unet", "base_channels": 4, "classes": 3, **spec}
+    return build_model(**spec).eval()
+
+
+def _image(height=48, width=64, channels=3, seed=0):
+    small = np.random.default_rng(seed).integers(0, 256, (4, 4, channels), dtype=np.uint8)
+    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    return image.reshape(height, width, channels)
+
+
+def _checkpoint(path, model):
+    return save_checkpoint(path, {"model": model.state_dict(), "model_spec": model.spec.to_dict()})
+
+
+PATHS = {  # name: (model spec, options, image channels)
+    "whole": ({}, {"size": 32}, 3),
+    "tiling": ({}, {"tile": 32, "batch_size": 3}, 3),
+    "tta": ({}, {"size": 32, "tta": "flip+scales=0.75,1"}, 3),
+    "binary": ({"classes": 1}, {"tile": 32}, 3),
+    "multilabel": ({"task": "multilabel"}, {"tile": 32}, 3),
+    "bands": ({"in_channels": 4}, {"size": 32}, 4),
+    "crop_scale": ({"options": {"crop": {"size": 32, "scale": 0.5}}}, {}, 3),
+}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_onnxruntime_gives_fp32s_probabilities_and_labels_on_every_path(path, tmp_path):
+    spec, options, channels = PATHS[path]
+    ckpt = _checkpoint(tmp_path / "m.pt", _model(**spec))
+    image = _image(channels=channels)
+    if channels != 3:
+        image = image.astype(np.float32)
+    ref = Predictor(ckpt, PredictOptions(precision="fp32", **options), "cpu")
+    ort = Predictor(ckpt, PredictOptions(runtime="onnxruntime", **options), "cpu")
+    assert ort.recipe.runtime == "onnxruntime" and ort.recipe.precision == "fp32"
+    assert ref.runtime is ref.model  # fp32 torch: the model itself, today's exact bytes
+    np.testing.assert_allclose(ort.probabilities(image), ref.probabilities(image), atol=1e-4)
+    differ = (ort.labels(image) != ref.labels(image)).mean()
+    assert differ <= 0.001
+
+
+@pytest.mark.parametrize("path", ["whole", "tiling", "multilabel"])
+def test_bf16_runs_channels_last_with_labels_near_fp32s(path):
+    spec, options, _ = PATHS[path]
+    model = _model(**spec)
+    image = _image()
+    ref = Predictor(model, PredictOptions(precision="fp32", **options), "cpu").labels(image)
+    predictor = Predictor(model, PredictOptions(precision="bf16", **options), "cpu")
+    assert isinstance(predictor.runtime, TorchBF16) and predictor.recipe.precision == "bf16"
+    got = predictor.labels(image)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert (got != ref).mean() <= 0.05  # a random tiny model: many near-ties
+
+
+def test_auto_precision_is_the_measured_default():
+    cpu = torch.device("cpu")
+    assert resolve_precision("torch", "auto", cpu) == "fp32"  # bf16 missed 0.1% on Helen
+    assert resolve_precision("onnxruntime", "auto", cpu) == "fp32"
+    assert PredictOptions().runtime == "torch" and PredictOptions().precision == "auto"
+
+
+def test_the_onnx_cache_is_keyed_by_the_checkpoints_content(tmp_path):
+    ckpt = _checkpoint(tmp_path / "m.pt", _model())
+    first = Predictor(ckpt, PredictOptions(runtime="onnxruntime", size=32), "cpu")
+    cached = onnx_cache_path(ckpt)
+    assert first.runtime.path == cached and cached.is_file() and cached.parent == tmp_path
+    stamp = cached.stat().st_mtime_ns
+    again = Predictor(ckpt, PredictOptions(runtime="onnxruntime", size=32), "cpu")
+    assert again.runtime.path == cached and cached.stat().st_mtime_ns == stamp  # reused
+    changed = _model()
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.1)
+    _checkpoint(ckpt, changed)
+    assert onnx_cache_path(ckpt) != cached
+    third = Predictor(ckpt, PredictOptions(runtime="onnxruntime", size=32), "cpu")
+    assert third.runtime.path == onnx_cache_path(ckpt) and third.runtime.path.is_file()
+    image = _image()
+    ref = Predictor(changed, PredictOptions(precision="fp32", size=32), "cpu")
+    np.testing.assert_allclose(third.probabilities(image), ref.probabilities(image), atol=1e-4)
+
+
+def test_a_given_model_exports_into_a_folder_that_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    predictor = Predictor(_model(), PredictOptions(runtime="onnxruntime", size=32), "cpu")
+    assert predictor.labels(_image()).shape == (48, 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"runtime": "tensorrt"}, "runtime='tensorrt'"),
+        ({"precision": "fp16"}, "precision='fp16'"),
+    ],
+)
+def test_bad_values_are_one_clear_line(options, words):
+    with pytest.raises(ConfigError) as err:
+        PredictOptions(**options)
+    assert words in str(err.value).replace('"', "'") and "\n" not in str(err.value)
+
+
+def test_bf16_on_onnxruntime_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="torch runtime"):
+        Predictor(_model(), PredictOptions(runtime="onnxruntime", precision="bf16"), "cpu")
+
+
+def test_cli_predict_takes_runtime_and_precision(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "m.pt", _model())
+    photo = tmp_path / "in" / "a.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), _image())
+    for runtime in ("torch", "onnxruntime"):
+        out = tmp_path / runtime
+        argv = ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out)]
+        assert main([*argv, "--runtime", runtime, "--precision", "fp32", "--device", "cpu"]) in (
+            0,
+            None,
+        )
+    a = cv2.imread(str(tmp_path / "torch" / "a.png"), 0)
+    b = cv2.imread(str(tmp_path / "onnxruntime" / "a.png"), 0)
+    assert (a != b).mean() <= 0.001
+    code = main(
+        ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(tmp_path / "x")]
+        + ["--runtime", "nope"]
+    )
+    assert code not in (0, None)
+    assert "runtime" in capsys.readouterr().err
