@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-
 EXPORTERS = ("auto", "torchscript", "dynamo")
 _AXES = {0: "batch", 2: "height", 3: "width"}
 
