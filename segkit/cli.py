@@ -262,6 +262,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> None:
+    if args.hub:
+        from segkit.hub import export_hub
+
+        print(f"wrote {export_hub(args.checkpoint, args.hub, overwrite=args.overwrite)}")
+        return
     from segkit.export import export_onnx
 
     given = {"labels": args.labels, "threshold": args.threshold}
@@ -563,7 +568,15 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
 
 def _export_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
-    s.add_argument("--onnx", required=True, help="output .onnx path")
+    out = s.add_mutually_exclusive_group(required=True)
+    out.add_argument("--onnx", help="output .onnx path")
+    out.add_argument(
+        "--hub",
+        metavar="DIR",
+        help="a Hub folder (config.json + model.safetensors + README.md) that segkit predict "
+        "and, for smp models, segmentation_models_pytorch.from_pretrained load",
+    )
+    s.add_argument("--overwrite", action="store_true", help="replace an existing Hub folder")
     s.add_argument(
         "--check", action="store_true", help="compare onnxruntime with PyTorch on a sample"
     )
@@ -612,7 +625,7 @@ _PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         _prepare_arguments,
     ),
     "synth": ("write a synthetic data set in the real layout", _synth_arguments),
-    "export": ("export a checkpoint to ONNX", _export_arguments),
+    "export": ("export a checkpoint to ONNX or a Hub folder", _export_arguments),
     "models": ("list architectures (fnmatch pattern)", _models_arguments),
     "encoders": ("list encoders (fnmatch pattern)", _encoders_arguments),
 }

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 FORMAT = "segkit-checkpoint"
 VERSION = 2
+#: a Hub folder (``segkit export --hub``): the config (smp's init arguments beside segkit's
+#: description under ``"_segkit"``) and the weights, as segmentation-models-pytorch and the
+#: Hugging Face Hub share models
+HUB_CONFIG, HUB_WEIGHTS = "config.json", "model.safetensors"
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype)
 
@@ -127,7 +131,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a segkit checkpoint safely (``torch.load(weights_only=True)``).
 
     Args:
-        path: a ``best.pt`` / ``last.pt`` written by segkit.
+        path: a ``best.pt`` / ``last.pt`` written by segkit, or a Hub folder written by
+            ``segkit export --hub`` (read as the checkpoint it was exported from).
         map_location: device the tensors are loaded onto.
 
     Raises:
@@ -135,12 +140,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             segkit checkpoint; the message names the file and what to do.
     """
     path = Path(path)
+    if is_hub_folder(path):
+        state = _read_hub_folder(path, map_location)
+    else:
+        state = _read_file(path, map_location)
+    if int(state.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} has format version {state['version']}, newer than this "
+            f"segkit understands ({VERSION}). Upgrade segkit to load it."
+        )
+    return upgrade(state)
+
+
+#: format 1 named hook states by class; format 2 by the hook's name
+_V1_HOOK_NAMES = {"EarlyStopHook": "early_stop", "PlotHook": "plot"}
+
+
+def _read_file(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """A checkpoint file as ``torch.load(weights_only=True)`` reads it, checked to be segkit's."""
     if path.is_dir():
         found = [p.name for p in (path / "best.pt", path / "last.pt") if p.is_file()]
         hint = f" It holds {' and '.join(found)}; pass one of those." if found else ""
         raise CheckpointError(
-            f"Checkpoint path {str(path)!r} is a folder, not a file.{hint} "
-            "Pass the path of a best.pt or last.pt written by segkit train."
+            f"Checkpoint path {str(path)!r} is a folder, not a file, and not a Hub folder "
+            f"(no {HUB_CONFIG} + {HUB_WEIGHTS}).{hint} Pass the path of a best.pt or last.pt "
+            "written by segkit train, or a folder written by segkit export --hub."
         )
     if not path.is_file():
         raise CheckpointError(
@@ -158,16 +182,40 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "last.pt written by segkit train; for bare weights build the model yourself and call "
             "model.load_state_dict(torch.load(path, weights_only=True))."
         )
-    if int(state.get("version", 0)) > VERSION:
+    return state
+
+
+def is_hub_folder(path: str | Path) -> bool:
+    """True for a folder holding a Hub model's ``config.json`` and ``model.safetensors``."""
+    path = Path(path)
+    return (path / HUB_CONFIG).is_file() and (path / HUB_WEIGHTS).is_file()
+
+
+def _read_hub_folder(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """A Hub folder (:func:`segkit.hub.export_hub`) as the checkpoint it was written from:
+    its description under ``config.json``'s ``"_segkit"``, the weights from safetensors."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        config = json.loads((path / HUB_CONFIG).read_text(encoding="utf-8"))
+        weights = load_file(path / HUB_WEIGHTS, device=str(map_location))
+    except (OSError, ValueError, SafetensorError) as exc:
         raise CheckpointError(
-            f"Checkpoint {str(path)!r} has format version {state['version']}, newer than this "
-            f"segkit understands ({VERSION}). Upgrade segkit to load it."
+            f"Hub folder {str(path)!r} cannot be read: {exc}. Export it again with "
+            "segkit export --checkpoint CKPT --hub DIR."
+        ) from None
+    described = config.get("_segkit") if isinstance(config, dict) else None
+    if not isinstance(described, dict) or described.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(path / HUB_CONFIG)!r} has no segkit description (a '_segkit' entry): the "
+            "folder was not written by segkit export --hub. Load it with the library that wrote "
+            "it (segmentation_models_pytorch.from_pretrained for an smp model)."
         )
-    return upgrade(state)
-
-
-#: format 1 named hook states by class; format 2 by the hook's name
-_V1_HOOK_NAMES = {"EarlyStopHook": "early_stop", "PlotHook": "plot"}
+    prefix = described.pop("weights_prefix", "")  # smp's names lack segkit's "net."
+    return {**described, "model": {prefix + k: v for k, v in weights.items()}}
 
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
