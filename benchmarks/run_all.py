@@ -12,6 +12,7 @@ SCRIPTS = [
     "bench_memory.py",
     "bench_speed.py",
     "bench_tiling.py",
+    "bench_annotations.py",
 ]
 
 if __name__ == "__main__":

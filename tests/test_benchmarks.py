@@ -21,6 +21,7 @@ SCRIPTS = {
     "bench_memory.py": "memory",
     "bench_speed.py": "speed",
     "bench_tiling.py": "tiling",
+    "bench_annotations.py": "annotations",
 }
 
 
@@ -150,3 +151,15 @@ def test_peak_memory_is_the_childs_own_not_its_parents():
         assert child < 200, f"the child reported {child} MiB: its parent's peak"
         assert _common.reset_peak_rss()
     del ballast
+
+
+@pytest.mark.slow
+def test_annotations_quick(tmp_path):
+    pytest.importorskip("pycocotools")
+    figures = run_quick("bench_annotations.py", tmp_path)
+    assert figures["annotations"] > figures["n"] and figures["index_arrays_mib"] > 0
+    assert all(v > 0 for v in figures["ms_per_sample"].values())
+    assert figures["ratio_prepared_to_png"] == 1.0 and figures["within_budget_1_5x"] is True
+    for side in ("direct", "prepared"):
+        entry = figures["train"][side]
+        assert entry["peak_rss_mib"] > 100 and len(entry["worker_private_mib"]) == 2

@@ -132,6 +132,7 @@ def prepare_export(
     classes = len(record["meta"]["classes"])
     message = (
         f"{', '.join(parts)} into {out} ({classes} classes, in {META_FILE}); train on it with "
-        f"data.name=folder, data.root={dst}" + (f", split {split}" if out != dst else "")
+        f"data.dataset=folder, data.root={dst}"
+        + (f", data.train_split={split}" if out != dst else "")
     )
     return message, []
