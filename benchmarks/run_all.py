@@ -13,6 +13,7 @@ SCRIPTS = [
     "bench_speed.py",
     "bench_tiling.py",
     "bench_annotations.py",
+    "bench_runtimes.py",
 ]
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ SCRIPTS = {
     "bench_speed.py": "speed",
     "bench_tiling.py": "tiling",
     "bench_annotations.py": "annotations",
+    "bench_runtimes.py": "runtimes",
 }
 
 
