@@ -2,6 +2,7 @@
 
 synthetic data in the real layout -> preparation -> training -> evaluation -> full-resolution
 prediction of every held-out image with overlays (and a Kaggle RLE file for Carvana) -> a
+report page of the held-out images (``report/index.html``) -> a
 summary: the best epoch, what validation held out and, for Carvana, each held-out car's Dice
 at full resolution.
 """
@@ -150,7 +151,9 @@ def run_demo(
     result = train(cfg, overwrite=True)  # the demo's own run folder: re-runnable
     trained = time.perf_counter()
     best = Path(result["best"])
-    metrics = evaluate(best, split="val", json_out=out / "metrics.json", num_workers=0)
+    metrics = evaluate(
+        best, split="val", json_out=out / "metrics.json", num_workers=0, report=out / "report"
+    )  # the report page of the held-out images: worst and best, confusion, curves
     _, val_set = build_datasets(cfg)  # predict on held-out images, never on training ones
     ids = [s.id for s in val_set.samples]
     if task == "carvana":  # the full-size originals of the prepared validation images
@@ -192,6 +195,10 @@ def _print_summary(task: str, out: Path, cfg: Config, s: dict[str, Any], rle: Pa
         f"  run folder:  {out / 'run'}  (best.pt, last.pt, history.csv, curves.png, predictions.png)"
     )
     print(f"  metrics:     {out / 'metrics.json'}")
+    print(
+        f"  report:      {out / 'report' / 'index.html'}  (open it in a browser: per-image "
+        "scores, the worst and best held-out images, confusion matrix, curves)"
+    )
     print(
         f"  predictions: {out / 'predictions'}  ({s['predict']['count']} full-resolution label "
         "maps + overlays of the held-out images)"

@@ -24,6 +24,10 @@ def test_carvana_demo_writes_everything_it_promises(tmp_path, capsys):
     for name in ("best.pt", "last.pt", "history.csv", "curves.png", "predictions.png"):
         assert (out / "run" / name).is_file(), name
     assert (out / "metrics.json").is_file() and "validation soft_dice" in text
+    assert (out / "report" / "index.html").is_file() and (
+        out / "report" / "per_image.csv"
+    ).is_file()
+    assert f"report:      {out / 'report' / 'index.html'}" in text
     rows = read_rle_csv(out / "predictions" / "submission.csv")
     stems = {img.removesuffix(".jpg") for img in rows}
     assert stems == held_out_ids(out)  # every held-out view, and nothing trained on

@@ -282,9 +282,9 @@ def class_colors(n: int, colors: np.ndarray | None, background: int | None) -> n
 
 #: error-map colours: false positive, false negative, one class for another, ignored
 ERROR_COLORS = {
-    "false positive": (230, 40, 40),
-    "false negative": (40, 110, 255),
-    "wrong class": (255, 200, 0),
+    "false positive": (235, 30, 30),
+    "false negative": (30, 210, 60),
+    "wrong class": (255, 170, 0),
     "ignored": (255, 255, 255),
 }
 

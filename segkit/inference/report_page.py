@@ -17,7 +17,8 @@ table{border-collapse:collapse;font-size:.85em} td,th{padding:2px 6px;border:1px
 th{background:#f3f3f3} td.l,th.l{text-align:left} .about td{text-align:left}
 .cm td{width:3.2em;text-align:center} .cm th.r{text-align:left;white-space:nowrap}
 .cm th.c{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;white-space:nowrap}
-.cases td{vertical-align:top} .cases img{width:192px;image-rendering:pixelated;display:block}
+.cases td{vertical-align:top} .cases td.l{max-width:15em;word-break:break-all}
+.cases img{width:192px;image-rendering:pixelated;display:block}
 .sw{display:inline-block;width:.9em;height:.9em;border:1px solid #888;vertical-align:middle;margin:0 .25em 0 .8em}
 .note{color:#555;font-size:.9em;max-width:70em}
 """
