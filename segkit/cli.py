@@ -201,6 +201,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         color=args.color,
         ids=args.ids,
         threshold=args.threshold,
+        polygons=args.polygons,
+        polygon_epsilon=args.polygon_epsilon,
+        polygon_min_area=args.polygon_min_area,
         progress=sys.stderr.isatty(),  # no bar drawn into log files
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels or None}),
     )
@@ -438,10 +441,37 @@ def _predict_arguments(s: argparse.ArgumentParser) -> None:
         "(Cityscapes: trainIds instead of labelIds)",
     )
     s.add_argument("--rle", default=None, help="binary tasks: write a Kaggle img,rle_mask CSV here")
+    _polygon_arguments(s)
     s.add_argument("--threshold", default=None, help=THRESHOLD_HELP)
     s.add_argument("--tta", default=None, help=TTA_HELP)
     _window_arguments(s, "predict at the native resolution in sliding windows of N px")
     _predict_run_arguments(s)
+
+
+def _polygon_arguments(s: argparse.ArgumentParser) -> None:
+    """predict's ``--polygons`` (labelme / COCO JSON) and how outlines are simplified."""
+    s.add_argument(
+        "--polygons",
+        default=None,
+        metavar="FORMAT",
+        help="also write the predicted objects as polygons: labelme (<name>.json per image and "
+        "labels.txt, to correct in labelme), coco (one annotations.json; objects with holes as "
+        "RLE) or coco-rle (every object as RLE)",
+    )
+    s.add_argument(
+        "--polygon-epsilon",
+        type=float,
+        default=0.5,
+        metavar="PX",
+        help="how far a simplified outline may stray from the mask, in pixels (0: every corner)",
+    )
+    s.add_argument(
+        "--polygon-min-area",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="leave out objects (and fill holes) of fewer pixels (default 0: keep all)",
+    )
 
 
 def _predict_run_arguments(s: argparse.ArgumentParser) -> None:

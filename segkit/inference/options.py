@@ -13,6 +13,7 @@ from typing import Any
 
 from segkit.data.io import MAX_IMAGE_PIXELS
 from segkit.errors import ConfigError, option, unknown_name
+from segkit.inference.polygons import check_polygons
 from segkit.inference.runtimes import check_precision, check_runtime
 from segkit.models.windows import check_blend, check_overlap
 
@@ -139,6 +140,12 @@ class PredictOptions:
         ids: write plain class ids 0..C-1 in ``<stem>.png`` even so.
         overlay: also write ``<stem>_overlay.png``.
         color: also write ``<stem>_color.png`` in the data set's class colours.
+        polygons: also write the predicted objects as polygons annotation tools open:
+            ``"labelme"`` (``<stem>.json`` per image and ``labels.txt``), ``"coco"`` (one
+            ``annotations.json``: polygons, RLE for objects with holes) or ``"coco-rle"``
+            (RLE for every object); :mod:`segkit.inference.polygons`.
+        polygon_epsilon: how far (pixels) a simplified outline may stray (``approxPolyDP``).
+        polygon_min_area: objects (and holes) of fewer pixels are left out of the polygons.
         overwrite: replace output files that exist already (inputs never are).
         skip_bad: skip unreadable images with a warning instead of failing.
         max_pixels: refuse an image whose header claims more pixels (None: no own limit).
@@ -164,6 +171,9 @@ class PredictOptions:
     ids: bool = False
     overlay: bool = False
     color: bool = False
+    polygons: str | None = None
+    polygon_epsilon: float = 0.5
+    polygon_min_area: int = 0
     overwrite: bool = False
     skip_bad: bool = False
     max_pixels: int | None = MAX_IMAGE_PIXELS
@@ -182,6 +192,7 @@ class PredictOptions:
         for name in ("size", "tile", "max_pixels"):
             _positive(name, getattr(self, name), optional=True)
         _positive("num_workers", self.num_workers, least=0)
+        check_polygons(self.polygons, self.polygon_epsilon, self.polygon_min_area)
         if self.resize_back not in ("bilinear", "nearest"):
             raise ConfigError(
                 f"Unknown {option('resize_back', repr(self.resize_back))}; use 'bilinear' "

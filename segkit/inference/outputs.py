@@ -5,8 +5,10 @@ Per image: ``<stem>.png`` (class ids at the image's own size, or the data set's 
 values where its metadata declares ``output_ids``; a multi-label model writes
 ``<stem>_<class>.png`` instead, 0/255 per class), optionally
 ``<stem>_overlay.png`` (PNG: JPEG's halved colour resolution smeared thin classes),
-``<stem>_color.png`` and a row ``img,rle_mask`` of a Kaggle CSV,
-which goes to a temporary name and is renamed into place once every row is in.
+``<stem>_color.png``, a row ``img,rle_mask`` of a Kaggle CSV,
+which goes to a temporary name and is renamed into place once every row is in, and polygons
+(:mod:`segkit.inference.polygons`): a labelme ``<stem>.json`` beside ``labels.txt``, or the
+image's objects in one COCO ``annotations.json``, written (like the CSV) once every image is in.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from segkit.data.io import name_some, read_image, write_image, write_mask
 from segkit.data.resize import crop_padding
 from segkit.errors import DataError, option
 from segkit.inference.options import PredictOptions
+from segkit.inference.polygons import CocoCollector, PolygonWriter
 from segkit.inference.probs import probs_to_labels, probs_to_masks
 
 
@@ -38,12 +41,15 @@ def output_names(
     overlay: bool = False,
     color: bool = False,
     classes: Sequence[str] | None = None,
+    *,
+    polygons: PolygonWriter | None = None,
 ) -> list[str]:
     """The files prediction writes for an input named ``<stem>.*`` (``classes``: a
-    multi-label model's, one mask ``<stem>_<class>.png`` each)."""
+    multi-label model's, one mask ``<stem>_<class>.png`` each; ``polygons``: its files)."""
     masks = [f"{stem}.png"] if classes is None else [f"{stem}_{c}.png" for c in classes]
     names = masks * save_masks + [f"{stem}_overlay.png"] * overlay
-    return names + [f"{stem}_color.png"] * color
+    polygon_files = polygons.image_files(stem) if polygons is not None else []
+    return names + [f"{stem}_color.png"] * color + polygon_files
 
 
 def check_outputs(
@@ -55,12 +61,14 @@ def check_outputs(
     overwrite: bool = False,
     color: bool = False,
     classes: Sequence[str] | None = None,
+    *,
+    polygons: PolygonWriter | None = None,
 ) -> None:
     """Refuse what prediction must not write, before anything is written.
 
     Duplicate stems (outputs would collide) and outputs that would overwrite inputs are always
-    refused; outputs (label PNGs, overlays, the RLE CSV) that exist already are refused unless
-    ``overwrite``: segkit does not replace a file it did not write in this run.
+    refused; outputs (label PNGs, overlays, the RLE CSV, polygon files) that exist already are
+    refused unless ``overwrite``: segkit does not replace a file it did not write in this run.
 
     Raises:
         DataError: names the file and the way out.
@@ -75,14 +83,15 @@ def check_outputs(
                 f"so both would be written to {path.stem}.png. Predict them into separate folders."
             )
         seen[path.stem] = path
-        for name in output_names(path.stem, True, overlay, color, classes):
+        for name in output_names(path.stem, True, overlay, color, classes, polygons=polygons):
             if (out_dir / name).resolve() in inputs:
                 raise DataError(
                     f"Writing {str(out_dir / name)!r} would overwrite an input image. "
                     "Choose another output folder."
                 )
-        names = output_names(path.stem, save_masks, overlay, color, classes)
+        names = output_names(path.stem, save_masks, overlay, color, classes, polygons=polygons)
         targets += [out_dir / name for name in names]
+    targets += [out_dir / name for name in (polygons.run_files() if polygons else [])]
     if overwrite:
         return
     present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
@@ -109,8 +118,11 @@ class Outputs:
         out_dir: Path,
         save_masks: bool,
         classes: Sequence[str] | None = None,
+        *,
+        coco: CocoCollector | None = None,
     ) -> None:
         self.classes = classes  # a multi-label model's: one mask file per class
+        self.coco = coco  # gathers the COCO annotations, written by close()
         self.pending: deque[tuple[Path, Future]] = deque()
         self.outputs: list[str] = []
         self.done = 0
@@ -127,8 +139,10 @@ class Outputs:
         """Wait for the oldest images until at most ``keep`` are in flight."""
         while len(self.pending) > keep:
             path, future = self.pending[0]
-            rle = future.result()  # an interrupt here leaves it pending, so it is counted
+            rle, size, objects = future.result()  # an interrupt leaves it pending: counted
             self.pending.popleft()
+            if self.coco is not None:
+                self.coco.add(path, size, objects)
             if self.save_masks:
                 names = output_names(path.stem, classes=self.classes)
                 self.outputs += [str(self.out_dir / name) for name in names]
@@ -144,11 +158,16 @@ class Outputs:
         kept = f"their outputs are in {str(self.out_dir)!r}"
         if self.csv_path is not None:
             kept += f"; {str(self.csv_path)!r} was not written (it needs every image)"
+        if self.coco is not None:
+            kept += f"; {str(self.coco.path)!r} was not written (it needs every image)"
         name = signal.Signals(signum).name
         return f"stopped by {name} after {finished} of {total} images; {kept}"
 
     def close(self, complete: bool) -> None:
-        """Close the CSV; move it into place only when every image got its row."""
+        """Close the CSV; move it into place (and write the COCO JSON) only when every image
+        got its row."""
+        if self.coco is not None and complete:
+            self.coco.write()
         if self._file is not None:
             self._file.close()
             if complete:
@@ -194,12 +213,14 @@ class ImageWriter:
             ``<stem>.png`` holds (the data set's ``output_ids``); colours, overlays and RLE
             use class ids; ``background``: the class overlays leave clear (None: none).
         rle_encode: turns a label map into an RLE string when a CSV is wanted.
+        polygons: writes (labelme) or returns (COCO) the image's objects as polygons.
     """
 
     out_dir: Path
     options: PredictOptions
     recipe: Any
     rle_encode: Callable[[np.ndarray], str] | None = None
+    polygons: PolygonWriter | None = None
 
     def _write_labels(self, path: Path, labels: np.ndarray) -> None:
         """``<stem>.png``: the class ids, or the data set's own values for them."""
@@ -207,8 +228,9 @@ class ImageWriter:
         own = labels if encoding is None else encoding[labels]
         write_mask(self.out_dir / f"{path.stem}.png", own)
 
-    def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> str | None:
-        """Post-process one image (in a writer thread); returns its RLE when one is wanted.
+    def __call__(self, probs: np.ndarray, path: Path, size: tuple[int, int]) -> tuple[Any, ...]:
+        """Post-process one image (in a writer thread); returns its RLE (when one is wanted),
+        its size and its COCO annotations (when wanted).
 
         ``probs`` are ``C x h x w`` float probabilities, or (sliding windows at the image's
         own size) its finished uint8 ``H x W`` label map (a multi-label model's ``C x H x W``
@@ -234,6 +256,9 @@ class ImageWriter:
             labels = probs_to_labels(probs, size, recipe.threshold, opts.resize_back)
             if opts.save_masks:
                 self._write_labels(path, labels)
+        objects = None
+        if self.polygons is not None:
+            objects = self.polygons(labels if recipe.mask_names is None else masks, path)
         colors = recipe.colors
         if colors is None or len(colors) <= int(labels.max()):
             colors = viz.palette(max(recipe.classes, int(labels.max()) + 1))
@@ -246,4 +271,4 @@ class ImageWriter:
                 image = viz.display_bands(recipe.reader.read(path, fill=False))
             blended = viz.overlay(image, labels, colors=colors, background=recipe.background)
             write_image(self.out_dir / f"{path.stem}_overlay.png", blended)
-        return self.rle_encode(labels) if self.rle_encode else None
+        return (self.rle_encode(labels) if self.rle_encode else None), labels.shape, objects

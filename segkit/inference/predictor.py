@@ -27,6 +27,12 @@ from segkit.errors import DataError
 from segkit.inference.inputs import BandFiles, ImageFiles, find_images, normalize
 from segkit.inference.options import PredictOptions
 from segkit.inference.outputs import ImageWriter, Outputs, check_outputs
+from segkit.inference.polygons import (
+    PolygonWriter,
+    check_polygons,
+    coco_annotations,
+    labelme_shapes,
+)
 from segkit.inference.probs import (
     predict_proba,
     probs_to_labels,
@@ -226,6 +232,43 @@ class Predictor:
             return probs_to_masks(probs, size, recipe.thresholds, self.options.resize_back)
         return probs_to_labels(probs, size, recipe.threshold, self.options.resize_back)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's class names (its class ids as names where training recorded none)."""
+        names = [str(n) for n in self.spec.class_names or ()]
+        count = len(self.recipe.mask_names or ()) or self.recipe.classes
+        return tuple(names + [str(i) for i in range(len(names), count)])
+
+    def polygon_writer(self, out_dir: str | Path) -> PolygonWriter | None:
+        """What turns label maps into the polygons the options ask for (None: none)."""
+        opts = self.options
+        if opts.polygons is None:
+            return None
+        background = None if self.recipe.multilabel else self.recipe.background
+        return PolygonWriter(opts.polygons, Path(out_dir), self.class_names, background,
+                             opts.polygon_epsilon, opts.polygon_min_area)  # fmt: skip
+
+    def polygons(self, image: np.ndarray, kind: str | None = None) -> list[dict[str, Any]]:
+        """The objects of one ``H x W x 3`` uint8 RGB image as polygons: labelme ``shapes``
+        (``kind="labelme"``) or COCO annotations without ids (``"coco"``, ``"coco-rle"``;
+        default the options' ``polygons``, else labelme), simplified as the options say
+        (:mod:`segkit.inference.polygons`).
+
+        Raises:
+            DataError: not an ``H x W x 3`` uint8 array.
+            ConfigError: an unknown ``kind``.
+        """
+        opts = self.options
+        kind = kind or opts.polygons or "labelme"
+        check_polygons(kind, opts.polygon_epsilon, opts.polygon_min_area)
+        labels = self.labels(image)
+        background = None if self.recipe.multilabel else self.recipe.background
+        shape = (self.class_names, background)
+        simplify = (opts.polygon_epsilon, opts.polygon_min_area)
+        if kind == "labelme":
+            return labelme_shapes(labels, *shape, *simplify)
+        return coco_annotations(labels, *shape, kind == "coco-rle", *simplify)
+
     def predict(
         self,
         inputs: str | Path | Sequence[str | Path],
@@ -255,14 +298,16 @@ class Predictor:
         encode = None
         if rle_csv is not None:
             from segkit.data.rle import rle_encode as encode
-        writer = ImageWriter(out_dir, opts, recipe, encode)
+        polygons = self.polygon_writer(out_dir)
+        writer = ImageWriter(out_dir, opts, recipe, encode, polygons)
         if recipe.reader is None:
             files = ImageFiles(paths, recipe.size, opts.max_pixels, recipe.resize)
         else:
             geometry = (opts.max_pixels, recipe.resize)
             channels = self.spec.in_channels
             files = BandFiles(paths, recipe.size, recipe.reader, channels, *geometry)
-        results = Outputs(rle_csv, out_dir, opts.save_masks, recipe.mask_names)
+        coco = polygons.start() if polygons is not None else None
+        results = Outputs(rle_csv, out_dir, opts.save_masks, recipe.mask_names, coco=coco)
         per_call = 1 if self.labels_in_windows else opts.batch_size  # windows are the batch
         fill = (self.batch_outputs, writer, results, self.device, per_call)
         stream = FileStream(files, opts, *fill)
@@ -300,7 +345,7 @@ class Predictor:
                 f"{self.spec.classes} classes. Leave it out and use the label PNGs."
             )
         kinds = (opts.overlay, opts.save_masks, rle_csv, opts.overwrite, opts.color, names)
-        check_outputs(paths, out_dir, *kinds)
+        check_outputs(paths, out_dir, *kinds, polygons=self.polygon_writer(out_dir))
         out_dir.mkdir(parents=True, exist_ok=True)
         return paths, out_dir
 
