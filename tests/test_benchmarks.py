@@ -140,6 +140,14 @@ def test_tiling_quick(tmp_path):
     assert large["largest_float_tensor_mib"] <= small["largest_float_tensor_mib"] * 1.01
 
 
+def test_runtimes_quick(tmp_path):
+    pytest.importorskip("onnxruntime")
+    figures = run_quick("bench_runtimes.py", tmp_path)
+    speed = figures["speed"]
+    assert set(speed["speedup_vs_bare_fp32"]) == {"torch/fp32", "torch/bf16", "onnxruntime/fp32"}
+    assert all(s > 0 for s in speed["seconds"].values()) and figures["labels"] == []
+
+
 def test_peak_memory_is_the_childs_own_not_its_parents():
     """ru_maxrss passes a parent's peak on through exec; peak_rss_mib must not report it."""
     ballast = bytearray(400 * 2**20)  # this process's peak: at least 400 MiB
