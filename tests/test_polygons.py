@@ -177,6 +177,12 @@ def test_predict_writes_polygons_that_segkit_reads_back_as_the_label_pngs(tmp_pa
         data = CocoDataset(out)
         document = json.loads((out / "annotations.json").read_text())
         assert [c["name"] for c in document["categories"]] == ["a", "b"]
+        from pycocotools.coco import COCO  # pycocotools' own reading agrees with segkit's
+
+        coco = COCO(str(out / "annotations.json"))
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            drawn = coco.annToMask(ann)
+            assert drawn.sum() == ann["area"]
     assert list(data.class_names) == NAMES[:3]
     for i in range(len(data)):
         item = data[i]
@@ -253,3 +259,28 @@ def test_real_photos_polygons_give_the_predicted_masks_again(tmp_path, sample, k
                 assert iou >= 0.98, (data.samples[i].id, c, iou)
     with capsys.disabled():
         print(f"\n{sample} {kind}: lowest IoU per class per image {worst:.4f}")
+
+
+class _Overlapping(_Brightness):
+    """Two overlapping classes (sigmoid): dark (below 0.45), dim (below 0.6)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = F.avg_pool2d(x.mean(1, keepdim=True), 5, stride=1, padding=2, count_include_pad=False)
+        return torch.cat([self.gain * (0.45 - b), self.gain * (0.6 - b)], 1)
+
+
+def test_a_multilabel_model_predicts_each_class_mask_as_polygons(tmp_path):
+    spec = ModelSpec(arch="unet", encoder=None, classes=2, divisor=1, task="multilabel")
+    spec.mean, spec.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    spec.class_names = ["dark", "dim"]
+    model = SegmentationModel(_Overlapping(), spec).eval()
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "out"
+    options = PredictOptions(polygons="coco", polygon_epsilon=0)
+    Predictor(model, options, device="cpu").predict([photos], out)
+    data = CocoDataset(out, mode="multilabel")
+    assert list(data.class_names) == ["dark", "dim"]
+    for i in range(len(data)):
+        planes = np.asarray(data[i]["mask"])
+        stem = data.samples[i].id
+        predicted = np.stack([read_mask(out / f"{stem}_{n}.png") > 0 for n in spec.class_names])
+        assert predicted.any() and np.array_equal(planes.astype(bool), predicted)
