@@ -150,3 +150,16 @@ def test_cli_predict_takes_runtime_and_precision(tmp_path, capsys):
     )
     assert code not in (0, None)
     assert "runtime" in capsys.readouterr().err
+
+
+def test_a_hub_folder_caches_its_onnx_beside_it(tmp_path):
+    from segkit.hub import export_hub
+
+    ckpt = _checkpoint(tmp_path / "m.pt", _model())
+    hub = export_hub(ckpt, tmp_path / "hub")
+    predictor = Predictor(hub, PredictOptions(runtime="onnxruntime", size=32), "cpu")
+    assert predictor.runtime.path == onnx_cache_path(hub) and predictor.runtime.path.is_file()
+    assert predictor.runtime.path.parent == tmp_path  # beside the folder, not in it
+    ref = Predictor(ckpt, PredictOptions(precision="fp32", size=32), "cpu")
+    image = _image()
+    np.testing.assert_allclose(predictor.probabilities(image), ref.probabilities(image), atol=1e-4)

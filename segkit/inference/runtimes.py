@@ -150,16 +150,23 @@ class OnnxRuntime:
 
 
 def checkpoint_key(path: str | Path) -> str:
-    """The first 16 hex digits of the SHA-256 of a file's bytes."""
+    """The first 16 hex digits of the SHA-256 of a file's bytes (a folder, such as a hub
+    folder: of its files' names and bytes, in name order)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
 def onnx_cache_path(checkpoint: str | Path) -> Path:
-    """Where a checkpoint's ONNX export is cached: beside it, named by its content."""
+    """Where a checkpoint's ONNX export is cached: beside it (beside a hub folder, not in
+    it), named by its content."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.{checkpoint_key(checkpoint)}.onnx")
 
