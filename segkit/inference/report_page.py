@@ -20,7 +20,7 @@ th{background:#f3f3f3} td.l,th.l{text-align:left} .about td{text-align:left}
 .cases td{vertical-align:top} .cases td.l{max-width:15em;word-break:break-all}
 .cases img{width:192px;image-rendering:pixelated;display:block}
 .sw{display:inline-block;width:.9em;height:.9em;border:1px solid #888;vertical-align:middle;margin:0 .25em 0 .8em}
-.note{color:#555;font-size:.9em;max-width:70em}
+.note{color:#555;font-size:.9em;max-width:70em} .li{white-space:nowrap}
 """
 
 
@@ -110,7 +110,7 @@ def _boundary(report: Any) -> str:
 
 def _bars(names: list[str], result: Mapping[str, float]) -> str:
     """An SVG bar chart: each class's IoU and F1 (0..1)."""
-    row_h, label_w, bar_w = 22, 150, 420
+    row_h, label_w, bar_w = 30, 150, 420
     height = row_h * len(names) + 30
     out = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + bar_w + 120}' "
@@ -122,11 +122,14 @@ def _bars(names: list[str], result: Mapping[str, float]) -> str:
         for j, (key, color) in enumerate((("iou", "#4c78a8"), ("f1", "#f58518"))):
             value = result.get(f"{key}_{name}", float("nan"))
             width = 0 if math.isnan(value) else bar_w * max(0.0, min(1.0, value))
-            yy = y + j * 9
+            yy = y + j * 12
             out.append(
                 f"<rect x='{label_w}' y='{yy}' width='{width:.1f}' height='8' fill='{color}'/>"
             )
-            out.append(f"<text x='{label_w + width + 4:.1f}' y='{yy + 8}'>{_fmt(value, 3)}</text>")
+            out.append(
+                f"<text x='{label_w + width + 4:.1f}' y='{yy + 9}' font-size='10'>"
+                f"{_fmt(value, 3)}</text>"
+            )
     out.append(
         f"<rect x='{label_w}' y='2' width='10' height='8' fill='#4c78a8'/>"
         f"<text x='{label_w + 14}' y='10'>IoU</text>"
@@ -176,7 +179,7 @@ def _legend(report: Any) -> str:
         errors.pop("false negative")
     for name, (r, g, b) in errors.items():
         items.append(f"<span class='sw' style='background:rgb({r},{g},{b})'></span>{name}")
-    return f"<p class='note'>{''.join(items)}</p>"
+    return "<p class='note'>" + "".join(f"<span class='li'>{i}</span> " for i in items) + "</p>"
 
 
 def _cases(report: Any, rows: list[dict[str, Any]]) -> str:
