@@ -277,6 +277,25 @@ def test_evaluate_with_flip_tta(trained, tmp_path, capsys):
     assert "f1_car=" in capsys.readouterr().out
 
 
+def test_evaluate_on_onnxruntime_scores_as_torch_fp32(trained, tmp_path, capsys):
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    ckpt = Path(shutil.copy(trained / "run" / "best.pt", tmp_path / "best.pt"))  # cache beside it
+    outs = {}
+    for runtime, precision in (("torch", "fp32"), ("onnxruntime", "auto")):
+        outs[runtime] = tmp_path / f"{runtime}.json"
+        argv = ("evaluate", "--checkpoint", ckpt, "--split", "val", "--tta", "flip")
+        rest = ("--json", outs[runtime], "--runtime", runtime, "--precision", precision)
+        assert run(*argv, *rest, "--device", "cpu") == 0
+    a, b = (json.loads(outs[k].read_text()) for k in ("torch", "onnxruntime"))
+    assert set(a) == set(b) and abs(a["soft_dice"] - b["soft_dice"]) < 1e-4
+    assert abs(a["f1_car"] - b["f1_car"]) < 1e-3
+    assert len(list(tmp_path.glob("best.*.onnx"))) == 1
+    assert run("evaluate", "--checkpoint", ckpt, "--precision", "fp16") == 2
+    assert "--precision 'fp16'" in capsys.readouterr().err
+
+
 def test_evaluate_bad_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
