@@ -37,7 +37,11 @@ def _documentation(tree: ast.AST) -> set[int]:
     return docs
 
 
-@pytest.mark.parametrize("name", ["api.py", "cli.py", "metrics.py"])
+@pytest.mark.parametrize(
+    "name",
+    ["api/__init__.py", "api/data.py", "api/training.py", "api/evaluation.py", "api/labels.py"]
+    + ["cli.py", "metrics.py"],
+)
 def test_generic_modules_name_no_data_set(name):
     """The issue's acceptance grep: only documentation may mention a data set."""
     tree = ast.parse((ROOT / "segkit" / name).read_text())

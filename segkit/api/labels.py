@@ -1,0 +1,124 @@
+"""What ``segkit score`` compares: the classes of two label folders (:func:`score`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ScoreLabels:
+    """What ``segkit score`` scores label folders as.
+
+    Attributes:
+        names: class names (numbers when nothing names them).
+        groups: report groups, or None.
+        ignore_index: the ground-truth value left out (a data set's or checkpoint's recorded
+            one, 255 beside other labels, or the caller's), or None.
+        note: how they were chosen (printed by ``segkit score``), or None.
+        reduce_zero_label: the checkpoint was trained with ``reduce_zero_label`` (labels
+            1..N are its classes, 0 is left out): both folders are read that way.
+    """
+
+    names: list[str]
+    groups: dict[str, list[int]] | None = None
+    ignore_index: int | None = None
+    note: str | None = None
+    reduce_zero_label: bool = False
+
+
+def class_labels(classes: str) -> ScoreLabels:
+    """Class names, report groups and ignore index for ``segkit score --classes``: a registered
+    data set's label set, a class count, a checkpoint (``.pt``; what its training recorded) or
+    a file of names (one per line).
+
+    Raises:
+        SegkitError: ``classes`` is none of these.
+    """
+    from segkit.data import dataset_metas
+    from segkit.data.registry import meta_for_classes
+    from segkit.errors import SegkitError
+
+    metas = dataset_metas()
+    if classes in metas and metas[classes].classes:
+        meta = metas[classes]
+        return ScoreLabels(list(meta.classes), meta.groups_for(meta.classes), meta.ignore_index)
+    if classes.isdigit():
+        return ScoreLabels([str(i) for i in range(int(classes))])
+    path = Path(classes)
+    if path.suffix == ".pt" and path.is_file():
+        from segkit.engine.checkpoint import recorded_classes
+
+        names, meta = recorded_classes(path)
+        reduce = bool((meta.labels or {}).get("reduce_zero_label"))
+        return ScoreLabels(names, meta.groups_for(names), meta.ignore_index, None, reduce)
+    if not path.is_file():
+        named = ", ".join(n for n, m in metas.items() if m.classes)
+        raise SegkitError(
+            f"--classes {classes!r} is neither a data set with a fixed label set ({named}), a "
+            "number, a checkpoint (.pt) nor a file of class names (one per line)."
+        )
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    meta = meta_for_classes(names)
+    return ScoreLabels(names, meta.groups_for(names), meta.ignore_index)
+
+
+def labels_in_folders(gt_dir: str | Path, pred_dir: str | Path) -> ScoreLabels:
+    """Without ``--classes``: the class count the label folders show, named as the one
+    registered data set with that many classes when there is exactly one; 255 beside other
+    labels in the ground truth is left out (a boundary label). The note says how.
+    """
+    from segkit.data import dataset_metas
+    from segkit.metrics import label_values
+
+    count, seen = label_values(gt_dir)  # seen: 255 beside other labels in the ground truth
+    count = max(count, label_values(pred_dir)[0])
+    fits = sorted(n for n, m in dataset_metas().items() if len(m.classes) == count > 2)
+    found = class_labels(fits[0]) if len(fits) == 1 else ScoreLabels(list(map(str, range(count))))
+    ignore = found.ignore_index if found.ignore_index is not None else seen
+    if len(fits) == 1:
+        note = f"scoring as {fits[0]!r}: its {count} classes (--classes chooses others)"
+    elif fits:  # several data sets have that many classes: guessing one would mislabel the rest
+        note = (
+            f"scoring {count} classes found in the labels (data sets with {count} classes: "
+            f"{', '.join(fits)}; name them with {' or '.join(f'--classes {n}' for n in fits)})"
+        )
+    else:
+        note = f"scoring {count} classes found in the labels (--classes names them)"
+    if seen is not None:
+        note += f"; ground-truth value {ignore} left out (--ignore-index chooses another)"
+    return ScoreLabels(found.names, found.groups, ignore, note)
+
+
+def score(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    classes: str | None = None,
+    ignore_index: int | None = None,
+) -> tuple[dict[str, float], str | None]:
+    """``segkit score``: score a folder of predicted label maps against ground truth.
+
+    Args:
+        gt_dir: folder of ground-truth label images.
+        pred_dir: folder of predictions, paired by file name.
+        classes: what the labels mean (:func:`class_labels`); None: what the folders show
+            (:func:`labels_in_folders`).
+        ignore_index: the ground-truth value to leave out; None: the data set's or
+            checkpoint's recorded one (or 255 beside other labels when ``classes`` is None).
+
+    Returns:
+        :func:`~segkit.metrics.score_folders`' dict, and the line saying how the classes were
+        chosen (None when ``classes`` was given).
+    """
+    from segkit.metrics import score_folders
+
+    if classes is None:
+        labels = labels_in_folders(gt_dir, pred_dir)
+    else:
+        labels = class_labels(classes)
+    ignore = ignore_index if ignore_index is not None else labels.ignore_index
+    reduce = labels.reduce_zero_label
+    result = score_folders(
+        gt_dir, pred_dir, labels.names, labels.groups, ignore, reduce_zero_label=reduce
+    )
+    return result, labels.note
