@@ -566,13 +566,17 @@ def _prepare(
 ) -> tuple[str, list[str]]:
     """``segkit prepare coco``: the export rasterised once to PNG label maps in the folder
     layout (:func:`~segkit.data.formats.rasterize.prepare_export`; crowd (``--crowd``), annotations, images: as the reader's options)."""
-    options = {
-        k: v
-        for k, v in {"crowd": crowd, "annotations": annotations, "images": images}.items()
-        if v is not None
-    }
     return prepare_export(
-        CocoDataset, "coco", src, dst, split=split, workers=workers, overwrite=overwrite, **options
+        CocoDataset,
+        "coco",
+        src,
+        dst,
+        split=split,
+        workers=workers,
+        overwrite=overwrite,
+        crowd=crowd,
+        annotations=annotations,
+        images=images,
     )
 
 

@@ -280,7 +280,6 @@ def _prepare(
 ) -> tuple[str, list[str]]:
     """``segkit prepare labelme``: the export rasterised once to PNG label maps in the folder
     layout (:func:`~segkit.data.formats.rasterize.prepare_export`; labels: as the reader's option)."""
-    options = {k: v for k, v in {"labels": labels}.items() if v is not None}
     return prepare_export(
         LabelmeDataset,
         "labelme",
@@ -289,7 +288,7 @@ def _prepare(
         split=split,
         workers=workers,
         overwrite=overwrite,
-        **options,
+        labels=labels,
     )
 
 

@@ -94,7 +94,8 @@ def prepare_export(
         split: the reader's split (None: its default layout without one).
         workers: threads; None = ``os.cpu_count()``.
         overwrite: redo pairs already written (default: keep them).
-        **options: the reader's options (e.g. COCO's ``crowd``).
+        **options: the reader's options (e.g. COCO's ``crowd``); None means the reader's
+            default (left out, also from the record).
 
     Returns:
         The message to show and notes (none so far).
@@ -103,6 +104,7 @@ def prepare_export(
         DataError: what the reader raises for the export; ``dst`` overlapping ``src``; a
             ``dst`` prepared from another export or with other options (without ``overwrite``).
     """
+    options = {k: v for k, v in options.items() if v is not None}
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")

@@ -204,7 +204,6 @@ def _prepare(
 ) -> tuple[str, list[str]]:
     """``segkit prepare yolo_seg``: the export rasterised once to PNG label maps in the folder
     layout (:func:`~segkit.data.formats.rasterize.prepare_export`; data_yaml: as the reader's option)."""
-    options = {k: v for k, v in {"data_yaml": data_yaml}.items() if v is not None}
     return prepare_export(
         YoloSegDataset,
         "yolo_seg",
@@ -213,7 +212,7 @@ def _prepare(
         split=split,
         workers=workers,
         overwrite=overwrite,
-        **options,
+        data_yaml=data_yaml,
     )
 
 
