@@ -373,7 +373,9 @@ def _evaluate_arguments(s: argparse.ArgumentParser) -> None:
         "--split",
         default=None,
         help="split to score (default: the config's data.test_split: 'test' for Helen, 'val' "
-        "for the Carvana example, whose Kaggle test set has no masks); 'val' = the held-out part",
+        "for the Carvana example, whose Kaggle test set has no masks); 'val' = data.val_split, "
+        "or without one the part of data.train_split training held out; './val' = the folder "
+        "val itself; a list file (one id a line) = the samples it names",
     )
     s.add_argument(
         "--batch-size",

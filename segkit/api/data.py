@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from segkit.config import Config, DataConfig
+from segkit.data.io import name_some
 from segkit.data.meta import DatasetMeta, split_ids
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, option
 
 
 def _prepared_root(data: DataConfig) -> Path:
@@ -104,29 +105,82 @@ def _held_out_ids(ds: Any, data: DataConfig, seed: int, out_dir: str | Path = ".
     return val
 
 
-def _read_split_file(path: Path) -> list[str]:
-    """The validation ids listed in a split file (a CSV with an ``id`` column)."""
+def _read_split_file(path: Path, what: str = "validation ids") -> list[str]:
+    """The ids listed in a split file (a CSV with an ``id`` column)."""
     try:
         return pd.read_csv(path, dtype=str)["id"].dropna().tolist()
     except (KeyError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        fix = (
+            "delete it to draw a new split, or point data.split_file elsewhere"
+            if what == "validation ids"
+            else "or give a text file with one id a line"
+        )
         raise DataError(
-            f"Split file {str(path)!r} is not a CSV with an 'id' column of validation ids (as "
-            "segkit writes it). Fix it, delete it to draw a new split, or point data.split_file "
-            "elsewhere."
+            f"Split file {str(path)!r} is not a CSV with an 'id' column of {what} (as "
+            f"segkit writes it). Fix it, {fix}."
         ) from None
 
 
-def _dataset(cfg: Config, root: Path, split: str) -> Any:
-    """The config's data set adapter over ``split``: ``data.options`` and ``data.classes``
-    passed on, ``loss.ignore_index`` accepted in its masks, images read with
-    ``model.in_channels`` bands, soft targets when ``data.soft_targets``.
+def split_list(root: Path, split: str | None) -> tuple[Path, list[str]] | None:
+    """The list file a split names and the sample ids it lists (None: the split is no file).
+
+    A split that names a file (relative to ``root``, or absolute) is a list: one sample id a
+    line (``#`` comments and blank lines left out), or a CSV with an ``id`` column
+    (``.csv``, as segkit writes ``data.split_file``).
+
+    Raises:
+        DataError: a list that is not UTF-8 text or names no id.
+    """
+    if not split or split == ".":
+        return None
+    path = Path(split) if Path(split).is_absolute() else root / split
+    if not path.is_file():
+        return None
+    if path.suffix.lower() == ".csv":
+        ids = _read_split_file(path, "sample ids")
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            raise DataError(
+                f"Split list {str(path)!r} is not UTF-8 text; give one sample id a line."
+            ) from None
+        ids = [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+    if not ids:
+        raise DataError(f"Split list {str(path)!r} names no sample id; give one id a line.")
+    return path, ids
+
+
+def _listed(ds: Any, path: Path, ids: list[str]) -> Any:
+    """Keep the samples of ``ds`` that the list ``path`` names, in its order."""
+    by_id = {s.id: s for s in ds.samples}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise DataError(
+            f"Split list {str(path)!r} names {len(unknown)} id(s) that are not in the data set "
+            f"read from the root itself: {name_some(unknown)}. Its ids look like "
+            f"{name_some(list(by_id)[:3], 3)}; list those (one a line)."
+        )
+    ds.samples = [by_id[i] for i in dict.fromkeys(ids)]
+    return ds
+
+
+def _dataset(cfg: Config, root: Path, split: str | None) -> Any:
+    """The config's data set adapter over ``split`` (a folder the reader knows, None or
+    ``.``: the root itself, a list file: the ids it names in the root itself;
+    :func:`split_list`): ``data.options`` and ``data.classes`` passed on,
+    ``loss.ignore_index`` accepted in its masks, images read with ``model.in_channels``
+    bands, soft targets when ``data.soft_targets``.
     """
     from segkit.data import build_dataset
 
     options = dict(cfg.data.options)
     if cfg.data.classes is not None:
         options["classes"] = cfg.data.classes
-    ds = build_dataset(cfg.data.dataset, root, split=split, **options)
+    listed = split_list(root, split)
+    ds = build_dataset(cfg.data.dataset, root, split=None if listed else split, **options)
+    if listed is not None:
+        ds = _listed(ds, *listed)
     if not hasattr(ds, "read_as"):
         raise ConfigError(
             f"data.dataset {cfg.data.dataset!r}: its class {type(ds).__name__} is no segkit "
@@ -136,6 +190,45 @@ def _dataset(cfg: Config, root: Path, split: str) -> Any:
     return ds.read_as(
         in_channels=cfg.model.in_channels, ignore_index=cfg.loss.ignore_index, soft=soft
     )
+
+
+#: the split name that means the part of ``data.train_split`` held out for validation
+HELD_OUT = "val"
+
+
+def scoring_split(data: DataConfig, split: str | None, root: Path) -> str | None:
+    """The split ``segkit evaluate`` scores for ``split`` (default ``data.test_split``); None:
+    the part of ``data.train_split`` that training held out for validation.
+
+    ``val`` is ``data.val_split`` when the config names one, else the held-out part (a
+    warning says so when ``root`` holds a real ``val`` folder too); ``./val`` or ``val/``
+    always names the folder (or list) ``val`` itself.
+    """
+    split = split or data.test_split
+    if split.startswith("./") or (split.endswith("/") and split.strip("/")):
+        return split.removeprefix("./").rstrip("/") or "."
+    if split != HELD_OUT:
+        return split
+    if data.val_split:
+        return data.val_split
+    if data.train_split != HELD_OUT and _holds_folder(root, HELD_OUT):
+        import warnings
+
+        warnings.warn(
+            f"Split {HELD_OUT!r} is the part of data.train_split that training held out "
+            f"(data.val_split is unset), though {str(root)!r} holds a {HELD_OUT}/ folder too; "
+            f"to score that folder use {option('split', './' + HELD_OUT)} (or train with "
+            f"data.val_split: {HELD_OUT}).",
+            stacklevel=2,
+        )
+    return None
+
+
+def _holds_folder(root: Path, name: str) -> bool:
+    """Whether ``root`` or one of its folders (Cityscapes' ``leftImg8bit/``) holds ``name/``."""
+    if not root.is_dir():
+        return False
+    return (root / name).is_dir() or any((d / name).is_dir() for d in root.iterdir() if d.is_dir())
 
 
 def _keep(ds: Any, ids: set[str], keep: bool) -> Any:
@@ -161,8 +254,9 @@ def build_datasets(cfg: Config, root: Path | None = None) -> tuple[Any, Any]:
                 source = (
                     f"split file {data.split_file!r}" if data.split_file else "data.val_fraction"
                 )
+                train = repr(data.train_split) if data.train_split else "the root itself"
                 raise DataError(
-                    f"The {part} part of {data.train_split!r} in {str(root)!r} is empty after "
+                    f"The {part} part of {train} in {str(root)!r} is empty after "
                     f"holding out validation samples by {source}. Hold out fewer samples "
                     "(data.val_fraction, or fewer ids in the split file)."
                 )

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from segkit.api.data import _dataset, build_datasets, resolve_data_root
+from segkit.api.data import _dataset, build_datasets, resolve_data_root, scoring_split
 from segkit.api.training import config_from_checkpoint
 from segkit.config import Config
 from segkit.data.meta import DatasetMeta
@@ -45,9 +45,10 @@ def evaluate(
     boundary: float | None = None,
     **predict_options: Any,
 ) -> dict[str, Any]:
-    """Score a checkpoint on a split (``"val"``: training's held-out part); the metric dict
-    (per-class and grouped F1, IoU, ...), also written as JSON to ``json_out`` (with the
-    confusion matrix and its class names). ``report``: a folder for the report page
+    """Score a checkpoint on a split (``"val"``: ``data.val_split``, or without one training's
+    held-out part; ``"./val"``: the folder itself; :func:`~segkit.api.data.scoring_split`);
+    the metric dict (per-class and grouped F1, IoU, ...), also written as JSON to ``json_out``
+    (with the confusion matrix and its class names). ``report``: a folder for the report page
     (:mod:`segkit.inference.report`; ``report_n`` worst and best images); ``boundary``: a
     pixel tolerance for boundary IoU, boundary F and HD95 (needs ``report``).
 
@@ -180,13 +181,12 @@ def _evaluation_set(cfg: Config, split: str | None, predictor: Any) -> tuple[Any
     spec, recipe = predictor.spec, predictor.recipe
     meta = DatasetMeta.from_dict(spec.meta or {})  # what training recorded (or loading found)
     cfg.loss.ignore_index = meta.ignore_index
-    split = split or cfg.data.test_split
-    if split == "val" and cfg.data.val_split:  # the split training validated on
-        split = cfg.data.val_split
-    if split == "val" and not cfg.data.val_split:
-        _, ds = build_datasets(cfg)
+    root = resolve_data_root(cfg.data)
+    split = scoring_split(cfg.data, split, root)
+    if split is None:  # the part of the training split that training held out
+        _, ds = build_datasets(cfg, root)
     else:
-        ds = _dataset(cfg, resolve_data_root(cfg.data), split)
+        ds = _dataset(cfg, root, None if split == "." else split)
     names = list(spec.class_names or ds.class_names)
     # in windows: images and masks as read (windows are normalised one by one)
     ds.transform = None if recipe.windows is not None else _scoring_transform(cfg, ds, recipe)

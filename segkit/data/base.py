@@ -48,6 +48,8 @@ class Sample:
     id: str  #: name used to write predictions back (e.g. the image file stem)
     image_path: Path
     mask_path: Path
+    #: further masks of the image, merged with ``mask_path`` on reading (``merge_masks``)
+    extra_masks: tuple[Path, ...] = ()
 
 
 def pair_files(

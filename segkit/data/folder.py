@@ -1,4 +1,5 @@
-"""Generic data set: ``<root>/[<split>/]images/*`` + ``masks/*`` paired by file stem."""
+"""Generic data set: ``<root>/[<split>/]images/*`` + ``masks/*`` paired by file stem (in one
+or several folders, masks beside their images or several to an image: :mod:`segkit.data.pairs`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segkit.data.base import SegmentationDataset, pair_files, select_ids, unique_keys
-from segkit.data.io import (
-    IMAGE_EXTENSIONS,
-    MASK_EXTENSIONS,
-    DataNotFoundError,
-    list_files,
-    require_dir,
-)
+import numpy as np
+
+from segkit.data.base import Sample, SegmentationDataset, select_ids
+from segkit.data.io import DataNotFoundError, read_mask, require_dir
+from segkit.data.pairs import folder_pairs, read_masks
 from segkit.data.registry import register_dataset
 from segkit.errors import DataError
 
@@ -71,7 +69,8 @@ class FolderDataset(SegmentationDataset):
         root: data set folder.
         split: sub-folder of ``root`` holding ``images``/``masks`` (None or ".": ``root``).
         transform: albumentations pipeline, or None.
-        images: name of the image folder.
+        images: name of the image folder; with ``{split}`` in it (or in ``masks``) the split
+            is filled in there instead of being a folder above them (``images/{split}``).
         masks: name of the mask folder.
         classes: class names (every label value, background first) or a class count;
             default: those in ``<root>/[<split>/]dataset.json`` when ``segkit prepare``
@@ -80,6 +79,15 @@ class FolderDataset(SegmentationDataset):
         reduce_zero_label: 0 means unlabelled (left out) and masks hold the ``classes``
             as 1..N (ADE20K, LoveDA); they are read as 0..N-1 and predictions written back
             as 1..N (MMSegmentation's option of that name).
+        roots: folders (or globs, ``Tile *``) of ``root``/``split`` that each hold
+            ``images``/``masks``; sample ids are then ``<folder>/<stem>``
+            (:mod:`segkit.data.pairs`).
+        mask_suffix: what a mask's name adds to its image's (``_mask``: ``a_mask.png`` is
+            the mask of ``a.png``); needed when ``images`` and ``masks`` are one folder (``.``).
+        merge_masks: ``union``: an image's further masks ``<name><mask_suffix>_1``, ``_2``...
+            are merged with its mask (pixel-wise maximum); None: several masks are an error.
+        resize_masks: resize a mask of another size than its image to it (nearest
+            neighbour); False: such a mask is an error naming both files.
     """
 
     def __init__(
@@ -92,10 +100,17 @@ class FolderDataset(SegmentationDataset):
         classes: Sequence[str] | int | None = None,
         ids: Iterable[str] | None = None,
         reduce_zero_label: bool = False,
+        roots: str | Sequence[str] | None = None,
+        mask_suffix: str = "",
+        merge_masks: str | None = None,
+        resize_masks: bool = False,
     ) -> None:
         root = require_dir(root, "Data root")
         base = root
-        if split not in (None, "", "."):
+        if "{split}" in images or "{split}" in masks:  # ADE20K: images/{split}
+            fill = split if split not in (None, ".") else ""
+            images, masks = images.replace("{split}", fill), masks.replace("{split}", fill)
+        elif split not in (None, "", "."):
             if not (root / split).exists() and (root / images).is_dir():
                 raise DataNotFoundError(
                     f"{str(root)!r} has no split folder {split!r} but holds {images}/ itself. "
@@ -103,23 +118,12 @@ class FolderDataset(SegmentationDataset):
                     "split=None (in a config: data.train_split='.')."
                 )
             base = require_dir(root / split, "Split folder")
-        image_dir, mask_dir = base / images, base / masks
-        if not (image_dir.is_dir() and mask_dir.is_dir()):
-            found = sorted(p.name + ("/" if p.is_dir() else "") for p in base.iterdir())
-            raise DataError(
-                f"No folder data set layout in {str(base)!r} (it holds: {', '.join(found[:8])}). "
-                f"Looked for {str(image_dir)!r} and {str(mask_dir)!r} with files paired by stem; "
-                "pass images=/masks= if your folders are named differently."
-            )
-        image_files = list_files(require_dir(image_dir, "Image folder"), IMAGE_EXTENSIONS)
-        mask_files = list_files(require_dir(mask_dir, "Mask folder"), MASK_EXTENSIONS)
-        samples = pair_files(
-            unique_keys(image_files, lambda p: p.stem, image_dir),
-            unique_keys(mask_files, lambda p: p.stem, mask_dir),
-            base,
-            mask_word="mask",
+        if roots is None:
+            _check_layout(base, images, masks)
+        samples = folder_pairs(
+            base, images, masks, roots=roots, mask_suffix=mask_suffix, merge_masks=merge_masks
         )
-        self.split = split
+        self.split, self.resize_masks = split, bool(resize_masks)
         names, facts = _class_names(classes, reduce_zero_label), None
         record = prepared_meta(base) if classes is None and not reduce_zero_label else None
         if record is not None:  # written by segkit prepare coco|labelme|yolo_seg
@@ -132,3 +136,22 @@ class FolderDataset(SegmentationDataset):
         super().__init__(
             samples, transform, names, root, reduce_zero_label=reduce_zero_label, facts=facts
         )
+
+    def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        """The sample's label map, several masks merged (``merge_masks``), a mask of another
+        size resized with ``resize_masks``."""
+        return read_masks(sample, shape, read_mask, self.resize_masks)
+
+
+def _check_layout(base: Path, images: str, masks: str) -> None:
+    """One line when ``base`` has no ``images``/``masks`` folders, saying what it holds."""
+    image_dir, mask_dir = base / images, base / masks
+    if image_dir.is_dir() and mask_dir.is_dir():
+        return
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in base.iterdir())
+    raise DataError(
+        f"No folder data set layout in {str(base)!r} (it holds: {', '.join(found[:8])}). "
+        f"Looked for {str(image_dir)!r} and {str(mask_dir)!r} with files paired by stem; "
+        "pass images=/masks= if your folders are named differently (images beside their "
+        "masks: images='.', masks='.', mask_suffix='_mask'; one folder per part: roots)."
+    )

@@ -21,16 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from segkit.data.base import Sample, SegmentationDataset, pair_files, select_ids, unique_keys
-from segkit.data.io import (
-    IMAGE_EXTENSIONS,
-    MASK_EXTENSIONS,
-    DataNotFoundError,
-    list_files,
-    read_image,
-    require_dir,
-)
+from segkit.data.base import Sample, SegmentationDataset, select_ids
+from segkit.data.io import DataNotFoundError, read_image, require_dir
 from segkit.data.meta import DatasetMeta
+from segkit.data.pairs import folder_pairs, read_masks
 from segkit.data.registry import register_dataset
 from segkit.errors import DataError
 
@@ -175,6 +169,12 @@ class ColorMaskDataset(SegmentationDataset):
         unknown: ``error`` (a colour not in the table stops with its file) or ``ignore``
             (its pixels become 255 and are left out of loss and metrics).
         ids: keep only these ids (image file stems), in this order.
+        roots: folders (or globs, ``Tile *``) of ``root``/``split`` that each hold
+            ``images``/``masks``; sample ids are then ``<folder>/<stem>`` (Dubai's tiles).
+        merge_masks: ``union``: an image's further masks ``<name><mask_suffix>_1``, ... are
+            merged with its mask (the larger class id wins); None: several are an error.
+        resize_masks: resize a mask of another size than its image to it (nearest
+            neighbour); False: such a mask is an error naming both files.
     """
 
     meta = DatasetMeta(flip_pairs=None, synth=_synth)
@@ -191,6 +191,9 @@ class ColorMaskDataset(SegmentationDataset):
         mask_suffix: str = "",
         unknown: str = "error",
         ids: Iterable[str] | None = None,
+        roots: str | Sequence[str] | None = None,
+        merge_masks: str | None = None,
+        resize_masks: bool = False,
     ) -> None:
         if unknown not in ("error", "ignore"):
             raise DataError(f"unknown must be 'error' or 'ignore', got {unknown!r}.")
@@ -204,30 +207,26 @@ class ColorMaskDataset(SegmentationDataset):
             )
         templated = "{split}" in images or "{split}" in masks
         base = root if templated or split in (None, "", ".") else root / split
-        image_dir = base / images.format(split=split or "")
-        mask_dir = base / masks.format(split=split or "")
-        image_files = list_files(require_dir(image_dir, "Image folder"), IMAGE_EXTENSIONS)
-        mask_files = list_files(require_dir(mask_dir, "Mask folder"), MASK_EXTENSIONS)
-        strip = len(mask_suffix)
-        samples = pair_files(
-            unique_keys(image_files, lambda p: p.stem, image_dir),
-            unique_keys(
-                [p for p in mask_files if p.stem.endswith(mask_suffix)],
-                lambda p: p.stem[: len(p.stem) - strip],
-                mask_dir,
-            ),
+        samples = folder_pairs(
             base,
-            mask_word="mask",
+            images.format(split=split or ""),
+            masks.format(split=split or ""),
+            roots=roots,
+            mask_suffix=mask_suffix,
+            merge_masks=merge_masks,
         )
-        self.split, self.unknown = split, unknown
+        self.split, self.unknown, self.resize_masks = split, unknown, bool(resize_masks)
         facts = {"ignore_index": 255} if unknown == "ignore" else {}
         super().__init__(select_ids(samples, ids, base), transform, names, root, facts=facts)
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """The colour mask as class ids (unknown colours: an error, or 255 when ignored)."""
-        rgb = read_image(sample.mask_path)
         to = 255 if self.unknown == "ignore" else None
-        return colors_to_ids(rgb, self.colors, self.class_names, sample.mask_path, to)
+
+        def read(path: Path) -> np.ndarray:
+            return colors_to_ids(read_image(path), self.colors, self.class_names, path, to)
+
+        return read_masks(sample, shape, read, self.resize_masks)
 
     def metadata(self) -> DatasetMeta:
         """The built metadata with the table's colours as the palette."""
