@@ -120,12 +120,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command("stats")
 def cmd_stats(args: argparse.Namespace) -> None:
-    from segkit.api import channel_stats, check_json_path, write_json
+    from segkit.api import channel_stats, check_json_path, class_stats, training_set, write_json
     from segkit.config import load_config
 
     if args.json:
         check_json_path(args.json)
-    result = channel_stats(load_config(args.config, list(args.overrides)))
+    cfg = load_config(args.config, list(args.overrides))
+    train_set = training_set(cfg)
+    classes = class_stats(cfg, train_set)  # the labels first: quick, and the table is long
+    print_class_table(classes)
+    result = {**channel_stats(cfg, train_set), "class_balance": classes}
     print(
         f"per-channel statistics of {result['images']} training image(s) of "
         f"{result['dataset']!r} on the input scale (no-data left out):"
@@ -137,6 +141,37 @@ def cmd_stats(args: argparse.Namespace) -> None:
     print(f"use them: augment.normalize=dataset augment.mean=[{mean}] augment.std=[{std}]")
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
+
+
+def print_class_table(stats: dict[str, Any]) -> None:
+    """``segkit stats``'s class table (:func:`segkit.api.class_stats`)."""
+    rows = stats["classes"]
+    if rows is None:
+        print(f"classes: {stats['note']}")
+        return
+    ignore = stats["ignore_index"]
+    labelled, ignored = stats["labelled_pixels"], stats["ignored_pixels"]
+    left_out = (
+        f"; label {ignore} left out: {ignored} pixels, "
+        f"{100 * ignored / max(1, labelled + ignored):.2f}%"
+        if ignore is not None
+        else ""
+    )
+    print(
+        f"classes in the {stats['images']} training label maps ({labelled} labelled pixels{left_out}):"
+    )
+    width = max(len(r["name"]) for r in rows)
+    rules = [k for k in ("median_frequency", "inverse") if k in rows[0]]
+    print(f"  {'id':>3} {'class':<{width}} {'pixels':>12} {'share':>8} {'in images':>9}"
+          + "".join(f" {r:>16}" for r in rules))  # fmt: skip
+    for r in rows:
+        weights = "".join(f" {r[k]:>16.4g}" for k in rules)
+        print(
+            f"  {r['id']:>3} {r['name']:<{width}} {r['pixels']:>12} {100 * r['share']:>7.2f}% "
+            f"{r['images']:>9}{weights}"
+        )
+    if rules:
+        print("weights: loss.class_weights=auto (= median_frequency) or inverse (docs/models.md)")
 
 
 @command("evaluate")
@@ -642,7 +677,11 @@ _PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         _demo_arguments,
     ),
     "train": ("train from a YAML config with dotted overrides", _train_arguments),
-    "stats": ("per-channel mean/std of a config's training images", _stats_arguments),
+    "stats": (
+        "per-channel mean/std of a config's training images; each class's pixel share, "
+        "images and weights",
+        _stats_arguments,
+    ),
     "evaluate": ("score a checkpoint on a split", _evaluate_arguments),
     "score": (
         "score two folders of label PNGs against each other by file name",

@@ -69,6 +69,7 @@ class DataConfig:
     batch_size: int = 10  #: images per batch
     num_workers: int = 2  #: DataLoader worker processes
     persistent_workers: bool = False  #: keep workers between epochs (resume then not exact)
+    sampler: str | None = None  #: rare_classes: draw rare-class images more often; null: shuffle
     classes: list[str] | int | None = None  #: folder data set: class names, or their count
     options: dict[str, Any] = field(default_factory=dict)  #: extra adapter keyword arguments
 
@@ -93,7 +94,7 @@ class LossConfig:
     name: str = "soft_dice"  #: soft_dice, dice, ce, bce or a sum such as "ce + 0.5*dice"
     smooth: float = 1.0  #: Dice smoothing term
     ignore_index: int | None = None  #: label value (e.g. 255) left out of loss and metrics
-    class_weights: list[float] | None = None  #: per-class loss weights
+    class_weights: list[float] | str | None = None  #: a list, or auto, median_frequency, inverse
     options: dict[str, Any] = field(default_factory=dict)  #: term options, e.g. gamma: 2
 
 

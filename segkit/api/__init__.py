@@ -7,6 +7,7 @@ These are what the CLI runs; they are equally meant for notebooks and scripts::
     result = train(load_config("examples/carvana_single_class/config.yaml", ["train.epochs=2"]))
 """
 
+from segkit.api.balance import Balance, class_stats, run_balance
 from segkit.api.data import (
     attach_transforms,
     build_datasets,
@@ -19,6 +20,7 @@ from segkit.api.data import (
     report_data,
     resolve_data_root,
     split_file_path,
+    training_set,
     validation_windows,
 )
 from segkit.api.evaluation import SCORING_OPTIONS, check_json_path, evaluate, write_json
@@ -26,6 +28,7 @@ from segkit.api.labels import ScoreLabels, class_labels, labels_in_folders, scor
 from segkit.api.training import Experiment, build_experiment, config_from_checkpoint, train
 
 __all__ = [
+    "Balance",
     "Experiment",
     "SCORING_OPTIONS",
     "ScoreLabels",
@@ -38,6 +41,7 @@ __all__ = [
     "check_json_path",
     "check_resize",
     "class_labels",
+    "class_stats",
     "config_from_checkpoint",
     "evaluate",
     "labels_in_folders",
@@ -45,9 +49,11 @@ __all__ = [
     "record_training_data",
     "report_data",
     "resolve_data_root",
+    "run_balance",
     "score",
     "split_file_path",
     "train",
+    "training_set",
     "validation_windows",
     "write_json",
 ]

@@ -461,11 +461,21 @@ def _normalization(
     )
 
 
-def channel_stats(cfg: Config) -> dict[str, Any]:
+def training_set(cfg: Config) -> Any:
+    """The config's training data set, as training reads it but without transforms (the
+    config's plugin modules imported first); what ``segkit stats`` looks at."""
+    from segkit.plugins import import_plugins
+
+    import_plugins(cfg.imports)
+    return build_datasets(cfg)[0]
+
+
+def channel_stats(cfg: Config, train_set: Any = None) -> dict[str, Any]:
     """Per-channel mean/std of the training images (``segkit stats``), on the input scale
     training normalises (0-1 for 8-bit and 16-bit images, values as stored for others;
     :mod:`segkit.data.bands`), NaN (no data) left out; for ``augment.mean`` / ``augment.std``
-    with ``augment.normalize: dataset``.
+    with ``augment.normalize: dataset``. ``train_set``: the config's
+    :func:`training_set`, where the caller has it already.
 
     Returns:
         ``mean``, ``std`` (a value per channel), ``images``, ``pixels`` (valid values per
@@ -476,10 +486,9 @@ def channel_stats(cfg: Config) -> dict[str, Any]:
             channel that holds no valid value or never varies.
     """
     from segkit.data.bands import image_stats
-    from segkit.plugins import import_plugins
 
-    import_plugins(cfg.imports)
-    train_set, _ = build_datasets(cfg)
+    if train_set is None:
+        train_set = training_set(cfg)
     pairs = ((train_set.pixel_values(s), s.image_path) for s in train_set.samples)
     return {**image_stats(pairs), "dataset": cfg.data.dataset}
 

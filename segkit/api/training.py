@@ -8,6 +8,13 @@ from typing import Any
 
 import torch
 
+from segkit.api.balance import (
+    BALANCE_FILE,
+    CHECKPOINT_KEYS,
+    Balance,
+    check_balance_config,
+    run_balance,
+)
 from segkit.api.data import (
     attach_transforms,
     build_datasets,
@@ -36,10 +43,16 @@ class Experiment:
     class_names: list[str]
     groups: dict[str, list[int]] | None
     meta: DatasetMeta | None = None
+    balance: Balance | None = None
 
 
-def build_experiment(cfg: Config) -> Experiment:
-    """Data sets, model, loss and optimizer for a config."""
+def build_experiment(cfg: Config, resume: bool = False) -> Experiment:
+    """Data sets, model, loss and optimizer for a config.
+
+    With a rule for ``loss.class_weights`` or a ``data.sampler``, the training labels are
+    counted first (:func:`~segkit.api.balance.run_balance`; ``resume``: a resumed run reuses
+    the counts its run folder records) and the loss gets the rule's weights.
+    """
     from segkit.engine import seed_everything
     from segkit.losses import build_loss
     from segkit.models import model_from_config
@@ -48,8 +61,10 @@ def build_experiment(cfg: Config) -> Experiment:
 
     check_resize(cfg.data)  # before any data is read or prepared
     check_crop_config(cfg.data)
+    check_balance_config(cfg)
     import_plugins(cfg.imports)
     train_set, val_set = build_datasets(cfg)
+    balance = run_balance(cfg, train_set, resume)
     class_names = list(train_set.class_names)
     meta: DatasetMeta = train_set.metadata()
     # train.seed decides the initial weights too, not whatever drew from torch's RNG before
@@ -58,11 +73,14 @@ def build_experiment(cfg: Config) -> Experiment:
     record_training_data(model.spec, cfg, meta)
     attach_transforms(cfg, train_set, val_set, model.spec)
     lc = cfg.loss
+    weights = lc.class_weights
+    if balance is not None and balance.rule is not None:
+        weights = balance.weights
     loss = build_loss(
         lc.name,
         smooth=lc.smooth,
         ignore_index=meta.ignore_index,
-        class_weights=lc.class_weights,
+        class_weights=weights,
         mode="multilabel" if meta.multilabel else None,
         **lc.options,
     )
@@ -82,6 +100,7 @@ def build_experiment(cfg: Config) -> Experiment:
         class_names,
         meta.groups_for(class_names),
         meta,
+        balance,
     )
 
 
@@ -97,8 +116,9 @@ def train(
 
     if overwrite and not resume:
         _forget_earlier_split(cfg)
-    exp = build_experiment(cfg)
+    exp = build_experiment(cfg, resume=bool(resume))
     report_data(exp.train_set, exp.val_set)
+    report_balance(exp.balance)
     d = cfg.data
     workers = {"num_workers": d.num_workers, "persistent_workers": d.persistent_workers}
     train_loader = make_loader(
@@ -107,6 +127,7 @@ def train(
         shuffle=True,
         seed=cfg.train.seed,
         drop_last=len(exp.train_set) > d.batch_size,
+        sampler=_sampler(exp.balance, cfg.train.seed),
         **workers,
     )
     # with crops, validation sees whole images at their own (maybe differing) sizes: one a batch
@@ -126,7 +147,7 @@ def train(
             full_config=to_dict(cfg),
             val_wrapper=validation_windows(cfg, exp.model.spec),
         ),
-        hooks=_optional_hooks(cfg),
+        hooks=_optional_hooks(cfg, exp.balance),
     )
     if exp.meta is not None and exp.meta.thresholds is not None:  # multi-label validation
         trainer.evaluator.thresholds = list(exp.meta.thresholds)
@@ -150,14 +171,37 @@ def _forget_earlier_split(cfg: Config) -> None:
             split_file.unlink(missing_ok=True)
 
 
-def _optional_hooks(cfg: Config) -> list[Any]:
-    """Hooks a config asks for beyond the built-in ones (encoder freezing)."""
+def _optional_hooks(cfg: Config, balance: Balance | None = None) -> list[Any]:
+    """Hooks a config asks for beyond the built-in ones (encoder freezing, the record of the
+    class balance)."""
+    from segkit.engine.hooks import RecordHook
     from segkit.engine.schedulers import freeze_encoder_hook
 
     epochs = cfg.optim.freeze_encoder_epochs
     if epochs < 0:
         raise ConfigError(f"optim.freeze_encoder_epochs must be >= 0, got {epochs}.")
-    return [freeze_encoder_hook(epochs)] if epochs else []
+    hooks: list[Any] = [freeze_encoder_hook(epochs)] if epochs else []
+    if balance is not None:
+        hooks.append(RecordHook("class_balance", BALANCE_FILE, balance.record, CHECKPOINT_KEYS))
+    return hooks
+
+
+def _sampler(balance: Balance | None, seed: int) -> Any:
+    """The training images' sampler ``data.sampler`` asks for (None: shuffling)."""
+    if balance is None or balance.image_weights is None:
+        return None
+    from segkit.data.balance import RareClassSampler
+
+    return RareClassSampler(balance.image_weights, seed=seed)
+
+
+def report_balance(balance: Balance | None) -> None:
+    """Print the class weights and the sampler a run uses (main process only)."""
+    from segkit.engine.distributed import process_rank
+
+    if balance is not None and process_rank() == 0:
+        for line in balance.lines():
+            print(line, flush=True)
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segkit.data.bands import BandReader
-from segkit.data.io import map_255_to_1, name_some, read_image, read_mask
+from segkit.data.io import image_size, map_255_to_1, name_some, read_image, read_mask
 from segkit.data.meta import DatasetMeta
 from segkit.errors import ConfigError, DataError
 
@@ -333,6 +333,15 @@ class SegmentationDataset(Dataset):
     def check_pair(self, image: np.ndarray, mask: np.ndarray, sample: Sample) -> np.ndarray:
         """Check sizes and label values; returns the mask (binary: 255 mapped to 1)."""
         self.check_size(image, mask, sample)
+        return self.check_labels(mask, sample)
+
+    def check_labels(self, mask: np.ndarray, sample: Sample) -> np.ndarray:
+        """Check a label map's values; returns it (binary: 255 mapped to 1).
+
+        Raises:
+            DataError: values outside the classes (other than the ignore label), naming the
+                file and what to do.
+        """
         n, ignore = len(self.class_names), self.ignore_index
         if self.task == "binary" and mask.size and mask.max() == 255:
             if ignore != 255:
@@ -385,6 +394,25 @@ class SegmentationDataset(Dataset):
             "Fix the label map, give the data set the right class list (data.classes), or, if "
             f"a value marks pixels to leave out, set loss.ignore_index={bad[0]}."
         )
+
+    def label_shape(self, sample: Sample) -> tuple[int, int]:
+        """``(height, width)`` of the sample's image, from its header where it can be read
+        (else by decoding it): what :meth:`load_mask` draws encoded masks at."""
+        try:
+            width, height = image_size(sample.image_path)
+        except DataError:
+            return tuple(self.load_image(sample).shape[:2])  # type: ignore[return-value]
+        return height, width
+
+    def read_labels(self, index: int) -> np.ndarray:
+        """The checked label map of sample ``index`` (HxW, as training reads it before
+        transforms: ``reduce_zero_label`` applied, binary 255 read as 1), without decoding
+        the image: what :func:`segkit.data.balance.count_classes` counts."""
+        sample = self.samples[index]
+        mask = self.load_mask(sample, self.label_shape(sample))
+        if self.reduce_zero_label:
+            mask = reduce_zero_label_mask(mask)
+        return self.check_labels(np.asarray(mask), sample)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, Sample]:
         """Image (as :meth:`load_image` reads it) and checked mask (HxW uint8; float32

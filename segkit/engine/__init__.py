@@ -21,6 +21,7 @@ from segkit.engine.hooks import (
     EvalHook,
     HookBase,
     LRSchedulerHook,
+    RecordHook,
 )
 from segkit.engine.loaders import make_loader, seed_everything, set_loader_epoch, worker_init_fn
 from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
@@ -44,6 +45,7 @@ __all__ = [
     "LRSchedulerHook",
     "PlotHook",
     "ProgressHook",
+    "RecordHook",
     "ShardSampler",
     "TensorBoardHook",
     "Trainer",

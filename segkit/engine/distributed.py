@@ -214,7 +214,8 @@ def shard_loader(loader: Any, info: DistInfo, seed: int = 0, train: bool = False
     """The same loader reading only this rank's part of the data.
 
     A training loader gets a :class:`DistributedSampler` (shuffling if the loader shuffled;
-    padded so that every rank runs the same number of steps; set its epoch each epoch). An
+    padded so that every rank runs the same number of steps; set its epoch each epoch), or
+    its sampler's own ``shard(rank, world_size)`` where it has one (a weighted sampler). An
     evaluation loader gets a :class:`ShardSampler` (no sample twice). Loaders that are not
     DataLoaders, or already sharded, are returned unchanged.
     """
@@ -224,8 +225,10 @@ def shard_loader(loader: Any, info: DistInfo, seed: int = 0, train: bool = False
     done = (DistributedSampler,) if train else (DistributedSampler, ShardSampler)
     if isinstance(sampler, done) or loader.batch_sampler is None:
         return loader
-    if train:
-        new: Sampler = DistributedSampler(
+    if train and callable(getattr(sampler, "shard", None)):
+        new: Sampler = sampler.shard(info.rank, info.world_size)
+    elif train:
+        new = DistributedSampler(
             loader.dataset,
             info.world_size,
             info.rank,

@@ -334,6 +334,48 @@ class ConfigHook(HookBase):
             _write_atomic(t.out_dir / "config.yaml", f"{CONFIG_HEADER}\n{text}")
 
 
+class RecordHook(HookBase):
+    """Write a record of how the run was set up (plain JSON data, e.g. its class weights) into
+    the run folder when it starts, and keep it in checkpoints under ``name``.
+
+    On a resume whose checkpoint holds another record (the data changed since), a warning
+    names the entries that differ: the run goes on with the new record.
+
+    Args:
+        name: the hook's name, the key of the record in checkpoints.
+        filename: the file in the run folder (written by the main process).
+        record: what it holds; ``checkpoint_keys`` (default: all) is what checkpoints keep.
+    """
+
+    def __init__(
+        self, name: str, filename: str, record: dict[str, Any], checkpoint_keys: Any = None
+    ) -> None:
+        self.name, self.filename, self.record = name, filename, record
+        keys = record if checkpoint_keys is None else checkpoint_keys
+        self.kept = {k: record[k] for k in keys if k in record}
+
+    def before_train(self) -> None:
+        t = self.trainer
+        if t.dist.is_main and t.epoch < t.cfg.epochs:
+            import json
+
+            text = json.dumps(self.record, indent=1)
+            _write_atomic(t.out_dir / self.filename, text + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.kept)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        changed = [k for k in state if k in self.kept and state[k] != self.kept[k]]
+        if changed:
+            warnings.warn(
+                f"The checkpoint's {self.name} record differs from the one made now in "
+                f"{', '.join(changed)} (the training data changed since?); the run goes on "
+                f"with the new one, so it no longer matches an uninterrupted run.",
+                stacklevel=2,
+            )
+
+
 class CheckpointHook(HookBase):
     """``last.pt`` after every epoch and ``best.pt`` when the log says the run improved.
 

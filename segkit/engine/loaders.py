@@ -98,6 +98,7 @@ def make_loader(
     distributed: bool = False,
     drop_last: bool = False,
     persistent_workers: bool = False,
+    sampler: Any = None,
 ) -> DataLoader:
     """A DataLoader seeded for reproducible shuffling (the Trainer reseeds it every epoch).
 
@@ -115,6 +116,9 @@ def make_loader(
             seeded once, not per epoch, so a resumed run's augmentations and order differ from
             an uninterrupted one. New workers every epoch (the default) are seeded from
             ``seed`` and the epoch alone, whatever ``num_workers`` is.
+        sampler: draws the training images instead of ``shuffle`` (such as
+            :class:`~segkit.data.balance.RareClassSampler`); under ``distributed`` its
+            ``shard(rank, world_size)`` gives each process its share.
 
     Raises:
         ConfigError: a non-positive batch size or a negative worker count.
@@ -128,7 +132,8 @@ def make_loader(
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,

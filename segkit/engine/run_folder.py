@@ -99,7 +99,9 @@ def _refuse_foreign_config(out_dir: Path, writes_config: bool, dist: Any) -> Non
 def _clear_earlier_run(out_dir: Path, dist: Any) -> None:
     """Remove what an earlier run wrote here, so that none of it passes for the new run's."""
     if dist.is_main:
-        for name in (*RUN_FILES, *PLOT_FILES):
+        from segkit.data.balance import BALANCE_FILE  # a record of the run's set-up
+
+        for name in (*RUN_FILES, *PLOT_FILES, BALANCE_FILE):
             (out_dir / name).unlink(missing_ok=True)
     D.barrier(dist)
 

@@ -375,6 +375,12 @@ class LabelmeDataset(SegmentationDataset):
             return embedded_image(read_labelme(sample.mask_path), sample.mask_path)
         return super().load_image(sample)
 
+    def label_shape(self, sample: Sample) -> tuple[int, int]:
+        """The image's ``(height, width)``; an image inside the JSON is decoded for it."""
+        if sample.id in self._embedded:
+            return tuple(self.load_image(sample).shape[:2])  # type: ignore[return-value]
+        return super().label_shape(sample)
+
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """The shapes painted as class ids; point and line shapes noted once and skipped."""
         ids = {name: i for i, name in enumerate(self.class_names)}
