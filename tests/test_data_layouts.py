@@ -442,3 +442,16 @@ def test_docs_busi_and_city_configs_train_and_evaluate_by_their_ids(tmp_path):
             assert ids and all(re.fullmatch(r"(benign|malignant|normal)/\1 \(\d\)", i) for i in ids)
         else:
             assert ids == ["lindau_1"]
+
+
+def test_readme_names_the_data_sets_the_docs_table_lists():
+    page = DOC.read_text()
+    start = page.index("### Public data sets read from the config alone")
+    section = page[start : page.index("\n## ", start)]
+    rows = re.findall(r"^\| ([^|`]+?) \| `", section, flags=re.M)
+    assert len(rows) == 9
+    readme = " ".join((DOC.parents[1] / "README.md").read_text().split())
+    assert "docs/data.md#public-data-sets-read-from-the-config-alone" in readme
+    for name in rows:
+        words = name.removeprefix("a ").replace(" breast", "").split(" (")[0]
+        assert words in readme, words
