@@ -128,13 +128,46 @@ class SchedulerConfig:
 
 
 @dataclass
+class MLflowConfig:
+    """MLflow tracking (``train.hooks.mlflow: true`` takes these defaults; segkit[mlflow])."""
+
+    tracking_uri: str | None = None  #: null: $MLFLOW_TRACKING_URI, else <out_dir>/mlflow.db
+    experiment: str | None = None  #: MLflow experiment (null: the config's name)
+    run_name: str | None = None  #: null: the run folder's name
+    checkpoint: bool = True  #: log best.pt as an artifact (checkpoints/best.pt) at the end
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases tracking (``train.hooks.wandb: true`` takes these defaults; segkit[wandb])."""
+
+    project: str | None = None  #: W&B project (null: $WANDB_PROJECT, else the config's name)
+    entity: str | None = None  #: W&B user or team (null: W&B's default)
+    run_name: str | None = None  #: null: the run folder's name
+    mode: str | None = None  #: offline, online or disabled (null: $WANDB_MODE, else offline)
+    checkpoint: bool = True  #: log best.pt and config.yaml as a "model" artifact at the end
+
+
+@dataclass
 class HooksConfig:
-    """Built-in hooks that can be switched on or off (``train.hooks.plot=false``)."""
+    """Built-in hooks that can be switched on or off (``train.hooks.plot=false``).
+
+    A tracker is ``true`` (its defaults), ``false`` or a mapping of its settings; setting one of
+    them (``train.hooks.mlflow.experiment=faces``) switches it on.
+    """
 
     history: bool = True  #: history.csv, a row per epoch
     plot: bool = True  #: curves.png and predictions.png
     progress: bool = True  #: a summary line per epoch (and a tqdm bar with train.progress)
     tensorboard: bool = False  #: <out_dir>/tensorboard event files (segkit[tensorboard])
+    mlflow: bool | MLflowConfig = False  #: MLflow, a store in the run folder by default
+    wandb: bool | WandbConfig = False  #: Weights & Biases, offline by default
+
+    def __post_init__(self) -> None:
+        if self.mlflow is True:
+            self.mlflow = MLflowConfig()
+        if self.wandb is True:
+            self.wandb = WandbConfig()
 
 
 @dataclass
@@ -205,6 +238,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     value to every other type.
     """
     origin = typing.get_origin(tp)
+    section = optional_section(tp)
+    if section is not None and isinstance(value, dict):  # the section's own errors
+        return _coerce(value, section, key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if type(None) in args and is_null(value):
@@ -217,6 +253,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
+        if section is not None and bool in args:
+            raise ConfigError(
+                f"{key}: expected true, false or a mapping of settings, got {value!r}"
+            )
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -290,10 +330,11 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def optional_section(tp: Any) -> type | None:
-    """The dataclass of a ``Section | None`` field (such as ``data.crop``), else None."""
+    """The dataclass of a ``Section | None`` field (such as ``data.crop``) or of a
+    ``bool | Section`` switch (such as ``train.hooks.mlflow``), else None."""
     if typing.get_origin(tp) not in (typing.Union, types.UnionType):
         return None
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    args = [a for a in typing.get_args(tp) if a not in (type(None), bool)]
     return args[0] if len(args) == 1 and dataclasses.is_dataclass(args[0]) else None
 
 
@@ -366,12 +407,13 @@ RESUME_FREE = (
 )
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as ``{dotted key: value}``; an ``options`` mapping stays whole."""
     if not isinstance(data, dict) or (prefix and prefix.endswith(".options")):
         return {prefix: data}
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
 
 
@@ -384,7 +426,7 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     Returns:
         ``{dotted key: (saved value, current value)}``.
     """
-    old, new = _flatten(saved), _flatten(current)
+    old, new = flatten(saved), flatten(current)
     return {
         key: (old[key], new[key])
         for key in old
@@ -419,7 +461,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
-            if is_null(node.get(part)):  # a null section (data.crop: null) given a key
+            # a null section (data.crop: null) or a switch (train.hooks.mlflow: true) given a key
+            if is_null(node.get(part)) or isinstance(plain(node.get(part)), bool):
                 node[part] = {}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

@@ -17,7 +17,11 @@ socket.create_connection = refuse
 import segkit
 assert "torch" not in sys.modules, "import segkit pulled in torch"
 assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"
-import segkit.data, segkit.models, segkit.engine, segkit.inference, segkit.cli  # offline too
+import segkit.engine, segkit.cli
+# the trackers import theirs when a run uses them (timm imports wandb where it is installed)
+heavy = {"mlflow", "wandb", "tensorboard", "onnx", "onnxruntime"} & set(sys.modules)
+assert not heavy, f"importing segkit.engine pulled in {heavy}"
+import segkit.data, segkit.models, segkit.inference  # offline too
 print("ok")
 """
 

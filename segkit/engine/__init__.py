@@ -27,6 +27,7 @@ from segkit.engine.loaders import make_loader, seed_everything, set_loader_epoch
 from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
 from segkit.engine.runtime import resolve_amp, resolve_channels_last
 from segkit.engine.schedulers import SCHEDULERS, WarmupCosine, build_scheduler
+from segkit.engine.trackers import MLflowHook, WandbHook
 from segkit.engine.trainer import Trainer, TrainerOptions
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "HistoryHook",
     "HookBase",
     "LRSchedulerHook",
+    "MLflowHook",
     "PlotHook",
     "ProgressHook",
     "RecordHook",
@@ -50,6 +52,7 @@ __all__ = [
     "TensorBoardHook",
     "Trainer",
     "TrainerOptions",
+    "WandbHook",
     "WarmupCosine",
     "build_scheduler",
     "evaluate_model",

@@ -9,14 +9,15 @@ the checkpoint under the hook's :attr:`~HookBase.name`.
 
 The built-in hooks run in this order (:meth:`segkit.engine.Trainer.build_hooks`)::
 
-    config  ema  eval  best  lr  early_stop  history  plot  tensorboard  progress  checkpoint
+    config  ema  eval  best  lr  early_stop  history  plot  tensorboard  mlflow  wandb  progress
+    checkpoint
 
 ``eval`` fills the log with ``val_*`` values, ``best`` decides whether the monitored value
 improved, the hooks after it read that decision, and ``checkpoint`` runs last so that
 ``last.pt`` holds every hook's state. Hooks registered later go before ``checkpoint``.
 This module holds the hooks that decide the run; the loggers (history, plot, tensorboard,
-progress) live in :mod:`segkit.engine.loggers` and the weight average in
-:mod:`segkit.engine.ema`.
+progress) live in :mod:`segkit.engine.loggers`, the experiment trackers (mlflow, wandb) in
+:mod:`segkit.engine.trackers` and the weight average in :mod:`segkit.engine.ema`.
 """
 
 from __future__ import annotations

@@ -41,6 +41,15 @@ def _number(text: str) -> float | int | None:
     return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
+def numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an epoch's log, for scalar logs (a blank, None, is not a value)."""
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
 def history_csv(rows: list[dict[str, Any]]) -> str:
     """The rows as CSV text, columns in a stable order, blanks where a value is missing."""
     middle: list[str] = []
@@ -261,9 +270,8 @@ class TensorBoardHook(HookBase):
     def after_epoch(self, log: EpochLog) -> None:
         if self.writer is None:
             return
-        for key, value in log.values.items():
-            if isinstance(value, (int, float)) and value is not None:
-                self.writer.add_scalar(key, value, log.epoch)
+        for key, value in numbers(log.values).items():
+            self.writer.add_scalar(key, value, log.epoch)
         if log.preview is not None and "image" in log.preview:
             self._add_preview(log.preview, log.epoch)
         self.writer.flush()

@@ -2,7 +2,8 @@
 
 Evaluation, best-value tracking, LR stepping, early stopping, checkpoints
 (:mod:`segkit.engine.hooks`), the history file, plots, TensorBoard, progress
-(:mod:`segkit.engine.loggers`) and the weight average (:mod:`segkit.engine.ema`) are hooks.
+(:mod:`segkit.engine.loggers`), MLflow and W&B (:mod:`segkit.engine.trackers`) and the weight
+average (:mod:`segkit.engine.ema`) are hooks.
 Resume with ``Trainer(...).fit(resume=True)`` (the run folder's ``last.pt``) or
 ``fit(resume="path/to/last.pt")``.
 """
@@ -74,6 +75,7 @@ from segkit.engine.runtime import (
     resume_hint,
 )
 from segkit.engine.schedulers import build_scheduler, current_lr
+from segkit.engine.trackers import tracker_hooks
 from segkit.errors import SegkitError, TrainingError, unknown_name
 
 logger = logging.getLogger(__name__)
@@ -230,9 +232,9 @@ class Trainer:
         """The built-in hooks, in running order; override to change them.
 
         Order: config, ema (``train.ema``), eval, best, lr, early_stop, history, plot,
-        tensorboard, progress, checkpoint. ``train.hooks`` switches history, plot, progress
-        and tensorboard; a subclass may return any list (keep ``checkpoint`` last, so that
-        ``last.pt`` holds the other hooks' state after each epoch).
+        tensorboard, mlflow, wandb, progress, checkpoint. ``train.hooks`` switches history,
+        plot, progress, tensorboard and the trackers; a subclass may return any list (keep
+        ``checkpoint`` last, so that ``last.pt`` holds the other hooks' state after each epoch).
         """
         cfg, on = self.cfg, self.cfg.hooks
         hooks: list[HookBase | None] = [
@@ -245,6 +247,7 @@ class Trainer:
             HistoryHook() if on.history else None,
             PlotHook() if on.plot else None,
             TensorBoardHook() if on.tensorboard else None,
+            *tracker_hooks(on),
             ProgressHook() if on.progress else None,
             CheckpointHook(),
         ]
