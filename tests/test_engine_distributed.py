@@ -59,6 +59,7 @@ import segkit.engine.loggers as L
 import segkit.engine.trainer as T
 import segkit.viz as V
 from conftest import build_trainer as make_trainer
+from segkit.config import HooksConfig
 
 out = sys.argv[1]
 calls = []
@@ -94,10 +95,15 @@ def spy_grid(images, masks, preds, path, **kwargs):
 T.save_checkpoint, T.copy_checkpoint, H._write_atomic = spy_save, spy_copy, spy_write
 L._write_atomic = spy_write
 V.plot_curves, V.prediction_grid = spy_curves, spy_grid
+# the W&B hook rides along (offline, its caches beside the run): rank 0 alone logs
+home = os.path.join(os.path.dirname(out), "wandb-home")
+os.environ.update(WANDB_SILENT="true", WANDB_MODE="offline", WANDB_CACHE_DIR=home,
+                  WANDB_DATA_DIR=home, WANDB_CONFIG_DIR=home)
 trainer = make_trainer(out, epochs=2, n_train=8, n_val=5, monitor="val_miou", preview=2,
-                       full_config={{"name": "ddp"}})
+                       full_config={{"name": "ddp"}}, hooks_cfg=HooksConfig(wandb=True))
 result = trainer.fit()
 report = {{
+    "wandb_run": trainer.get_hook("wandb").run_id,
     "calls": sorted(set(calls)),
     "metrics": result["metrics"],
     "weights": [p.detach().double().sum().item() for p in trainer.model.parameters()],
@@ -152,6 +158,9 @@ def test_two_process_gloo_training_matches_single_process_metrics(tiny_net, tiny
     expected = {"best.pt", "last.pt", "history.csv", "config.yaml", "curves.png"}
     assert expected | {"predictions.png"} == set(ranks[0]["calls"])
     assert len((out / "history.csv").read_text().splitlines()) == 3
+    assert ranks[1]["wandb_run"] is None and ranks[0]["wandb_run"] is not None
+    (wandb_run,) = (out / "wandb").glob("offline-run-*")
+    assert wandb_run.name.endswith(ranks[0]["wandb_run"])
     # the ranks agree on weights and metrics
     assert ranks[0]["weights"] == pytest.approx(ranks[1]["weights"], rel=1e-12)
     assert ranks[0]["metrics"] == ranks[1]["metrics"]
