@@ -177,7 +177,7 @@ class TrainConfig:
     epochs: int = 30  #: training epochs
     accumulate: int = 1  #: gradient accumulation over this many batches
     device: str = "auto"  #: auto, cpu, cuda, cuda:1, ...
-    amp: str = "auto"  #: auto (bf16 on a GPU that has it, off on CPU), off, bf16 or fp16
+    amp: str = "auto"  #: auto (bf16 where the GPU or CPU runs it natively), off, bf16 or fp16
     channels_last: bool | str = "auto"  #: channels_last memory format: auto (on CPU), true, false
     compile: bool = False  #: torch.compile the model
     grad_clip: float | None = None  #: clip the gradient norm to this

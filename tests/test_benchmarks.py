@@ -130,7 +130,10 @@ def test_speed_quick(tmp_path):
         assert figures[variant]["speedup_vs_fp32"] > 0
     assert figures["fp32"]["speedup_vs_fp32"] == 1.0
     if not torch.cuda.is_available():
-        assert figures["auto_resolves_to"] == {"amp": "off", "channels_last": True}
+        from segkit.engine.runtime import cpu_has_fast_bf16
+
+        amp = "bfloat16" if cpu_has_fast_bf16() else "off"
+        assert figures["auto_resolves_to"] == {"amp": amp, "channels_last": True}
 
 
 def test_tiling_quick(tmp_path):

@@ -363,8 +363,15 @@ def test_a_format_1_checkpoint_resumes_as_the_straight_run(
     def trainer(out):
         model = tiny_net(3, dropout=0.2)
         return model, make_trainer(
-            out, model=model, epochs=epochs, deterministic=True, channels_last=False, **options
-        )  # the files' layout: contiguous, as segkit trained before channels_last: auto
+            out,
+            model=model,
+            epochs=epochs,
+            deterministic=True,
+            channels_last=False,
+            amp="off",
+            **options,
+        )  # the files' layout and precision: contiguous fp32, as segkit trained on the CPU before
+        # channels_last: auto and amp: auto (bf16 on CPUs with native bfloat16)
 
     model, straight = trainer(tmp_path / "straight")
     expected = straight.fit()
@@ -414,3 +421,37 @@ def test_a_checkpoint_without_the_layout_resumes_as_its_config_says(run, tmp_pat
     torch.save(state, last)
     second, _ = run(tmp_path / "resumed", resume=True, channels_last="auto")
     assert second.channels_last is trained
+
+
+@pytest.fixture
+def fast_bf16(monkeypatch):
+    """A CPU with native bfloat16, where ``train.amp: auto`` trains in bf16."""
+    from segkit.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+
+
+@pytest.mark.parametrize("trained", ["off", "bf16"])
+def test_auto_amp_resumes_in_the_runs_precision(run, tmp_path, fast_bf16, trained):
+    """A run trained in full precision (before ``auto`` meant bf16 on such a CPU, or by choice)
+    resumes in full precision under ``auto``, bit-identical to its straight run; a bf16 run
+    resumes in bf16."""
+    straight, _ = run(tmp_path / "straight", amp=trained)
+    run(tmp_path / "resumed", hooks=[StopAfter(2)], amp=trained)
+    second, _ = run(tmp_path / "resumed", resume=True, amp="auto")
+    assert second.amp_dtype == straight.amp_dtype == {"off": None, "bf16": torch.bfloat16}[trained]
+    for a, b in zip(weights(straight.model), weights(second.model)):
+        assert torch.equal(a, b)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["amp"] == trained
+
+
+def test_a_checkpoint_without_the_precision_resumes_in_fp32_on_the_cpu(run, tmp_path, fast_bf16):
+    run(tmp_path / "resumed", hooks=[StopAfter(2)], amp="off")
+    last = tmp_path / "resumed" / "last.pt"
+    state = load_checkpoint(last)
+    del state["amp"]  # as written before the precision was recorded, when auto was off on CPUs
+    torch.save(state, last)
+    second, _ = run(tmp_path / "resumed", resume=True, amp="auto")
+    assert second.amp_dtype is None
+    fresh, _ = run(tmp_path / "fresh", epochs=1, amp="auto")
+    assert fresh.amp_dtype is torch.bfloat16

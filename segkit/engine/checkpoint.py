@@ -230,6 +230,9 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     - ``config``: ``{}`` where none was stored.
     - ``channels_last`` (the layout the run trained in), absent before it was recorded: the
       config's ``train.channels_last``, contiguous unless it said true.
+    - ``amp`` (the autocast the run trained in: "off", "bf16" or "fp16"), absent before it was
+      recorded: None, which resuming under ``train.amp: auto`` reads as what ``auto`` was then
+      (off on the CPU; on CUDA as ``auto`` still is).
     - ``model_spec`` (None: a model without a description): see :func:`upgrade_spec`.
     - ``rank_rng`` (a training state's RNG per DDP rank, recorded since elastic restarts
       resume under torchrun): None, every rank then continues from ``rng`` (rank 0's).
@@ -238,6 +241,7 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     state["config"] = config = state.get("config") or {}
     if state.get("channels_last") is None:
         state["channels_last"] = (config.get("train") or {}).get("channels_last") is True
+    state.setdefault("amp", None)
     state["model_spec"] = state.get("model_spec") or None
     if "rng" in state:
         state.setdefault("rank_rng", None)

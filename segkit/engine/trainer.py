@@ -63,6 +63,7 @@ from segkit.engine.run_folder import (
     resume_path,
 )
 from segkit.engine.runtime import (
+    AMP_NAMES,
     StopOnSignal,
     check_train_config,
     checkpoint_fits,
@@ -175,18 +176,22 @@ class Trainer:
         cfg = self.cfg
         self.dist = D.setup(cfg.device)
         self.device = self.dist.device
-        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self._set_amp(resolve_amp(cfg.amp, self.device))
         self.channels_last = resolve_channels_last(cfg.channels_last, self.device, model)
-        self._autocast: Any = nullcontext()  # reused every step: entering it is not free
-        if self.amp_dtype is not None:
-            self._autocast = torch.autocast(self.device.type, dtype=self.amp_dtype)
-        fp16 = self.amp_dtype == torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.model = model.to(self.device, memory_format=self.memory_format)
         self._compiled = torch.compile(self.model) if cfg.compile else self.model
         self._evaluated: nn.Module | None = None  # evaluate_with's module (the EMA's average)
         self._wrap_ddp()
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+
+    def _set_amp(self, dtype: torch.dtype | None) -> None:
+        """Train under autocast to ``dtype`` (None: full precision); fp16 with a GradScaler."""
+        self.amp_dtype = dtype
+        self._autocast: Any = nullcontext()  # reused every step: entering it is not free
+        if dtype is not None:
+            self._autocast = torch.autocast(self.device.type, dtype=dtype)
+        fp16 = dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -528,6 +533,7 @@ class Trainer:
             "train_sums": [0.0, 0] if complete else list(self.train_sums),
             "epoch_lr": self.epoch_lr,
             "channels_last": self.channels_last,
+            "amp": AMP_NAMES[self.amp_dtype],
             "rng": rng_state(),
             "rank_rng": D.gather_objects(rng_state(), self.dist) if self.dist.enabled else None,
             "hooks": {h.name: h.state_dict() for h in self.hooks},
@@ -584,6 +590,17 @@ class Trainer:
         if self.dist.enabled:  # DDP's gradient buckets follow the parameters' strides
             self._wrap_ddp()
 
+    def _resume_amp(self, state: dict[str, Any]) -> None:
+        """``train.amp: auto`` resumes in the precision the run trained in, so that a resumed
+        run stays bit-identical (a run from before the precision was recorded trained under
+        ``auto`` when it was off on the CPU: :func:`~segkit.engine.checkpoint.upgrade`)."""
+        run = state["amp"]
+        if not is_auto(self.cfg.amp) or run is None and self.device.type != "cpu":
+            return
+        dtype = resolve_amp(run or "off", self.device)
+        if dtype != self.amp_dtype:
+            self._set_amp(dtype)
+
     def save(self, path: Path, state: dict[str, Any]) -> None:
         """Write a checkpoint from rank 0, with every rank waiting until it is written."""
         D.barrier(self.dist)
@@ -604,6 +621,7 @@ class Trainer:
         state = load_checkpoint(path, map_location="cpu")
         check_resume_config(state["config"], self.config_dict(), path)
         self._resume_layout(state)
+        self._resume_amp(state)
         self.load_state_dict(state, source=str(path))
         if self.dist.is_main and self.epoch >= self.cfg.epochs:  # user-facing: nothing to do
             print(f"{path} already completed {self.epoch} epochs; raise train.epochs to go on.")
