@@ -275,6 +275,7 @@ def test_ddp_validates_the_saved_model_and_prints_the_summary_once(tmp_path):
         "  val_fraction: 0.5\nmodel:\n  arch: unet\n  base_channels: 4\n"
         "loss:\n  name: ce\n"  # a mean over pixels: the same however ranks split the images
         "train:\n  out_dir: run\n  epochs: 2\n  progress: false\n  device: cpu\n"
+        "  amp: off\n"  # validation runs under training's autocast; evaluate_model in float32
     )
     script = tmp_path / "script.py"
     script.write_text(CLI_SCRIPT)
