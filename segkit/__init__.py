@@ -6,10 +6,8 @@ of an attribute that needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import segkit._env  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before anything imports albumentations)
+from segkit._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -54,15 +52,4 @@ _LAZY = {
 
 __all__ = ["__version__", *sorted(_LAZY)]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'segkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

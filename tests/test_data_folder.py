@@ -136,6 +136,52 @@ def test_builtin_names_are_registered():
     assert list_datasets("car*") == ["carvana"]
 
 
+def test_builtin_table_names_each_module_that_registers_a_data_set():
+    """BUILTIN_DATASETS (what the registry imports lazily) is what segkit's modules register:
+    a new reader's ``@register_dataset`` line without its table entry fails here."""
+    import importlib
+    import pkgutil
+
+    import segkit.data
+
+    for info in pkgutil.walk_packages(segkit.data.__path__, "segkit.data."):
+        importlib.import_module(info.name)
+    registered = {
+        name: cls.__module__
+        for name, cls in registry_module._DATASETS.items()
+        if cls.__module__.startswith("segkit.")
+    }
+    assert registered == registry_module.BUILTIN_DATASETS
+
+
+def test_looking_up_one_builtin_imports_its_module_only():
+    """The registry imports a built-in reader when its name is looked up; a plugin taking a
+    built-in name not imported yet is still refused (the built-in is imported first)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from segkit.data import SegmentationDataset, list_datasets, register_dataset
+from segkit.data.registry import get_dataset_class
+from segkit.errors import ConfigError
+names = list_datasets()
+assert "coco" in names and "segkit.data.formats.coco" not in sys.modules, names
+assert get_dataset_class("helen").__name__ == "HelenDataset"
+print(sorted(m for m in sys.modules if m.startswith("segkit.data.formats")), "pandas" in sys.modules)
+try:
+    register_dataset("voc")(type("MyVOC", (SegmentationDataset,), {}))
+except ConfigError as exc:
+    print(str(exc).split(";")[0])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[] False",
+        "Dataset name 'voc' is already registered by segkit.data.formats.voc.VOCDataset",
+    ]
+
+
 def test_unknown_name_suggests_the_closest(tmp_path):
     with pytest.raises(ConfigError, match=r"Unknown dataset 'helne'.*Did you mean 'helen'"):
         build_dataset("helne", tmp_path, "train")

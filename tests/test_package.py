@@ -22,6 +22,7 @@ import segkit.engine, segkit.cli
 heavy = {"mlflow", "wandb", "tensorboard", "onnx", "onnxruntime"} & set(sys.modules)
 assert not heavy, f"importing segkit.engine pulled in {heavy}"
 import segkit.data, segkit.models, segkit.inference  # offline too
+import segkit.data.transforms, segkit.data.formats.coco  # albumentations too (now lazy)
 print("ok")
 """
 

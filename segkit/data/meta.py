@@ -34,6 +34,11 @@ from typing import Any
 
 from segkit.errors import ConfigError
 
+#: ImageNet statistics that torchvision/timm encoders were trained with (RGB, 0..1 scale).
+#: segkit keeps them itself: smp 0.6's get_preprocessing_params downloads a config file.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 #: keys of :meth:`DatasetMeta.to_dict`, the part that travels in a checkpoint
 RECORDED = (
     "dataset",
@@ -201,8 +206,6 @@ class DatasetMeta:
         """The flip pairs for these class names: the declared ones, else found from names."""
         if self.flip_pairs is not None:
             return [tuple(p) for p in self.flip_pairs]  # type: ignore[misc]
-        from segkit.data.transforms import flip_pairs_from_names
-
         return flip_pairs_from_names(class_names)
 
     def groups_for(self, class_names: Sequence[str]) -> dict[str, list[int]] | None:
@@ -299,8 +302,6 @@ def training_normalization(
         ConfigError: an unknown choice; ``dataset`` without statistics; statistics given for
             another choice.
     """
-    from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     if given is not None and normalize != "dataset":
         raise ConfigError(
             f"augment.mean/augment.std are given but augment.normalize is {normalize!r}; they "
@@ -325,3 +326,30 @@ def training_normalization(
     raise ConfigError(
         f"augment.normalize must be model, imagenet, none or dataset, got {normalize!r}."
     )
+
+
+def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
+    """Class index pairs that swap under a horizontal flip, found from left/right names.
+
+    Prefixes and suffixes both count: ``lb``/``rb`` and ``le``/``re`` (Helen),
+    ``left_eye``/``right_eye``, ``Left Lung``/``Right Lung``, ``lung_left``/``lung_right``,
+    ``eye_l``/``eye_r``. A one-letter suffix counts only after ``_``, ``-`` or a space, so that
+    words such as towel/tower are not paired. Names are compared without case.
+    """
+    if not class_names:
+        return []
+    index = {name.lower(): i for i, name in enumerate(class_names)}
+    pairs = []
+    for name, i in index.items():
+        for left, right in (("left", "right"), ("l", "r")):
+            partners = []
+            if name.startswith(left) and len(name) > len(left):
+                partners.append(right + name[len(left) :])
+            stem = name[: -len(left)]
+            if name.endswith(left) and stem and (len(left) > 1 or stem[-1] in "_- "):
+                partners.append(stem + right)
+            found = [index[p] for p in partners if p in index]
+            if found:
+                pairs.append((i, found[0]))
+                break
+    return pairs

@@ -1,8 +1,15 @@
-"""Dataset registry: adding a data set is one class plus one ``@register_dataset`` line."""
+"""Dataset registry: adding a data set is one class plus one ``@register_dataset`` line.
+
+segkit's own data sets are listed by name in :data:`BUILTIN_DATASETS` and their modules imported
+when the name is first looked up, so that what never reads a data set (``segkit predict``) does
+not import every reader (and albumentations, pandas, pycocotools with them). Plugins register
+with the decorator as before.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +19,24 @@ from segkit.data.meta import DatasetMeta
 from segkit.errors import PLUGIN_HINT, ConfigError, suggest, unknown_name
 
 _DATASETS: dict[str, type] = {}
+
+#: segkit's own data sets: name -> the module whose ``@register_dataset`` registers it
+#: (imported on first look-up; tests/test_data_folder.py keeps the two in step)
+BUILTIN_DATASETS = {
+    "helen": "segkit.data.helen",
+    "carvana": "segkit.data.carvana",
+    "folder": "segkit.data.folder",
+    "camvid": "segkit.data.formats.camvid",
+    "cityscapes": "segkit.data.formats.cityscapes",
+    "coco": "segkit.data.formats.coco",
+    "color_masks": "segkit.data.formats.color_masks",
+    "cvat_mask": "segkit.data.formats.cvat_mask",
+    "labelme": "segkit.data.formats.labelme",
+    "multilabel": "segkit.data.formats.multilabel",
+    "raster": "segkit.data.formats.raster",
+    "voc": "segkit.data.formats.voc",
+    "yolo_seg": "segkit.data.formats.yolo_seg",
+}
 
 T = TypeVar("T", bound=type)
 
@@ -30,7 +55,8 @@ def register_dataset(name: str) -> Callable[[T], T]:
     """
 
     def decorator(cls: T) -> T:
-        old = _DATASETS.get(name)
+        builtin = BUILTIN_DATASETS.get(name)
+        old = _registered(name) if builtin != cls.__module__ else _DATASETS.get(name)
         if old is not None and old.__qualname__ != cls.__qualname__:
             raise ConfigError(
                 f"Dataset name {name!r} is already registered by {old.__module__}.{old.__name__}; "
@@ -44,9 +70,20 @@ def register_dataset(name: str) -> Callable[[T], T]:
     return decorator
 
 
+def _registered(name: str) -> type | None:
+    """The class registered as ``name``, importing segkit's own module for it first."""
+    if name not in _DATASETS and name in BUILTIN_DATASETS:
+        importlib.import_module(BUILTIN_DATASETS[name])
+    return _DATASETS.get(name)
+
+
+def _names() -> set[str]:
+    return {*_DATASETS, *BUILTIN_DATASETS}
+
+
 def list_datasets(pattern: str = "*") -> list[str]:
-    """Registered dataset names matching an fnmatch ``pattern``, sorted."""
-    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+    """Registered dataset names matching an fnmatch ``pattern``, sorted (imports nothing)."""
+    return sorted(n for n in _names() if fnmatch.fnmatch(n, pattern))
 
 
 def get_dataset_meta(name: str) -> DatasetMeta:
@@ -55,7 +92,9 @@ def get_dataset_meta(name: str) -> DatasetMeta:
 
 
 def dataset_metas() -> dict[str, DatasetMeta]:
-    """Every registered data set's declared metadata, by name."""
+    """Every registered data set's declared metadata, by name (imports every reader)."""
+    for name in BUILTIN_DATASETS:
+        _registered(name)
     return {name: cls.meta for name, cls in sorted(_DATASETS.items())}
 
 
@@ -75,11 +114,12 @@ def meta_for_classes(class_names: Sequence[str]) -> DatasetMeta:
 
 def get_dataset_class(name: str) -> type:
     """The class registered as ``name``; unknown names raise ConfigError with suggestions."""
-    if name not in _DATASETS:
+    cls = _registered(name)
+    if cls is None:
         raise ConfigError(
-            unknown_name("dataset", name, _DATASETS) + " See `list_datasets()`." + PLUGIN_HINT
+            unknown_name("dataset", name, _names()) + " See `list_datasets()`." + PLUGIN_HINT
         )
-    return _DATASETS[name]
+    return cls
 
 
 def build_dataset(

@@ -17,13 +17,13 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from segkit.config import AugmentConfig, CropConfig
+from segkit.data.meta import (  # noqa: F401  (their home is data.meta, which needs no albumentations)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    flip_pairs_from_names,
+)
 from segkit.data.resize import check_resize_mode, mask_fill
 from segkit.errors import ConfigError
-
-#: ImageNet statistics that torchvision/timm encoders were trained with (RGB, 0..1 scale).
-#: segkit keeps them itself: smp 0.6's get_preprocessing_params downloads a config file.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def swap_labels(mask: np.ndarray, flip_pairs: Iterable[tuple[int, int]]) -> np.ndarray:
@@ -76,33 +76,6 @@ class LabelAwareHorizontalFlip(A.HorizontalFlip):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("flip_pairs",)
-
-
-def flip_pairs_from_names(class_names: Sequence[str] | None) -> list[tuple[int, int]]:
-    """Class index pairs that swap under a horizontal flip, found from left/right names.
-
-    Prefixes and suffixes both count: ``lb``/``rb`` and ``le``/``re`` (Helen),
-    ``left_eye``/``right_eye``, ``Left Lung``/``Right Lung``, ``lung_left``/``lung_right``,
-    ``eye_l``/``eye_r``. A one-letter suffix counts only after ``_``, ``-`` or a space, so that
-    words such as towel/tower are not paired. Names are compared without case.
-    """
-    if not class_names:
-        return []
-    index = {name.lower(): i for i, name in enumerate(class_names)}
-    pairs = []
-    for name, i in index.items():
-        for left, right in (("left", "right"), ("l", "r")):
-            partners = []
-            if name.startswith(left) and len(name) > len(left):
-                partners.append(right + name[len(left) :])
-            stem = name[: -len(left)]
-            if name.endswith(left) and stem and (len(left) > 1 or stem[-1] in "_- "):
-                partners.append(stem + right)
-            found = [index[p] for p in partners if p in index]
-            if found:
-                pairs.append((i, found[0]))
-                break
-    return pairs
 
 
 def check_crop(crop: CropConfig) -> CropConfig:

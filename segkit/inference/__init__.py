@@ -16,7 +16,7 @@
 - :mod:`~segkit.inference.stream`: the file pipeline (reading, model and writers taking turns).
 """
 
-from segkit.data.transforms import flip_pairs_from_names
+from segkit.data.meta import flip_pairs_from_names
 from segkit.inference.inputs import (
     ImageFiles,
     close_batches,
