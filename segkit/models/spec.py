@@ -15,7 +15,7 @@ from typing import Any
 from segkit.errors import ConfigError, suggest
 
 #: ImageNet normalisation used by pretrained encoders. The data part keeps its own copy
-#: (``segkit.data.transforms``) because ``models`` and ``data`` never import each other.
+#: (``segkit.data.meta``) because ``models`` and ``data`` never import each other.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ``x / 255``: what a network trained from scratch expects.
