@@ -24,6 +24,7 @@ NOT_ON_THE_PREDICT_PATH = (
     "onnx",
     "onnxruntime",
     "tensorboard",
+    "mlflow",
     "lightning",
     "segkit.data.transforms",
     "segkit.data.formats",
