@@ -70,7 +70,7 @@ class DataConfig:
     num_workers: int = 2  #: DataLoader worker processes
     persistent_workers: bool = False  #: keep workers between epochs (resume then not exact)
     sampler: str | None = None  #: rare_classes: draw rare-class images more often; null: shuffle
-    classes: list[str] | int | None = None  #: folder data set: class names, or their count
+    classes: list[str] | int | None = None  #: class names, a count, or a names file (.txt/.names)
     options: dict[str, Any] = field(default_factory=dict)  #: extra adapter keyword arguments
 
 
@@ -212,6 +212,8 @@ class Config:
 
 #: keys whose values are paths, resolved relative to the config file
 PATH_KEYS = ("data.root", "data.split_file", "data.prepared_root", "train.out_dir")
+#: file suffixes that make a single ``data.classes`` string a file of class names
+CLASS_FILE_SUFFIXES = (".txt", ".names")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -487,11 +489,65 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             data[section][key] = str(Path(value).expanduser())
 
 
+def read_class_names(path: str | Path, what: str = "data.classes") -> list[str]:
+    """Class names from a text file, one a line in id order (CamVid's ``labels.txt``, darknet's
+    ``.names``): surrounding spaces dropped; blank lines and lines starting with ``#`` skipped.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or names fewer than two classes.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what}: class names file {str(path)!r} does not exist. Give a file with one class "
+            "name a line (relative to the config file), or list the names: [background, car]."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{what}: cannot read class names file {str(path)!r} ({type(exc).__name__}); give a "
+            "UTF-8 text file with one class name a line."
+        ) from None
+    names = [line.strip() for line in text.splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if len(names) < 2:
+        raise ConfigError(
+            f"{what}: class names file {str(path)!r} names {len(names)} class(es); a data set "
+            "needs at least two (background and one), one name a line."
+        )
+    return names
+
+
+def _class_file(value: Any, base: Path) -> Path | None:
+    """The file a ``data.classes`` value names, or None: a single string (not a list, no comma)
+    ending in ``.txt`` / ``.names``, or naming a file that exists; relative to ``base``."""
+    text = plain(value)
+    if not isinstance(text, str) or is_null(value) or "," in text or not text.strip():
+        return None
+    path = Path(text.strip()).expanduser()
+    path = path if path.is_absolute() else base / path
+    if path.suffix.lower() in CLASS_FILE_SUFFIXES or path.is_file():
+        return path
+    return None
+
+
+def _read_classes(data: dict[str, Any], base: Path) -> None:
+    """Replace a ``data.classes`` that names a file (:func:`_class_file`) with its names."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    path = _class_file(section.get("classes"), base)
+    if path is not None:
+        section["classes"] = read_class_names(path)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config file (or the defaults) and apply dotted overrides.
 
     Relative paths in the file are taken relative to the file's folder; relative
-    paths given as overrides are taken relative to the current directory.
+    paths given as overrides are taken relative to the current directory. A ``data.classes``
+    that names a file of class names (:func:`read_class_names`) is replaced by its names.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -521,7 +577,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"Config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}."
             )
         _resolve_paths(data, path.resolve().parent)
+        _read_classes(data, path.resolve().parent)
     data = apply_overrides(data, list(overrides or []))
+    _read_classes(data, Path.cwd())  # a file given as an override: from the current directory
     cfg = from_dict(Config, data)
     # what is still relative (overrides, defaults) is taken from the current directory
     plain = to_dict(cfg)

@@ -255,3 +255,40 @@ def test_a_symlinked_data_root_is_kept_as_the_link(tmp_path):
     (tmp_path / "data" / "carvana").symlink_to(target)
     path = write(tmp_path, {"data": {"root": "../data/carvana"}})
     assert load_config(path).data.root == str(tmp_path.resolve() / "data" / "carvana")
+
+
+def test_data_classes_reads_a_file_of_names_relative_to_the_config(tmp_path, monkeypatch):
+    """A single string ending in .txt/.names (or naming a file) is a file of class names, one
+    a line; blank lines and # comments are skipped; in an override it is taken from the cwd."""
+    path = write(tmp_path, {"data": {"classes": "labels.txt"}})
+    (path.parent / "labels.txt").write_text("# CamVid order\nSky\n\n  Building \nRoad\n")
+    assert load_config(path).data.classes == ["Sky", "Building", "Road"]
+    (path.parent / "classes").write_text("bg\ncar\n")  # no suffix: a file that exists
+    monkeypatch.chdir(path.parent)
+    assert load_config(path, ["data.classes=classes"]).data.classes == ["bg", "car"]
+    assert load_config(None, ["data.classes=labels.txt"]).data.classes == [
+        "Sky",
+        "Building",
+        "Road",
+    ]
+    # a name with no file suffix and no such file stays a (one-name) list, as before
+    assert load_config(None, ["data.classes=car"]).data.classes == ["car"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "class names file '{path}' does not exist"),
+        ("# only a comment\n\n", "names 0 class(es); a data set needs at least two"),
+        ("road\n", "names 1 class(es)"),
+    ],
+)
+def test_a_bad_class_names_file_is_one_line(tmp_path, text, message):
+    path = write(tmp_path, {"data": {"classes": "names.txt"}})
+    names = path.parent / "names.txt"
+    if text is not None:
+        names.write_text(text)
+    with pytest.raises(ConfigError) as failure:
+        load_config(path)
+    assert message.format(path=names) in str(failure.value)
+    assert str(failure.value).startswith("data.classes: ") and "\n" not in str(failure.value)

@@ -35,6 +35,7 @@ def class_labels(classes: str) -> ScoreLabels:
     Raises:
         SegkitError: ``classes`` is none of these.
     """
+    from segkit.config import read_class_names
     from segkit.data import dataset_metas
     from segkit.data.registry import meta_for_classes
     from segkit.errors import SegkitError
@@ -58,7 +59,7 @@ def class_labels(classes: str) -> ScoreLabels:
             f"--classes {classes!r} is neither a data set with a fixed label set ({named}), a "
             "number, a checkpoint (.pt) nor a file of class names (one per line)."
         )
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = read_class_names(path, f"--classes {classes}")
     meta = meta_for_classes(names)
     return ScoreLabels(names, meta.groups_for(names), meta.ignore_index)
 
