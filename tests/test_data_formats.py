@@ -1,7 +1,9 @@
 """VOC, Cityscapes and colour-coded masks: small sets written in each real layout, read back,
 their bad inputs, and one epoch of train -> evaluate -> predict through the CLI each."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -133,6 +135,47 @@ def test_class_table_csv_and_yaml(tmp_path):
     (tmp_path / "bad.csv").write_text("class,red\nSky,1\n")
     with pytest.raises(DataError, match="name,r,g,b"):
         read_class_table(tmp_path / "bad.csv")
+
+
+def test_class_table_json_of_hex_colours(tmp_path):
+    """Dubai's aerial set names its colours as {"Water": "#50E3C2", ...}; Supervisely's
+    classes.json as a list of {title, color}; #RGB and any case read too."""
+    root = make_color_masks(tmp_path / "set")
+    names, colors = read_class_table(root / "class_dict.csv")
+    hexes = {n: "#{:02x}{:02X}{:02x}".format(*c) for n, c in zip(names, colors)}
+    (root / "classes.json").write_text(json.dumps(hexes))
+    assert read_class_table(root / "classes.json") == (names, colors)
+    listed = {"classes": [{"title": n, "color": h, "shape": "polygon"} for n, h in hexes.items()]}
+    (tmp_path / "supervisely.json").write_text(json.dumps(listed))
+    assert read_class_table(tmp_path / "supervisely.json") == (names, colors)
+    (tmp_path / "short.json").write_text('{"Water": "#5e3", "Land": "F5A623"}')
+    assert read_class_table(tmp_path / "short.json") == (
+        ["Water", "Land"],
+        [(0x55, 0xEE, 0x33), (0xF5, 0xA6, 0x23)],
+    )
+    (tmp_path / "t.yaml").write_text("Water: '#50E3C2'\nLand: [245, 166, 35]\n")
+    assert read_class_table(tmp_path / "t.yaml")[1] == [(0x50, 0xE3, 0xC2), (245, 166, 35)]
+    # the data set reads its masks through the JSON table as through the CSV
+    by_json = build_dataset("color_masks", root, None, class_table="classes.json")
+    by_csv = build_dataset("color_masks", root, None)
+    np.testing.assert_array_equal(by_json.read(0)[1], by_csv.read(0)[1])
+    assert by_json.metadata().palette == tuple(colors)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"Water": "#50E3CZ", "Land": "#F5A623"}', "class 'Water': colour '#50E3CZ' is not a hex"),
+        ('{"Water": "#50E3C", "Land": "#F5A623"}', "class 'Water': colour '#50E3C' is not a hex"),
+        ('{"Water": [80, 227], "Land": "#F5A623"}', "class 'Water': colour [80, 227] is not three"),
+        ('{"Water": "#50E3C2",}', "is not valid JSON (line 1"),
+    ],
+)
+def test_a_bad_json_class_table_is_one_line(tmp_path, text, message):
+    (tmp_path / "classes.json").write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)) as failure:
+        read_class_table(tmp_path / "classes.json")
+    assert "\n" not in str(failure.value) and str(tmp_path / "classes.json") in str(failure.value)
 
 
 def test_colors_to_ids_against_a_loop():

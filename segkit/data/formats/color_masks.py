@@ -4,7 +4,9 @@
 
     <root>/[<split>/]images/<name>.jpg
     <root>/[<split>/]masks/<name>.png       RGB: each class painted in its colour
-    class_dict.csv                          name,r,g,b  (CamVid's file), or a YAML table
+    class_dict.csv                          name,r,g,b  (CamVid's file), or a YAML/JSON table
+    classes.json                            {"Water": "#50E3C2", ...} (hex colours), or
+                                            Supervisely's {"classes": [{"title", "color"}]}
 
 The table's row order gives the class ids (first row: id 0) and its colours travel into the
 model's metadata, so overlays and ``segkit predict --color`` paint predictions the same way.
@@ -15,6 +17,7 @@ CamVid's Kaggle layout (``train/`` + ``train_labels/<name>_L.png``) reads with
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,27 @@ from segkit.errors import DataError
 Color = tuple[int, int, int]
 
 
+def _hex_color(text: str, where: str) -> Color:
+    """``#RRGGBB`` or ``#RGB`` (any case, ``#`` optional) as RGB."""
+    digits = text.strip().removeprefix("#")
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    try:
+        if len(digits) != 6:
+            raise ValueError(digits)
+        return tuple(int(digits[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+    except ValueError:
+        raise DataError(
+            f"{where}: colour {text!r} is not a hex colour; write it as '#RRGGBB' (e.g. "
+            "'#50E3C2') or as three values 0..255, [r, g, b]."
+        ) from None
+
+
 def _color(value: Any, where: str) -> Color:
+    from segkit._yaml import plain
+
+    if isinstance(plain(value), str):  # a YAML scalar that reads as text, or a JSON string
+        return _hex_color(value, where)
     try:
         rgb = tuple(int(v) for v in value)
     except (TypeError, ValueError):
@@ -58,27 +81,45 @@ def _csv_table(path: Path) -> list[tuple[str, Color]]:
     ]
 
 
-def _yaml_table(path: Path) -> list[tuple[str, Color]]:
-    from segkit._yaml import load_yaml
-
-    data = load_yaml(path.read_text(encoding="utf-8"))
+def _mapping_table(path: Path) -> list[tuple[str, Color]]:
+    """A YAML or JSON table: ``name: colour`` pairs, or a list of ``{name, color}`` items
+    (Supervisely's ``classes.json``: ``title`` and a hex ``color``), at the top or under
+    ``classes``; a colour is ``[r, g, b]`` or hex ``"#RRGGBB"``."""
+    data = _read_mapping(path)
     if isinstance(data, dict) and "classes" in data:
         data = data["classes"]
-    if isinstance(data, dict):  # name: [r, g, b]
-        return [(str(k), _color(v, f"{path} class {k!r}")) for k, v in data.items()]
+    if isinstance(data, dict):  # name: [r, g, b] or name: "#RRGGBB"
+        return [(str(k), _color(v, f"{path} class {str(k)!r}")) for k, v in data.items()]
     if isinstance(data, list) and all(isinstance(d, dict) for d in data):
+        names = [str(d.get("name", d.get("title"))) for d in data]
         return [
-            (str(d.get("name")), _color(d.get("color", d.get("colour")), f"{path} item {n}"))
-            for n, d in enumerate(data, start=1)
+            (name, _color(d.get("color", d.get("colour")), f"{path} class {name!r}"))
+            for name, d in zip(names, data)
         ]
     raise DataError(
-        f"Class table {str(path)!r} is neither a mapping 'name: [r, g, b]' nor a list of "
-        "{name: ..., color: [r, g, b]} items."
+        f"Class table {str(path)!r} is neither a mapping 'name: [r, g, b]' (or 'name: \"#RRGGBB\"') "
+        "nor a list of {name: ..., color: ...} items."
     )
 
 
+def _read_mapping(path: Path) -> Any:
+    """A JSON (``.json``) or YAML class table's plain data."""
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"Class table {str(path)!r} is not valid JSON (line {exc.lineno}: {exc.msg})."
+            ) from None
+    from segkit._yaml import load_yaml
+
+    return load_yaml(text)
+
+
 def read_class_table(path: str | Path) -> tuple[list[str], list[Color]]:
-    """Class names and colours of a CSV (``name,r,g,b``) or YAML table, in id order.
+    """Class names and colours of a CSV (``name,r,g,b``), YAML or JSON table, in id order
+    (YAML/JSON colours as ``[r, g, b]`` or hex ``"#RRGGBB"``, any case).
 
     Raises:
         DataError: missing or malformed file, repeated names or colours (names the file).
@@ -87,9 +128,10 @@ def read_class_table(path: str | Path) -> tuple[list[str], list[Color]]:
     if not path.is_file():
         raise DataNotFoundError(
             f"Class table {str(path)!r} does not exist. Give a CSV with name,r,g,b columns or a "
-            "YAML file (relative paths are taken from the data root)."
+            "YAML/JSON file (relative paths are taken from the data root)."
         )
-    table = _yaml_table(path) if path.suffix.lower() in (".yaml", ".yml") else _csv_table(path)
+    mapping = path.suffix.lower() in (".yaml", ".yml", ".json")
+    table = _mapping_table(path) if mapping else _csv_table(path)
     names, colors = [n for n, _ in table], [c for _, c in table]
     for what, values in (("name", names), ("colour", colors)):
         twice = sorted({str(v) for v in values if values.count(v) > 1})
@@ -161,8 +203,8 @@ class ColorMaskDataset(SegmentationDataset):
         split: sub-folder holding the image and mask folders (None or ".": ``root``); with
             ``{split}`` in ``images``/``masks`` it fills that in instead.
         transform: albumentations pipeline, or None.
-        class_table: CSV (``name,r,g,b``) or YAML class-colour table; a relative path is taken
-            from ``root``.
+        class_table: CSV (``name,r,g,b``), YAML or JSON class-colour table (colours as
+            ``[r, g, b]`` or hex ``"#RRGGBB"``); a relative path is taken from ``root``.
         images: image folder name.
         masks: mask folder name.
         mask_suffix: what mask names add to the image's (CamVid: ``_L``).
