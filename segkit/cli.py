@@ -140,7 +140,10 @@ def cmd_stats(args: argparse.Namespace) -> None:
     std = ",".join(f"{v:.6g}" for v in result["std"])
     print(f"use them: augment.normalize=dataset augment.mean=[{mean}] augment.std=[{std}]")
     if args.json:
-        print(f"wrote {write_json(args.json, result)}")
+        written = write_json(args.json, result)
+        print(
+            f"wrote {written}; or use the file: augment.normalize=dataset augment.stats={written}"
+        )
 
 
 def print_class_table(stats: dict[str, Any]) -> None:
@@ -396,7 +399,11 @@ def _train_arguments(s: argparse.ArgumentParser) -> None:
 def _stats_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("config", help="YAML config of the training run")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data")
-    s.add_argument("--json", default=None, help="also write them as JSON here")
+    s.add_argument(
+        "--json",
+        default=None,
+        help="also write them as JSON here, for augment.stats (augment.normalize: dataset)",
+    )
 
 
 def _evaluate_arguments(s: argparse.ArgumentParser) -> None:

@@ -36,6 +36,7 @@ class AugmentConfig:
     normalize: str = "model"  #: model (what it expects), imagenet, none (x/255) or dataset
     mean: list[float] | None = None  #: normalize=dataset: per-channel mean (from `segkit stats`)
     std: list[float] | None = None  #: normalize=dataset: per-channel std (from `segkit stats`)
+    stats: str | None = None  #: normalize=dataset: mean/std from `segkit stats --json FILE`
 
 
 @dataclass
@@ -211,7 +212,13 @@ class Config:
 
 
 #: keys whose values are paths, resolved relative to the config file
-PATH_KEYS = ("data.root", "data.split_file", "data.prepared_root", "train.out_dir")
+PATH_KEYS = (
+    "data.root",
+    "data.split_file",
+    "data.prepared_root",
+    "train.out_dir",
+    "augment.stats",
+)
 #: file suffixes that make a single ``data.classes`` string a file of class names
 CLASS_FILE_SUFFIXES = (".txt", ".names")
 
@@ -393,6 +400,7 @@ RESUME_FIXED = (
     "augment.normalize",
     "augment.mean",
     "augment.std",
+    "augment.stats",
 )
 #: settings a resume may change without a word (how long and where it runs, how it reads)
 RESUME_FREE = (

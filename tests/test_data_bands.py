@@ -275,6 +275,60 @@ def test_stats_of_8_bit_rgb_are_on_the_0_1_scale(tmp_path, capsys):
     assert "hold one value only" in capsys.readouterr().err
 
 
+def test_a_stats_file_is_what_training_normalises_with(tmp_path, capsys):
+    """`segkit stats --json FILE` then `augment.stats: FILE` (relative to the config): the
+    model spec, the checkpoint and prediction normalise with the file's mean/std."""
+    image = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    root = _folder(tmp_path / "f", image)
+    cfg = _config(
+        tmp_path,
+        f"  dataset: folder\n  root: {root}\n  train_split: .\n  val_split: .\n  image_size: 32\n",
+        "augment: {normalize: dataset, stats: stats.json}\n",
+    )
+    argv = ["stats", str(cfg), "model.in_channels=3", "--json", str(tmp_path / "stats.json")]
+    assert main(argv) == 0  # the file it names does not exist yet: stats does not read it
+    assert "augment.stats=" in capsys.readouterr().out.strip().splitlines()[-1]
+    rgb = image[..., ::-1].reshape(-1, 3) / 255.0  # cv2 wrote BGR
+    mean, std = rgb.mean(axis=0), rgb.std(axis=0)
+    assert main(["train", str(cfg), "model.in_channels=3"]) == 0
+    ckpt = tmp_path / "run" / "best.pt"
+    spec = torch.load(ckpt, weights_only=True)["model_spec"]
+    np.testing.assert_allclose(spec["mean"], mean, rtol=1e-5)
+    np.testing.assert_allclose(spec["std"], std, rtol=1e-5)
+    np.testing.assert_allclose(Predictor(ckpt, device="cpu").recipe.mean, mean, rtol=1e-5)
+    # what training fed the network: the image normalised with the file's values
+    from segkit.api import build_experiment
+    from segkit.config import load_config
+
+    exp = build_experiment(load_config(cfg, ["model.in_channels=3"]))
+    fed = exp.val_set[0]["image"].numpy().transpose(1, 2, 0)
+    expected = (image[..., ::-1] / 255.0 - mean) / std
+    np.testing.assert_allclose(fed, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("file", "extra", "message"),
+    [
+        (None, "", "augment.stats: statistics file '{stats}' does not exist; write it with"),
+        ('{"mean": [0.5, 0.5, 0.5]}', "", "holds no std (a list of numbers, one per channel)"),
+        ("[1, 2]", "", "holds no mean"),
+        ('{"mean": [0.5, 0.5], "std": [0.2, 0.2]}', "", "mean has 2 values but model.in_ch"),
+        ('{"mean": [0.5], "std": [0.2]}', "augment.normalize=model", "augment.normalize is 'm"),
+        ('{"mean": [0.5], "std": [0.2]}', "augment.mean=[0.4] augment.std=[0.2]", "keep one"),
+    ],
+)
+def test_a_bad_stats_file_is_one_line(tmp_path, capsys, file, extra, message):
+    root = _folder(tmp_path / "f", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    data = f"  dataset: folder\n  root: {root}\n  train_split: .\n  val_split: .\n"
+    cfg = _config(tmp_path, data, "augment: {normalize: dataset, stats: stats.json}\n")
+    if file is not None:
+        (tmp_path / "stats.json").write_text(file)
+    assert main(["train", str(cfg), "model.in_channels=3", *extra.split()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message.format(stats=tmp_path / "stats.json") in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 # --- the real Sen1Floods11 sample (skipped when absent) ---------------------------------------
 
 SEN1FLOODS = DATA / "sen1floods11_hand13" / "HandLabeled"

@@ -427,26 +427,16 @@ def _normalization(
     cfg: Config, spec: Any, meta: DatasetMeta
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean/std training normalises with: ``augment.normalize``'s choice, with the
-    config's ``augment.mean``/``augment.std`` for ``dataset``, one value per input channel.
+    config's statistics for ``dataset`` (:func:`_given_stats`), one value per input channel.
 
     Raises:
-        ConfigError: only one of mean/std, or statistics that do not fit ``model.in_channels``.
+        ConfigError: bad statistics (:func:`_given_stats`), or statistics that do not fit
+            ``model.in_channels``.
     """
-    from segkit.data.bands import fit_stats
     from segkit.data.meta import training_normalization
 
     aug, channels = cfg.augment, spec.in_channels
-    if (aug.mean is None) != (aug.std is None):
-        raise ConfigError(
-            "augment.mean and augment.std go together; give both (`segkit stats CONFIG` "
-            "prints them) or neither."
-        )
-    given = None
-    if aug.mean is not None and aug.std is not None:
-        given = (
-            fit_stats(aug.mean, channels, "augment.mean"),
-            fit_stats(aug.std, channels, "augment.std"),
-        )
+    given = _given_stats(aug, channels)
     mean, std = training_normalization(aug.normalize, spec.mean, spec.std, meta, given)
     if len(mean) == channels:
         return tuple(mean), tuple(std)
@@ -459,6 +449,44 @@ def _normalization(
     return tuple(mean[i % len(mean)] for i in range(channels)), tuple(
         std[i % len(std)] for i in range(channels)
     )
+
+
+def _given_stats(aug: Any, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The statistics a config gives for ``augment.normalize: dataset``: those of the file
+    ``augment.stats`` names (``segkit stats CONFIG --json FILE``), else ``augment.mean`` /
+    ``augment.std``; None when it gives none.
+
+    Raises:
+        ConfigError: only one of mean/std; a file together with mean/std, or with another
+            ``augment.normalize``; a bad file (:func:`segkit.data.bands.read_stats`); values
+            that do not fit ``channels``.
+    """
+    from segkit.data.bands import fit_stats, read_stats
+
+    if (aug.mean is None) != (aug.std is None):
+        raise ConfigError(
+            "augment.mean and augment.std go together; give both (`segkit stats CONFIG` "
+            "prints them) or neither."
+        )
+    if aug.stats is None:
+        if aug.mean is None:
+            return None
+        return fit_stats(aug.mean, channels, "augment.mean"), fit_stats(
+            aug.std, channels, "augment.std"
+        )
+    if aug.mean is not None:
+        raise ConfigError(
+            f"augment.stats ({aug.stats!r}) and augment.mean/augment.std both give the "
+            "statistics; keep one of them."
+        )
+    if aug.normalize != "dataset":
+        raise ConfigError(
+            f"augment.stats is given but augment.normalize is {aug.normalize!r}; the file's "
+            "statistics are used with augment.normalize=dataset. Set it, or remove augment.stats."
+        )
+    mean, std = read_stats(aug.stats)
+    what = f"augment.stats {str(aug.stats)!r}:"
+    return fit_stats(mean, channels, f"{what} mean"), fit_stats(std, channels, f"{what} std")
 
 
 def training_set(cfg: Config) -> Any:

@@ -295,3 +295,46 @@ def fit_stats(values: Sequence[float], channels: int, what: str) -> tuple[float,
     if what.endswith("std") and min(values) <= 0:
         raise ConfigError(f"{what} must be positive, got {list(values)}.")
     return values
+
+
+def read_stats(path: str | Path, what: str = "augment.stats") -> tuple[list[float], list[float]]:
+    """The per-channel ``mean`` and ``std`` of a statistics file: the JSON ``segkit stats
+    CONFIG --json FILE`` writes, or any JSON/YAML mapping with ``mean`` and ``std`` lists
+    (other keys are ignored).
+
+    Raises:
+        ConfigError: a missing or unreadable file, or one without numeric ``mean``/``std``
+            lists (names ``what`` and the file).
+    """
+    import json
+
+    import yaml
+
+    path = Path(path)
+    hint = f"write it with `segkit stats CONFIG --json {path.name}`"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what}: statistics file {str(path)!r} does not exist; {hint}."
+        ) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{what}: cannot read statistics file {str(path)!r} ({type(exc).__name__}); {hint}."
+        ) from None
+    stats = []
+    for key in ("mean", "std"):
+        values = data.get(key) if isinstance(data, dict) else None
+        numbers = isinstance(values, list) and values
+        if not numbers or not all(_number(v) for v in values):
+            raise ConfigError(
+                f"{what}: statistics file {str(path)!r} holds no {key} (a list of numbers, one "
+                f"per channel); {hint}."
+            )
+        stats.append([float(v) for v in values])
+    return stats[0], stats[1]
+
+
+def _number(value: Any) -> bool:
+    """Whether ``value`` is a finite-or-infinite number (not NaN, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
