@@ -66,7 +66,7 @@ def build_experiment(cfg: Config, resume: bool = False) -> Experiment:
     train_set, val_set = build_datasets(cfg)
     balance = run_balance(cfg, train_set, resume)
     class_names = list(train_set.class_names)
-    meta: DatasetMeta = train_set.metadata()
+    meta = _with_mask_values(train_set.metadata(), train_set)
     # train.seed decides the initial weights too, not whatever drew from torch's RNG before
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     model = model_from_config(cfg.model, class_names, multilabel=meta.multilabel)
@@ -102,6 +102,16 @@ def build_experiment(cfg: Config, resume: bool = False) -> Experiment:
         meta,
         balance,
     )
+
+
+def _with_mask_values(meta: DatasetMeta, train_set: Any) -> DatasetMeta:
+    """``meta`` with the values a binary data set's masks hold recorded: 0/255 masks give
+    ``output_ids`` (0, 255), so predictions are written as the masks are
+    (:func:`segkit.data.checks.foreground_value`); otherwise ``meta`` as it is."""
+    from segkit.data.checks import foreground_value
+
+    value = foreground_value(train_set)
+    return meta if value is None else meta.replace(output_ids=(0, value))
 
 
 def train(

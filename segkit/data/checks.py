@@ -105,3 +105,36 @@ def check_splits(train_set: Any, val_set: Any, max_masks: int = MAX_MASKS) -> Sp
             "is ignored) and loss.ignore_index."
         )
     return SplitReport(len(train_set), len(val_set), shared, ignore, fraction, sampled, notes)
+
+
+def foreground_value(ds: Any, max_masks: int = MAX_MASKS) -> int | None:
+    """The value a binary data set's mask files hold for the object: 255 when the masks read
+    from up to ``max_masks`` files spread evenly over ``ds`` (as stored, before 255 is read
+    as 1) hold 0 and 255 only, else None (0/1 masks, a mix, all background; palette GIF/PNG
+    masks, which store indices 0/1 whatever grey their palette shows, as Kaggle's Carvana
+    GIFs; a data set that is not binary, reads soft targets, leaves 255 out or writes its own
+    values already).
+
+    Training records it as the data set's ``output_ids`` (0, 255), so that ``segkit predict``
+    writes its label PNGs in the values of the data set's own masks.
+    """
+    from segkit.data.io import image_size, is_palette_image
+    from segkit.errors import DataError
+
+    meta = ds.metadata()
+    binary = getattr(ds, "task", None) == "binary" and not getattr(ds, "soft_targets", False)
+    if not binary or meta.ignore_index == 255 or meta.output_ids is not None or not len(ds):
+        return None
+    n = len(ds)
+    seen: set[int] = set()
+    for i in sorted({int(i) for i in np.linspace(0, n - 1, min(n, max_masks))}):
+        sample = ds.samples[i]
+        try:  # the image's size from its header, for masks drawn at that size (RLE, polygons)
+            width, height = image_size(sample.image_path)
+        except DataError:  # a format Pillow cannot size: decode it
+            height, width = ds.load_image(sample).shape[:2]
+        if is_palette_image(sample.mask_path):
+            return None  # indices 0/1, written back as such
+        mask = np.asarray(ds.load_mask(sample, (height, width)))
+        seen |= set(np.unique(mask).tolist()) - {0}
+    return 255 if seen == {255} else None

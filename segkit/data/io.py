@@ -431,6 +431,23 @@ def _read_with_pillow(path: str | Path) -> np.ndarray:
         raise _unreadable(path, "mask") from None
 
 
+def _palette_head(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a GIF or a palette PNG."""
+    is_palette_png = head.startswith(_PNG_MAGIC) and len(head) > 25 and head[25] == 3
+    return head.startswith(b"GIF8") or is_palette_png
+
+
+def is_palette_image(path: str | Path) -> bool:
+    """Whether ``path`` is a GIF or palette PNG: a label map stored as palette indices (Kaggle's
+    Carvana GIFs: 0/1 with a black/white palette), read through its palette by
+    :func:`read_mask`. False for a file that cannot be opened."""
+    try:
+        with open(path, "rb") as f:
+            return _palette_head(f.read(32))
+    except OSError:
+        return False
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a label map as an HxW uint8 array of class ids.
 
@@ -443,9 +460,7 @@ def read_mask(path: str | Path) -> np.ndarray:
             above 255.
     """
     data = _read_bytes(path)
-    head = data[:32].tobytes()
-    is_palette_png = head.startswith(_PNG_MAGIC) and len(head) > 25 and head[25] == 3
-    if head.startswith(b"GIF8") or is_palette_png:
+    if _palette_head(data[:32].tobytes()):
         mask = _read_with_pillow(path)
     else:
         mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
