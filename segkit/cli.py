@@ -212,7 +212,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     if args.json:
         check_json_path(args.json)
-    result, note = score(args.gt_dir, args.pred_dir, args.classes, args.ignore_index)
+    result, note = score(args.gt_dir, args.pred_dir, args.classes, args.ignore_index, args.ids)
     if note:
         print(note)
     print_metrics(result)
@@ -464,6 +464,12 @@ def _score_arguments(s: argparse.ArgumentParser) -> None:
         metavar="N",
         help="ground-truth value to leave out (default: the one --classes' data set or "
         "checkpoint records; without --classes, 255 beside other labels)",
+    )
+    s.add_argument(
+        "--ids",
+        action="store_true",
+        help="both folders hold class ids (predict --ids; Cityscapes' labelTrainIds), though "
+        "the --classes checkpoint writes the data set's own values (labelIds)",
     )
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
 

@@ -441,19 +441,63 @@ def label_values(*folders: str | Path) -> tuple[int, int | None]:
     return largest + 1, ignore
 
 
-def _outside_message(gt_path: Path, gt: np.ndarray, classes: int, ignore: int | None) -> str:
-    """What to do about ground-truth labels outside ``0..classes - 1`` (None: there are none)."""
+def _outside_message(
+    gt_path: Path, gt: np.ndarray, classes: int, ignore: int | None, hint: str = ""
+) -> str:
+    """What to do about ground-truth labels outside ``0..classes - 1`` (None: there are none);
+    ``hint`` (which label files to use) replaces the generic advice."""
     bad = np.unique(gt[(gt >= classes) & (gt != (-1 if ignore is None else ignore))])
     if not bad.size:
         return ""
     value = int(bad[-1])
-    return (
+    found = (
         f"Ground truth {str(gt_path)!r} holds label values {bad[:10].tolist()} outside "
-        f"0..{classes - 1} ({classes} classes, ignore index {ignore}). If {value} marks pixels to "
+        f"0..{classes - 1} ({classes} classes, ignore index {ignore})."
+    )
+    if hint:
+        return found + hint
+    return (
+        f"{found} If {value} marks pixels to "
         f"leave out (a boundary), pass {option('ignore_index', value)}, or "
         f"{option('classes', 'DATASET')} / a checkpoint that records it; else give the class "
         f"count with {option('classes', 'N')}."
     )
+
+
+def own_values(
+    labels: np.ndarray,
+    values: Sequence[int],
+    ignore_index: int | None,
+    path: str | Path = "<array>",
+    what: str = "Labels",
+    hint: str = "",
+) -> np.ndarray:
+    """Class ids of a label map in a data set's own values, class ``i`` stored as ``values[i]``.
+
+    With ``ignore_index`` (ground truth) the other values up to the largest of ``values`` are
+    left out as ``ignore_index`` (Cityscapes' labelIds without a trainId); without it
+    (predictions, which hold ``values`` only) they are errors, as is any value above.
+
+    Raises:
+        DataError: a value that is none of these, naming ``what``, the file and the values;
+            ``hint`` is appended.
+    """
+    top = max(values)
+    table = np.full(top + 1, -1, np.int64)
+    if ignore_index is not None:
+        table[:] = ignore_index
+    table[list(values)] = np.arange(len(values))
+    inside = labels <= top
+    out = np.where(inside, table[np.minimum(labels, top)], -1)
+    if (out < 0).any():
+        bad = np.unique(labels[out < 0])
+        shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+        rule = f"0..{top}; its classes are {shown}" if ignore_index is not None else shown
+        raise DataError(
+            f"{what} {str(path)!r} holds values {bad[:10].tolist()} that are none of the "
+            f"model's label values ({rule}).{hint}"
+        )
+    return out
 
 
 def score_folders(
@@ -464,6 +508,8 @@ def score_folders(
     ignore_index: int | None = None,
     *,
     reduce_zero_label: bool = False,
+    values: Sequence[int] | None = None,
+    hint: str = "",
 ) -> dict[str, float]:
     """Score a folder of predicted label images against ground truth, paired by file name.
 
@@ -479,6 +525,11 @@ def score_folders(
         ignore_index: ground-truth value left out.
         reduce_zero_label: both folders hold the data set's own labels of a model trained
             with ``reduce_zero_label`` (0 = unlabelled, left out; ``v`` -> class ``v - 1``).
+        values: both folders hold the data set's own label values, class ``i`` as
+            ``values[i]`` (a checkpoint's ``output_ids``: Cityscapes' labelIds); the ground
+            truth's other values up to the largest are left out as ``ignore_index`` (labelIds
+            without a trainId), predictions hold ``values`` only (:func:`own_values`).
+        hint: appended to the error about values that are not the expected ones.
 
     Returns:
         :meth:`ConfusionMatrix.compute`'s dict plus ``num_images``.
@@ -508,14 +559,23 @@ def score_folders(
             from segkit.data.base import reduce_zero_label_mask
 
             gt, pred = reduce_zero_label_mask(gt), reduce_zero_label_mask(pred)
+        if values is not None:
+            gt = own_values(gt, values, ignore_index, gt_path, "Ground truth", hint)
+            pred = own_values(pred, values, None, pred_files[stem], "Prediction", hint)
         if gt.shape != pred.shape:
             raise DataError(
                 f"Prediction {str(pred_files[stem])!r} is {pred.shape[1]}x{pred.shape[0]} but "
                 f"ground truth {str(gt_path)!r} is {gt.shape[1]}x{gt.shape[0]}."
             )
-        outside = _outside_message(gt_path, gt, cm.num_classes, ignore_index)
+        outside = _outside_message(gt_path, gt, cm.num_classes, ignore_index, hint)
         if outside:
             raise DataError(outside)
+        if hint and pred.size and int(pred.max()) >= cm.num_classes:
+            bad = np.unique(pred[pred >= cm.num_classes])[:10].tolist()
+            raise DataError(
+                f"Prediction {str(pred_files[stem])!r} holds label values {bad} outside "
+                f"0..{cm.num_classes - 1} ({cm.num_classes} classes).{hint}"
+            )
         try:
             cm.update(pred, gt)
         except ValueError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,11 @@ class ScoreLabels:
         note: how they were chosen (printed by ``segkit score``), or None.
         reduce_zero_label: the checkpoint was trained with ``reduce_zero_label`` (labels
             1..N are its classes, 0 is left out): both folders are read that way.
+        values: both folders hold the data set's own label values, class ``i`` as
+            ``values[i]`` (a checkpoint's ``output_ids``: Cityscapes' labelIds), or None
+            (class ids).
+        hint: what to do when the files hold other values than these (which ``label_type``
+            the files need), appended to that error; empty when there is nothing to add.
     """
 
     names: list[str]
@@ -25,12 +31,19 @@ class ScoreLabels:
     ignore_index: int | None = None
     note: str | None = None
     reduce_zero_label: bool = False
+    values: tuple[int, ...] | None = None
+    hint: str = ""
 
 
-def class_labels(classes: str) -> ScoreLabels:
+def class_labels(classes: str, ids: bool = False) -> ScoreLabels:
     """Class names, report groups and ignore index for ``segkit score --classes``: a registered
     data set's label set, a class count, a checkpoint (``.pt``; what its training recorded) or
-    a file of names (one per line).
+    a file of names (one per line, as ``data.classes`` reads it:
+    :func:`~segkit.config.read_class_names`).
+
+    A checkpoint's predictions are in the data set's own label values where it recorded them
+    (``output_ids``), and so is its data set's ground truth: both folders are read in those
+    values, unless ``ids`` (both hold class ids, as ``segkit predict --ids`` writes them).
 
     Raises:
         SegkitError: ``classes`` is none of these.
@@ -43,16 +56,15 @@ def class_labels(classes: str) -> ScoreLabels:
     metas = dataset_metas()
     if classes in metas and metas[classes].classes:
         meta = metas[classes]
-        return ScoreLabels(list(meta.classes), meta.groups_for(meta.classes), meta.ignore_index)
+        hint = _values_hint(meta, None, False, f"--classes {classes}")
+        return ScoreLabels(
+            list(meta.classes), meta.groups_for(meta.classes), meta.ignore_index, hint=hint
+        )
     if classes.isdigit():
         return ScoreLabels([str(i) for i in range(int(classes))])
     path = Path(classes)
     if path.suffix == ".pt" and path.is_file():
-        from segkit.engine.checkpoint import recorded_classes
-
-        names, meta = recorded_classes(path)
-        reduce = bool((meta.labels or {}).get("reduce_zero_label"))
-        return ScoreLabels(names, meta.groups_for(names), meta.ignore_index, None, reduce)
+        return _checkpoint_labels(path, ids)
     if not path.is_file():
         named = ", ".join(n for n, m in metas.items() if m.classes)
         raise SegkitError(
@@ -62,6 +74,60 @@ def class_labels(classes: str) -> ScoreLabels:
     names = read_class_names(path, f"--classes {classes}")
     meta = meta_for_classes(names)
     return ScoreLabels(names, meta.groups_for(names), meta.ignore_index)
+
+
+def _checkpoint_labels(path: Path, ids: bool) -> ScoreLabels:
+    """What a checkpoint's training recorded: its classes, groups, ignore index, and the label
+    values its predictions are written in (none with ``ids``; a binary model's 0/255 is read
+    as 0/1 anyway)."""
+    from segkit.engine.checkpoint import recorded_classes
+
+    names, meta = recorded_classes(path)
+    reduce = bool((meta.labels or {}).get("reduce_zero_label")) and not ids
+    own = meta.output_ids
+    values = None if ids or reduce or own is None or list(own) == [0, 255] else tuple(own)
+    hint = _values_hint(meta, values, ids)
+    return ScoreLabels(names, meta.groups_for(names), meta.ignore_index, None, reduce, values, hint)
+
+
+#: how the hints of :func:`_values_hint` name the two kinds of label file: a data set whose
+#: files come in both kinds, told apart by its ``label_type`` option (Cityscapes), and others
+_KINDS = {
+    True: ("labelIds (label_type labelIds files)", "trainIds (label_type labelTrainIds files)"),
+    False: ("the data set's own label values", "class ids"),
+}
+
+
+def _values_hint(meta: Any, values: tuple[int, ...] | None, ids: bool, who: str = "") -> str:
+    """What to do when label files hold other values than a model (``who``: the data set
+    named by ``--classes``) expects: ``--ids``, or the ``label_type`` of the files where the
+    data set reads its files by one (Cityscapes' labelIds or labelTrainIds). Empty for a data
+    set with one kind of label file."""
+    from segkit.data import dataset_metas
+    from segkit.errors import option
+
+    registered = dataset_metas().get(meta.dataset or "")
+    own = meta.output_ids or (registered.output_ids if registered is not None else None)
+    if not own or list(own) == [0, 255] or (meta.labels or {}).get("reduce_zero_label"):
+        return ""
+    kind = (meta.labels or {}).get("label_type")
+    typed = bool(kind) or "label_type" in ((registered.labels if registered else None) or {})
+    own_files, id_files = _KINDS[typed]
+    model = f"The model (trained on label_type {kind} files)" if kind else "The model"
+    if values is not None:
+        return (
+            f" {model} writes {own_files}; if both folders hold {id_files}, as `segkit predict "
+            f"--ids` writes them, pass {option('ids')}."
+        )
+    if ids:
+        return (
+            f" With {option('ids')} both folders are read as {id_files}; {own_files}, as "
+            f"`segkit predict` writes them for this model, score without {option('ids')}."
+        )
+    return (
+        f" {who or model} reads {id_files}; ground truth in {own_files} scores with --classes "
+        "naming a checkpoint trained on such files."
+    )
 
 
 def labels_in_folders(gt_dir: str | Path, pred_dir: str | Path) -> ScoreLabels:
@@ -96,6 +162,7 @@ def score(
     pred_dir: str | Path,
     classes: str | None = None,
     ignore_index: int | None = None,
+    ids: bool = False,
 ) -> tuple[dict[str, float], str | None]:
     """``segkit score``: score a folder of predicted label maps against ground truth.
 
@@ -106,6 +173,9 @@ def score(
             (:func:`labels_in_folders`).
         ignore_index: the ground-truth value to leave out; None: the data set's or
             checkpoint's recorded one (or 255 beside other labels when ``classes`` is None).
+        ids: both folders hold class ids (``segkit predict --ids``; Cityscapes' labelTrainIds
+            files), also for a checkpoint whose predictions are written in the data set's own
+            label values (:func:`class_labels`).
 
     Returns:
         :func:`~segkit.metrics.score_folders`' dict, and the line saying how the classes were
@@ -116,10 +186,16 @@ def score(
     if classes is None:
         labels = labels_in_folders(gt_dir, pred_dir)
     else:
-        labels = class_labels(classes)
+        labels = class_labels(classes, ids)
     ignore = ignore_index if ignore_index is not None else labels.ignore_index
-    reduce = labels.reduce_zero_label
     result = score_folders(
-        gt_dir, pred_dir, labels.names, labels.groups, ignore, reduce_zero_label=reduce
+        gt_dir,
+        pred_dir,
+        labels.names,
+        labels.groups,
+        ignore,
+        reduce_zero_label=labels.reduce_zero_label,
+        values=labels.values,
+        hint=labels.hint,
     )
     return result, labels.note

@@ -82,6 +82,20 @@ for _label, _, _train, _ in CITYSCAPES_LABELS:
         TRAIN_TO_LABEL[_train] = _label
 
 
+#: how each label_type's files became class ids, recorded in ``DatasetMeta.labels``
+LABEL_RECORDS = {
+    "labelIds": {
+        "rule": "label_type=labelIds: labelId -> trainId by cityscapesScripts' table (ids "
+        "without a trainId: 255, left out); predictions written back as labelIds",
+        "label_type": "labelIds",
+    },
+    "labelTrainIds": {
+        "rule": "label_type=labelTrainIds: the files hold trainIds (255: left out)",
+        "label_type": "labelTrainIds",
+    },
+}
+
+
 def label_ids_to_train_ids(mask: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
     """Map a labelIds map (0..33) to trainIds (0..18, 255 = not evaluated).
 
@@ -141,6 +155,7 @@ class CityscapesDataset(SegmentationDataset):
         ignore_index=255,
         flip_pairs=(),
         output_ids=tuple(int(i) for i in TRAIN_TO_LABEL[: len(CITYSCAPES_CLASSES)]),
+        labels=LABEL_RECORDS["labelIds"],  # the default label_type; instances record theirs
         synth=_synth,
         source="unpack leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
         "cityscapes-dataset.com there (leftImg8bit/ and gtFine/)",
@@ -182,8 +197,9 @@ class CityscapesDataset(SegmentationDataset):
 
     def metadata(self) -> DatasetMeta:
         """The declared metadata; predictions are written in the label files' own ids
-        (labelIds, or trainIds when those are what it reads)."""
-        meta = super().metadata()
+        (labelIds, or trainIds when those are what it reads), and the label type is recorded
+        (``labels``; ``segkit score`` names it when files hold the other kind)."""
+        meta = super().metadata().replace(labels=LABEL_RECORDS[self.label_type])
         return meta if self.label_type == "labelIds" else meta.replace(output_ids=None)
 
     def load_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
