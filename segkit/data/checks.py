@@ -118,8 +118,7 @@ def foreground_value(ds: Any, max_masks: int = MAX_MASKS) -> int | None:
     Training records it as the data set's ``output_ids`` (0, 255), so that ``segkit predict``
     writes its label PNGs in the values of the data set's own masks.
     """
-    from segkit.data.io import image_size, is_palette_image
-    from segkit.errors import DataError
+    from segkit.data.io import is_palette_image
 
     meta = ds.metadata()
     binary = getattr(ds, "task", None) == "binary" and not getattr(ds, "soft_targets", False)
@@ -129,12 +128,8 @@ def foreground_value(ds: Any, max_masks: int = MAX_MASKS) -> int | None:
     seen: set[int] = set()
     for i in sorted({int(i) for i in np.linspace(0, n - 1, min(n, max_masks))}):
         sample = ds.samples[i]
-        try:  # the image's size from its header, for masks drawn at that size (RLE, polygons)
-            width, height = image_size(sample.image_path)
-        except DataError:  # a format Pillow cannot size: decode it
-            height, width = ds.load_image(sample).shape[:2]
         if is_palette_image(sample.mask_path):
             return None  # indices 0/1, written back as such
-        mask = np.asarray(ds.load_mask(sample, (height, width)))
+        mask = np.asarray(ds.load_mask(sample, ds.label_shape(sample)))  # as stored
         seen |= set(np.unique(mask).tolist()) - {0}
     return 255 if seen == {255} else None
