@@ -90,25 +90,3 @@ def test_real_camvid_val40_reads_trains_evaluates_and_predicts(tmp_path):
     label = cv2.imread(str(tmp_path / "p" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
     assert label.shape == (360, 480) and label.max() <= 10  # 11 is never predicted
 
-
-@pytest.mark.realdata
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"no CamVid sample at {CAMVID}")
-def test_real_camvid_val40_as_a_folder_with_its_labels_txt(tmp_path):
-    """docs/data.md: the `folder` data set names its classes by CamVid's own labels.txt,
-    from the config alone (the path relative to the config file)."""
-    from segkit.api.data import build_datasets
-    from segkit.config import load_config
-
-    cfg = tmp_path / "camvid_folder.yaml"
-    cfg.write_text(
-        f"data:\n  dataset: folder\n  root: {os.path.relpath(CAMVID, tmp_path)}\n"
-        "  train_split: .\n  classes: "
-        f"{os.path.relpath(CAMVID / 'labels.txt', tmp_path)}\n"
-        "  options: {images: val, masks: valannot}\nloss: {ignore_index: 11}\n"
-    )
-    config = load_config(cfg)
-    names = (CAMVID / "labels.txt").read_text().split()
-    assert config.data.classes == names and len(names) == 12
-    train, val = build_datasets(config)
-    assert train.class_names == names and len(train) + len(val) == 40
-    assert set(np.unique(train.read(0)[1]).tolist()) <= set(range(12))
