@@ -251,3 +251,11 @@ def test_soft_targets_cannot_be_counted(tmp_path):
     ds.use_soft_targets()
     with pytest.raises(ConfigError, match="Give loss.class_weights as a list of numbers"):
         count_classes(ds)
+
+
+def test_overwrite_removes_an_earlier_runs_class_balance_record(make_trainer, tmp_path):
+    first = make_trainer(tmp_path / "run", epochs=1)
+    first.fit()
+    (tmp_path / "run" / BALANCE_FILE).write_text("{}")
+    make_trainer(tmp_path / "run", epochs=1).fit(overwrite=True)  # a run without class balance
+    assert not (tmp_path / "run" / BALANCE_FILE).exists()
