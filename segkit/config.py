@@ -251,22 +251,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if section is not None and isinstance(value, dict):  # the section's own errors
         return _coerce(value, section, key)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if type(None) in args and is_null(value):
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        if section is not None and bool in args:
-            raise ConfigError(
-                f"{key}: expected true, false or a mapping of settings, got {value!r}"
-            )
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        return _coerce_union(value, tp, key, section)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
@@ -300,6 +285,32 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if (answer := bool_word(value)) is not None:
             return answer
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        return _coerce_number(value, tp, key)
+    return value
+
+
+def _coerce_union(value: Any, tp: Any, key: str, section: Any) -> Any:
+    """``value`` as the first member of the union ``tp`` that takes it (None where allowed and
+    written as null); else the first member's error."""
+    args = typing.get_args(tp)
+    if type(None) in args and is_null(value):
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, key)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    if section is not None and bool in args:
+        raise ConfigError(f"{key}: expected true, false or a mapping of settings, got {value!r}")
+    raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+
+
+def _coerce_number(value: Any, tp: type, key: str) -> int | float:
+    """``value`` (already plain) as an ``int`` or ``float``; booleans are refused as integers."""
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -313,16 +324,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    return value
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected a number, got {value!r}")
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

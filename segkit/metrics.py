@@ -500,6 +500,24 @@ def own_values(
     return out
 
 
+def _paired_label_files(gt_dir: Path, pred_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The label files of both folders by stem, roles aside; files without a partner are a
+    DataError naming up to 5 of them on each side."""
+    gt_files, pred_files = _label_files(gt_dir), _label_files(pred_dir)
+    no_pred = sorted(set(gt_files) - set(pred_files))
+    no_gt = sorted(set(pred_files) - set(gt_files))
+    if no_pred or no_gt:
+        parts = []
+        if no_pred:
+            named = [gt_files[k].name for k in no_pred[:5]]
+            parts.append(f"{len(no_pred)} in {str(gt_dir)!r} have no prediction {named}")
+        if no_gt:
+            named = [pred_files[k].name for k in no_gt[:5]]
+            parts.append(f"{len(no_gt)} in {str(pred_dir)!r} have no ground truth {named}")
+        raise DataError(f"Label files do not pair up by name: {'; '.join(parts)}.")
+    return gt_files, pred_files
+
+
 def score_folders(
     gt_dir: str | Path,
     pred_dir: str | Path,
@@ -538,18 +556,7 @@ def score_folders(
         DataError: a folder is missing or empty, files lack a partner (up to 5 named),
             sizes differ, or labels are out of range (the file is named).
     """
-    gt_files, pred_files = _label_files(Path(gt_dir)), _label_files(Path(pred_dir))
-    no_pred = sorted(set(gt_files) - set(pred_files))
-    no_gt = sorted(set(pred_files) - set(gt_files))
-    if no_pred or no_gt:
-        parts = []
-        if no_pred:
-            named = [gt_files[k].name for k in no_pred[:5]]
-            parts.append(f"{len(no_pred)} in {str(gt_dir)!r} have no prediction {named}")
-        if no_gt:
-            named = [pred_files[k].name for k in no_gt[:5]]
-            parts.append(f"{len(no_gt)} in {str(pred_dir)!r} have no ground truth {named}")
-        raise DataError(f"Label files do not pair up by name: {'; '.join(parts)}.")
+    gt_files, pred_files = _paired_label_files(Path(gt_dir), Path(pred_dir))
     names = None if isinstance(classes, int) else [str(c) for c in classes]
     cm = ConfusionMatrix(classes if isinstance(classes, int) else len(names), ignore_index, names)
     binary = cm.num_classes == 2 and ignore_index != 255  # 0/255 masks, as training reads them

@@ -95,6 +95,7 @@ class FolderDataset(SegmentationDataset):
         root: str | Path,
         split: str | None = None,
         transform: Callable[..., dict[str, Any]] | None = None,
+        *,
         images: str = "images",
         masks: str = "masks",
         classes: Sequence[str] | int | None = None,

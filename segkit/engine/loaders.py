@@ -93,6 +93,7 @@ def make_loader(
     dataset: Dataset,
     batch_size: int,
     shuffle: bool,
+    *,
     num_workers: int = 0,
     seed: int = 0,
     distributed: bool = False,
