@@ -49,15 +49,17 @@ def _runtime_arguments(s: argparse.ArgumentParser) -> None:
     """``--runtime`` and ``--precision`` (what runs the model), for predict and evaluate."""
     s.add_argument(
         "--runtime",
-        default="torch",
-        help="what runs the model: torch (default) or onnxruntime (CPU; the ONNX export is "
-        "cached beside the checkpoint, keyed by its content)",
+        default="auto",
+        help="what runs the model: auto (default: onnxruntime on the CPU where installed, else "
+        "torch; docs/benchmarks.md), torch or onnxruntime (CPU; the ONNX export is cached "
+        "beside the checkpoint, keyed by its content)",
     )
     s.add_argument(
         "--precision",
         default="auto",
-        help="auto (the measured default for the device; docs/benchmarks.md), fp32 (the exact "
-        "reference) or bf16 (torch: channels_last under bfloat16 autocast)",
+        help="auto (the measured default for the device), fp32 (with --runtime torch: the exact "
+        "reference), bf16 (torch: channels_last under bfloat16 autocast) or int8 "
+        "(onnxruntime: the model segkit export --int8 made)",
     )
 
 

@@ -108,6 +108,17 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def torch_runtime(request, monkeypatch):
+    """Prediction's ``runtime="auto"`` means torch here, unless a test is marked
+    ``default_runtime``: on the CPU it would mean onnxruntime, and each test's new checkpoint
+    would be exported to ONNX first (about a second each). Tests of runtimes name theirs."""
+    if request.node.get_closest_marker("default_runtime") is None:
+        from segkit.inference.runtimes import AUTO_RUNTIME
+
+        monkeypatch.setitem(AUTO_RUNTIME, "cpu", "torch")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def python_sigint_handler():
     """Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the suite was started in

@@ -162,6 +162,24 @@ def test_predict_and_evaluate_give_the_same_labels(imagenet_run, tmp_path, monke
         assert again[key] == pytest.approx(scores[key], abs=1e-9, nan_ok=True), key
 
 
+@pytest.mark.default_runtime
+def test_predict_and_evaluate_share_the_default_runtime(imagenet_run, tmp_path):
+    """As users get them (runtime auto: onnxruntime on the CPU where installed), predict's
+    label PNGs still score as evaluate scores, and both ran the one cached export."""
+    pytest.importorskip("onnxruntime")
+    ckpt = imagenet_run / "run" / "last.pt"
+    test = imagenet_run / "faces" / "test"
+    scores = evaluate(ckpt, split="test", num_workers=0)
+    exports = sorted((imagenet_run / "run").glob("last.*.onnx"))
+    assert len(exports) == 1  # evaluate ran onnxruntime, exported once beside the checkpoint
+    stamp = exports[0].stat().st_mtime_ns
+    predict(ckpt, test / "images", tmp_path / "pred")
+    assert exports[0].stat().st_mtime_ns == stamp  # predict reused it
+    again = score_folders(test / "labels", tmp_path / "pred", HELEN_CLASSES, HELEN_GROUPS)
+    for key in ("accuracy", "miou", "f1_overall", "f1_eyes"):
+        assert again[key] == pytest.approx(scores[key], abs=1e-9, nan_ok=True), key
+
+
 def test_old_checkpoints_load_with_the_normalisation_they_were_trained_with(imagenet_run, tmp_path):
     state = load_checkpoint(imagenet_run / "run" / "last.pt")
     spec = dict(state["model_spec"])

@@ -11,7 +11,14 @@ from segkit.cli import main
 from segkit.engine.checkpoint import save_checkpoint
 from segkit.errors import ConfigError
 from segkit.inference import PredictOptions, Predictor
-from segkit.inference.runtimes import TorchBF16, onnx_cache_path, resolve_precision
+from segkit.inference.runtimes import (
+    OnnxRuntime,
+    TorchBF16,
+    auto_runtime,
+    onnx_cache_path,
+    resolve_precision,
+    resolve_runtime,
+)
 from segkit.models import build_model
 
 pytest.importorskip("onnxruntime")
@@ -52,7 +59,7 @@ def test_onnxruntime_gives_fp32s_probabilities_and_labels_on_every_path(path, tm
     image = _image(channels=channels)
     if channels != 3:
         image = image.astype(np.float32)
-    ref = Predictor(ckpt, PredictOptions(precision="fp32", **options), "cpu")
+    ref = Predictor(ckpt, PredictOptions(runtime="torch", precision="fp32", **options), "cpu")
     ort = Predictor(ckpt, PredictOptions(runtime="onnxruntime", **options), "cpu")
     assert ort.recipe.runtime == "onnxruntime" and ort.recipe.precision == "fp32"
     assert ref.runtime is ref.model  # fp32 torch: the model itself, today's exact bytes
@@ -78,7 +85,60 @@ def test_auto_precision_is_the_measured_default():
     cpu = torch.device("cpu")
     assert resolve_precision("torch", "auto", cpu) == "fp32"  # bf16 missed 0.1% on Helen
     assert resolve_precision("onnxruntime", "auto", cpu) == "fp32"
-    assert PredictOptions().runtime == "torch" and PredictOptions().precision == "auto"
+    assert PredictOptions().runtime == "auto" and PredictOptions().precision == "auto"
+
+
+@pytest.mark.default_runtime
+def test_auto_runtime_is_onnxruntime_for_a_checkpoint_on_the_cpu(tmp_path):
+    cpu = torch.device("cpu")
+    ckpt = _checkpoint(tmp_path / "m.pt", _model())
+    assert resolve_runtime("auto", "auto", cpu, ckpt) == ("onnxruntime", "fp32")
+    assert resolve_runtime("auto", "fp32", cpu, ckpt) == ("onnxruntime", "fp32")
+    assert resolve_runtime("auto", "bf16", cpu, ckpt) == ("torch", "bf16")  # bf16 is torch's
+    assert resolve_runtime("auto", "int8", cpu, ckpt) == ("onnxruntime", "int8")
+    assert resolve_runtime("auto", "auto", cpu, None) == ("torch", "fp32")  # a model in memory
+    assert auto_runtime("auto", torch.device("cuda"), ckpt) == "torch"  # not measured: torch
+    predictor = Predictor(ckpt, PredictOptions(size=32), "cpu")
+    assert isinstance(predictor.runtime, OnnxRuntime) and predictor.recipe.runtime == "onnxruntime"
+    assert predictor.runtime.path == onnx_cache_path(ckpt)
+    ref = Predictor(ckpt, PredictOptions(runtime="torch", precision="fp32", size=32), "cpu")
+    assert ref.runtime is ref.model
+    image = _image()
+    assert (predictor.labels(image) != ref.labels(image)).mean() <= 0.001
+    in_memory = Predictor(_model(), PredictOptions(size=32), "cpu")
+    assert in_memory.runtime is in_memory.model and in_memory.recipe.runtime == "torch"
+
+
+@pytest.mark.default_runtime
+def test_auto_falls_back_to_torch_with_one_warning(tmp_path, monkeypatch):
+    import segkit.export
+    import segkit.inference.runtimes as runtimes
+
+    ckpt = _checkpoint(tmp_path / "m.pt", _model())
+    monkeypatch.setattr(runtimes, "onnxruntime_installed", lambda: False)
+    with pytest.warns(UserWarning, match=r"onnxruntime.*not installed.*segkit\[onnx\]") as seen:
+        predictor = Predictor(ckpt, PredictOptions(size=32), "cpu")
+    assert len(seen) == 1 and "\n" not in str(seen[0].message)
+    assert predictor.recipe.runtime == "torch" and predictor.runtime is predictor.model
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Unsupported: an operator onnx has no name for")
+
+    monkeypatch.setattr(segkit.export, "export_onnx", broken)
+    with pytest.warns(UserWarning, match="did not export to onnxruntime .*Unsupported"):
+        predictor = Predictor(ckpt, PredictOptions(size=32), "cpu")
+    assert predictor.recipe.runtime == "torch" and predictor.recipe.precision == "fp32"
+    assert predictor.runtime is predictor.model
+    assert not list(tmp_path.glob("*.onnx*"))  # no half-written export left behind
+    with pytest.raises(RuntimeError, match="Unsupported"):  # asked for by name: no fallback
+        Predictor(ckpt, PredictOptions(runtime="onnxruntime", size=32), "cpu")
+
+
+def test_the_tests_pin_torch_unless_they_are_about_the_default(tmp_path):
+    """conftest's fixture: a test not marked default_runtime predicts on torch."""
+    ckpt = _checkpoint(tmp_path / "m.pt", _model())
+    assert Predictor(ckpt, PredictOptions(size=32), "cpu").recipe.runtime == "torch"
 
 
 def test_the_onnx_cache_is_keyed_by_the_checkpoints_content(tmp_path):
@@ -129,21 +189,24 @@ def test_bf16_on_onnxruntime_is_refused(tmp_path):
         Predictor(_model(), PredictOptions(runtime="onnxruntime", precision="bf16"), "cpu")
 
 
+@pytest.mark.default_runtime
 def test_cli_predict_takes_runtime_and_precision(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "m.pt", _model())
     photo = tmp_path / "in" / "a.png"
     photo.parent.mkdir()
     cv2.imwrite(str(photo), _image())
-    for runtime in ("torch", "onnxruntime"):
+    for runtime in ("torch", "onnxruntime", "default"):
         out = tmp_path / runtime
         argv = ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out)]
-        assert main([*argv, "--runtime", runtime, "--precision", "fp32", "--device", "cpu"]) in (
-            0,
-            None,
-        )
+        given = [] if runtime == "default" else ["--runtime", runtime, "--precision", "fp32"]
+        assert main([*argv, *given, "--device", "cpu"]) == 0
     a = cv2.imread(str(tmp_path / "torch" / "a.png"), 0)
     b = cv2.imread(str(tmp_path / "onnxruntime" / "a.png"), 0)
     assert (a != b).mean() <= 0.001
+    default = cv2.imread(str(tmp_path / "default" / "a.png"), 0)
+    assert np.array_equal(default, b)  # the default is onnxruntime fp32 here
+    assert list(tmp_path.glob("m.*.onnx")) == [onnx_cache_path(ckpt)]  # exported once
+    assert capsys.readouterr().err == ""  # no note when onnxruntime runs
     code = main(
         ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(tmp_path / "x")]
         + ["--runtime", "nope"]
@@ -160,6 +223,6 @@ def test_a_hub_folder_caches_its_onnx_beside_it(tmp_path):
     predictor = Predictor(hub, PredictOptions(runtime="onnxruntime", size=32), "cpu")
     assert predictor.runtime.path == onnx_cache_path(hub) and predictor.runtime.path.is_file()
     assert predictor.runtime.path.parent == tmp_path  # beside the folder, not in it
-    ref = Predictor(ckpt, PredictOptions(precision="fp32", size=32), "cpu")
+    ref = Predictor(ckpt, PredictOptions(runtime="torch", precision="fp32", size=32), "cpu")
     image = _image()
     np.testing.assert_allclose(predictor.probabilities(image), ref.probabilities(image), atol=1e-4)

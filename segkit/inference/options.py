@@ -150,10 +150,13 @@ class PredictOptions:
         skip_bad: skip unreadable images with a warning instead of failing.
         max_pixels: refuse an image whose header claims more pixels (None: no own limit).
         progress: show a progress bar.
-        runtime: what runs the model: "torch" or "onnxruntime" (CPU; the ONNX export is
-            cached beside the checkpoint, keyed by its content).
+        runtime: what runs the model: "auto" (onnxruntime on the CPU where it is installed
+            and the model comes from a checkpoint, else torch: the measured default),
+            "torch" or "onnxruntime" (CPU; the ONNX export is cached beside the checkpoint,
+            keyed by its content).
         precision: "auto" (the measured default for the device), "fp32" (the exact
-            reference) or "bf16" (torch, channels_last under bfloat16 autocast).
+            reference with torch), "bf16" (torch, channels_last under bfloat16 autocast) or
+            "int8" (onnxruntime, the model ``segkit export --int8`` quantised).
     """
 
     size: int | None = None
@@ -178,7 +181,7 @@ class PredictOptions:
     skip_bad: bool = False
     max_pixels: int | None = MAX_IMAGE_PIXELS
     progress: bool = False
-    runtime: str = "torch"
+    runtime: str = "auto"
     precision: str = "auto"
 
     def __post_init__(self) -> None:

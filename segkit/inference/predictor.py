@@ -12,6 +12,7 @@ streamed (:mod:`segkit.inference.stream`); speed against the model alone:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -91,7 +92,8 @@ class Predictor:
         options: how to predict and what to write (checked when made).
         device: "auto" (CUDA when available, a given model stays where it is), "cpu", ...
         source: the checkpoint a given model was loaded from (where ``runtime="onnxruntime"``
-            caches its ONNX export, keyed by the file's content).
+            caches its ONNX export, keyed by the file's content; with it, ``runtime="auto"``
+            may choose onnxruntime for a given model too).
 
     Raises:
         CheckpointError: the checkpoint is missing or unreadable.
@@ -111,12 +113,16 @@ class Predictor:
         self.model, train_size = load_model(checkpoint_or_model, device)
         self.spec = spec = self.model.spec
         self.device = next(self.model.parameters()).device
-        #: how the model sees images and what its outputs mean, decided once
-        self.recipe = recipe = Recipe.make(spec, opts, train_size, self.device)
         if not isinstance(checkpoint_or_model, torch.nn.Module):
             source = checkpoint_or_model
+        #: how the model sees images and what its outputs mean, decided once
+        self.recipe = recipe = Recipe.make(spec, opts, train_size, self.device, source)
         #: what runs the model (:mod:`segkit.inference.runtimes`): called like it, in its place
-        self.runtime = make_runtime(self.model, recipe.runtime, recipe.precision, source)
+        self.runtime = make_runtime(
+            self.model, recipe.runtime, recipe.precision, source, fallback=opts.runtime == "auto"
+        )
+        if self.runtime is self.model and recipe.runtime != "torch":  # auto fell back to torch
+            self.recipe = recipe = dataclasses.replace(recipe, runtime="torch", precision="fp32")
         if recipe.tta is not None and recipe.tta.flip:
             names = spec.class_names or [str(c) for c in range(spec.classes)]
             swapped = ", ".join(f"{names[a]}<->{names[b]}" for a, b in recipe.flip_pairs)

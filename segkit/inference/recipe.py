@@ -12,6 +12,7 @@ downstream picks any of these again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from segkit.data.resize import check_resize_mode
 from segkit.errors import ConfigError, option
 from segkit.inference.options import TTA, PredictOptions
 from segkit.inference.outputs import background, encoding, palette
-from segkit.inference.runtimes import resolve_precision
+from segkit.inference.runtimes import resolve_runtime
 from segkit.models.windows import Windows, check_tile, crop_record
 
 
@@ -52,10 +53,10 @@ class Recipe:
         background: the class id overlays leave clear: 0 where class 0 is background, None
             where it is a real class (:func:`segkit.viz.background_label`).
 
-        runtime: what runs the model: "torch" or "onnxruntime"
+        runtime: what runs the model, ``auto`` resolved: "torch" or "onnxruntime"
             (:mod:`segkit.inference.runtimes`).
-        precision: the precision it runs in, ``auto`` resolved for the device: "fp32" or
-            "bf16".
+        precision: the precision it runs in, ``auto`` resolved for the device: "fp32",
+            "bf16" (torch) or "int8" (onnxruntime).
     """
 
     size: int | None
@@ -93,6 +94,7 @@ class Recipe:
         options: PredictOptions | None = None,
         train_size: int | None = None,
         device: torch.device | str = "cpu",
+        checkpoint: str | Path | None = None,
     ) -> Recipe:
         """The recipe of a model with ``spec`` run with ``options``.
 
@@ -102,6 +104,8 @@ class Recipe:
             train_size: the square size it was trained at (default
                 ``spec.options["image_size"]``).
             device: where the model runs (what ``precision="auto"`` means there).
+            checkpoint: the file the model was loaded from (None: a model in memory), which
+                ``runtime="auto"`` takes into account (:func:`~segkit.inference.runtimes.auto_runtime`).
 
         Raises:
             ConfigError: a window smaller than the model's divisor; thresholds that do not
@@ -121,6 +125,7 @@ class Recipe:
                 "class is for multi-label models; this one takes one value (e.g. 0.5)."
             )
         names = tuple(spec.class_names or ()) if multilabel else None
+        runtime = resolve_runtime(opts.runtime, opts.precision, torch.device(device), checkpoint)
         return cls(
             size=None if windows is not None else (opts.size or train_size),
             resize=check_resize_mode(spec.options.get("resize", "squash")),
@@ -137,8 +142,8 @@ class Recipe:
             colors=palette(spec),
             encoding=None if opts.ids or multilabel else encoding(spec),
             background=background(spec),
-            runtime=opts.runtime,
-            precision=resolve_precision(opts.runtime, opts.precision, torch.device(device)),
+            runtime=runtime[0],
+            precision=runtime[1],
         )
 
 

@@ -12,18 +12,24 @@ augmentation and the whole-image path use it in the model's place.
   run by onnxruntime's CPU provider. The ``.onnx`` file is cached beside the checkpoint,
   named by the checkpoint's content (``<stem>.<sha256[:16]>.onnx``), so a changed checkpoint
   is exported again; a model given as a module is exported into a temporary folder.
+- ``onnxruntime`` / ``int8``: the statically quantised model ``segkit export --int8`` wrote
+  beside the checkpoint (``<stem>.<sha256[:16]>.int8.onnx``; :mod:`segkit.api.quantization`).
 
-``precision="auto"`` is :data:`AUTO_PRECISION`'s choice for the device: the fastest measured
-whose labels differ from fp32's on at most 0.1% of pixels of real photos
-(``docs/benchmarks.md``, prediction runtimes).
+``runtime="auto"`` (the default) is onnxruntime on the CPU where it is installed and the
+model comes from a checkpoint (its export is cached once), else torch; ``precision="auto"``
+is :data:`AUTO_PRECISION`'s choice for the device. Both are the fastest measured whose labels
+differ from torch fp32's on at most 0.1% of pixels of real photos (``docs/benchmarks.md``,
+prediction runtimes).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +40,18 @@ from segkit.errors import ConfigError, option
 logger = logging.getLogger(__name__)
 
 #: the runtimes a prediction may run on
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime")
 
 #: the precisions a prediction may ask for
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 #: what ``precision="auto"`` means per device type where the device runs bfloat16 natively
 #: (measured: docs/benchmarks.md, prediction runtimes); elsewhere it is fp32
 AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp32"}
+
+#: what ``runtime="auto"`` means per device type where onnxruntime is installed and the model
+#: comes from a checkpoint (measured: docs/benchmarks.md, prediction runtimes); else torch
+AUTO_RUNTIME = {"cpu": "onnxruntime"}
 
 
 def check_runtime(runtime: str) -> str:
@@ -52,8 +62,9 @@ def check_runtime(runtime: str) -> str:
     """
     if runtime not in RUNTIMES:
         raise ConfigError(
-            f"Unknown {option('runtime', repr(runtime))}; use 'torch' (the default) or "
-            "'onnxruntime' (CPU; needs pip install 'segkit[onnx]')."
+            f"Unknown {option('runtime', repr(runtime))}; use 'auto' (the default: onnxruntime "
+            "on the CPU where installed, else torch), 'torch' or 'onnxruntime' (CPU; needs pip "
+            "install 'segkit[onnx]')."
         )
     return runtime
 
@@ -67,7 +78,8 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(
             f"Unknown {option('precision', repr(precision))}; use 'auto' (the measured default "
-            "for the device), 'fp32' (the exact reference) or 'bf16'."
+            "for the device), 'fp32' (the exact reference), 'bf16' (torch) or 'int8' "
+            "(onnxruntime, after segkit export --int8)."
         )
     return precision
 
@@ -84,11 +96,54 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(runtime: str, precision: str, device: torch.device) -> str:
-    """The precision ``precision`` means for ``runtime`` on ``device`` (``auto`` resolved).
+def onnxruntime_installed() -> bool:
+    """Whether onnx and onnxruntime can be imported (looked up, not imported)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+def auto_runtime(precision: str, device: torch.device, checkpoint: str | Path | None) -> str:
+    """What ``runtime="auto"`` means: :data:`AUTO_RUNTIME` for the device where onnxruntime is
+    installed and the model comes from a ``checkpoint`` (its export is cached beside it; a
+    model in memory would be exported anew each time), else torch; ``bf16`` is torch's,
+    ``int8`` onnxruntime's. Where onnxruntime is missing, a warning says so once."""
+    if precision in ("bf16", "int8"):
+        return "torch" if precision == "bf16" else "onnxruntime"
+    chosen = AUTO_RUNTIME.get(device.type, "torch")
+    if chosen != "onnxruntime" or checkpoint is None:
+        return "torch"
+    if not onnxruntime_installed():
+        warnings.warn(
+            "predicting with torch: onnxruntime, the faster default on the CPU, is not "
+            "installed (pip install 'segkit[onnx]'; --runtime torch silences this).",
+            stacklevel=2,
+        )
+        return "torch"
+    return "onnxruntime"
+
+
+def resolve_runtime(
+    runtime: str, precision: str, device: torch.device, checkpoint: str | Path | None = None
+) -> tuple[str, str]:
+    """The runtime and precision ``runtime`` and ``precision`` mean on ``device`` for a model
+    loaded from ``checkpoint`` (None: a model in memory), ``auto`` resolved
+    (:func:`auto_runtime`, :func:`resolve_precision`).
 
     Raises:
-        ConfigError: bf16 on onnxruntime, or onnxruntime off the CPU.
+        ConfigError: a runtime and precision that do not go together, or with the device.
+    """
+    check_runtime(runtime)
+    check_precision(precision)
+    if runtime == "auto":
+        runtime = auto_runtime(precision, device, checkpoint)
+    return runtime, resolve_precision(runtime, precision, device)
+
+
+def resolve_precision(runtime: str, precision: str, device: torch.device) -> str:
+    """The precision ``precision`` means for ``runtime`` (not ``auto``) on ``device``
+    (``auto`` resolved).
+
+    Raises:
+        ConfigError: bf16 on onnxruntime, int8 on torch, or onnxruntime off the CPU.
     """
     check_runtime(runtime)
     check_precision(precision)
@@ -101,9 +156,14 @@ def resolve_precision(runtime: str, precision: str, device: torch.device) -> str
         if precision == "bf16":
             raise ConfigError(
                 f"{option('precision', 'bf16')} is for the torch runtime; onnxruntime runs fp32 "
-                "(leave --precision out, or use --runtime torch)."
+                "or int8 (leave --precision out, or use --runtime torch)."
             )
-        return "fp32"
+        return "int8" if precision == "int8" else "fp32"
+    if precision == "int8":
+        raise ConfigError(
+            f"{option('precision', 'int8')} runs the quantised ONNX model on onnxruntime; use "
+            "--runtime onnxruntime (or auto), or --precision fp32 / bf16 for torch."
+        )
     if precision == "auto":
         return AUTO_PRECISION.get(device.type, "fp32") if native_bf16(device) else "fp32"
     return precision
@@ -164,11 +224,12 @@ def checkpoint_key(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def onnx_cache_path(checkpoint: str | Path) -> Path:
+def onnx_cache_path(checkpoint: str | Path, precision: str = "fp32") -> Path:
     """Where a checkpoint's ONNX export is cached: beside it (beside a hub folder, not in
-    it), named by its content."""
+    it), named by its content (``int8``: the quantised model, ``<stem>.<key>.int8.onnx``)."""
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.{checkpoint_key(checkpoint)}.onnx")
+    tag = ".int8" if precision == "int8" else ""
+    return checkpoint.with_name(f"{checkpoint.stem}.{checkpoint_key(checkpoint)}{tag}.onnx")
 
 
 def _export_to(model: torch.nn.Module, target: Path) -> Path:
@@ -200,14 +261,54 @@ def onnx_runtime(model: torch.nn.Module, checkpoint: str | Path | None) -> OnnxR
         return OnnxRuntime(_export_to(model, Path(tmp) / "model.onnx"), model.spec)
 
 
+def int8_runtime(model: torch.nn.Module, checkpoint: str | Path | None) -> OnnxRuntime:
+    """onnxruntime running the int8 model ``segkit export --int8`` made for ``checkpoint``.
+
+    Raises:
+        ConfigError: there is none (the message gives the command that makes it).
+    """
+    if checkpoint is None:
+        raise ConfigError(
+            f"{option('precision', 'int8')} runs the int8 model segkit export --int8 wrote beside "
+            "a checkpoint; predict from that checkpoint's path, not a model in memory."
+        )
+    target = onnx_cache_path(checkpoint, "int8")
+    if not target.is_file():
+        raise ConfigError(
+            f"{option('precision', 'int8')}: there is no int8 model beside {str(checkpoint)!r} "
+            f"(looked for {target.name}); make it with segkit export --checkpoint {checkpoint} "
+            "--int8 [--calib N]."
+        )
+    return OnnxRuntime(target, model.spec)
+
+
 def make_runtime(
-    model: torch.nn.Module, runtime: str, precision: str, checkpoint: str | Path | None = None
+    model: torch.nn.Module,
+    runtime: str,
+    precision: str,
+    checkpoint: str | Path | None = None,
+    *,
+    fallback: bool = False,
 ) -> Any:
     """The callable that runs ``model`` (``runtime`` and ``precision`` as a Recipe resolved
-    them: :func:`resolve_precision`); ``checkpoint``: where the model was loaded from (the
-    ONNX cache's home and key)."""
+    them: :func:`resolve_runtime`); ``checkpoint``: where the model was loaded from (the
+    ONNX cache's home and key). ``fallback``: an fp32 export that fails gives the model
+    itself (torch fp32) with a warning, instead of the error (``runtime="auto"``)."""
+    if runtime == "onnxruntime" and precision == "int8":
+        return int8_runtime(model, checkpoint)
     if runtime == "onnxruntime":
-        return onnx_runtime(model, checkpoint)
+        if not fallback:
+            return onnx_runtime(model, checkpoint)
+        try:
+            return onnx_runtime(model, checkpoint)
+        except Exception as exc:  # any exporter or onnxruntime failure: torch still runs it
+            reason = " ".join(str(exc).split())[:200]
+            warnings.warn(
+                f"predicting with torch: the model did not export to onnxruntime ({reason}); "
+                "--runtime torch silences this.",
+                stacklevel=2,
+            )
+            return model
     if precision == "bf16":
         return TorchBF16(model)
     return model
