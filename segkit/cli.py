@@ -12,7 +12,7 @@ from typing import Any
 import segkit._env  # noqa: F401
 from segkit import __version__
 from segkit.demo import DEMO_TASKS
-from segkit.errors import SegkitError, command_line_names
+from segkit.errors import ConfigError, SegkitError, command_line_names
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -305,6 +305,10 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> None:
+    if args.int8 or args.calib is not None or args.data is not None:
+        return _export_int8(args)
+    if not (args.onnx or args.hub):
+        raise ConfigError("segkit export needs --onnx OUT, --hub DIR or --int8; see --help.")
     if args.hub:
         from segkit.hub import export_hub
 
@@ -319,6 +323,26 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"onnxruntime labels differing from PyTorch's: {100 * result['max_abs_diff']:.3g}%")
     elif args.check:
         print(f"onnxruntime max abs difference from PyTorch: {result['max_abs_diff']:.3g}")
+
+
+def _export_int8(args: argparse.Namespace) -> None:
+    """``segkit export --int8``: the int8 model beside the checkpoint (and a copy at --onnx)."""
+    if not args.int8:
+        given = "--calib" if args.calib is not None else "--data"
+        raise ConfigError(f"{given} is for --int8 (the calibration); add --int8 or leave it out.")
+    if args.hub or args.labels or args.check:
+        other = "--hub" if args.hub else "--labels" if args.labels else "--check"
+        raise ConfigError(
+            f"--int8 quantises the logits graph that --precision int8 runs, not {other}; "
+            f"leave {other} out."
+        )
+    from segkit.api.quantization import CALIBRATION_IMAGES, export_int8
+
+    calib = CALIBRATION_IMAGES if args.calib is None else args.calib
+    result = export_int8(args.checkpoint, args.onnx, calib=calib, root=args.data)
+    print(f"wrote {result['path']} (int8, calibrated on {calib} training images)")
+    if args.onnx:
+        print(f"wrote {args.onnx}")
 
 
 def _print_matches(what: str, pattern: str, lister: Callable[[str], list[str]]) -> int:
@@ -650,8 +674,8 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
 
 def _export_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
-    out = s.add_mutually_exclusive_group(required=True)
-    out.add_argument("--onnx", help="output .onnx path")
+    out = s.add_mutually_exclusive_group()
+    out.add_argument("--onnx", help="output .onnx path (with --int8: a copy of the int8 model)")
     out.add_argument(
         "--hub",
         metavar="DIR",
@@ -674,6 +698,24 @@ def _export_arguments(s: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="with --labels: a binary model's foreground threshold (default 0.5)",
+    )
+    s.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantise the model to int8 for --precision int8 (onnxruntime; written beside the "
+        "checkpoint), calibrated on --calib training images of its data set",
+    )
+    s.add_argument(
+        "--calib",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --int8: training images to calibrate on (default 64)",
+    )
+    s.add_argument(
+        "--data",
+        default=None,
+        help="with --int8: data root (default: the one the model was trained on)",
     )
 
 

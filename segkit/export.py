@@ -8,6 +8,9 @@ for a multi-label model, ``N x C x H x W`` 0/1 masks (each class above its own t
 The preprocessing a consumer needs (input channels, how the bands were read, mean, std,
 divisor, class names, task) is stored in the model's metadata properties as ``segkit.*`` keys.
 
+:func:`quantize_onnx` turns such an export into an int8 model (onnxruntime's static
+quantisation; calibration inputs from :mod:`segkit.api.quantization`).
+
 onnx and onnxruntime are optional (``pip install segkit[onnx]``) and imported only here,
 only when used. ``exporter="auto"`` uses torch's TorchScript-based exporter (``dynamo=False``,
 deprecated but present in torch 2.14), which needs nothing beyond onnx; ``"dynamo"`` (the
@@ -18,11 +21,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -241,3 +248,64 @@ def export_onnx(
         model.to(device).train(was_training)
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def quantize_onnx(
+    model_path: str | Path,
+    out_path: str | Path,
+    inputs: Sequence[np.ndarray],
+    *,
+    per_channel: bool = True,
+) -> Path:
+    """Statically quantise an fp32 export (:func:`export_onnx`, logits) to int8 with
+    onnxruntime: QDQ format, uint8 activations, int8 weights (``per_channel``: a scale per
+    output channel), activation ranges by MinMax calibration over ``inputs`` (normalised
+    ``N x C x H x W`` float32 batches, as the model is fed). The ``segkit.*`` metadata is
+    kept, with ``segkit.precision`` = int8 and ``segkit.calibration`` = the input count.
+
+    Raises:
+        ImportError: onnx or onnxruntime is not installed.
+        ValueError: no calibration inputs.
+    """
+    onnx = _require("onnx", "int8 quantisation")
+    quant = _require("onnxruntime.quantization", "int8 quantisation")
+    if not inputs:
+        raise ValueError("int8 quantisation needs calibration inputs; none were given.")
+    out_path = Path(out_path)
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(inputs)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.items, None)
+            return None if x is None else {"image": np.ascontiguousarray(x, np.float32)}
+
+    with tempfile.TemporaryDirectory(prefix="segkit-int8-") as tmp:
+        ready = Path(tmp) / "ready.onnx"  # shapes inferred, graph optimised: what quantises
+        quant.quant_pre_process(str(model_path), str(ready), skip_symbolic_shape=True)
+        quantized = Path(tmp) / "int8.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant.quantize_static(
+                str(ready),
+                str(quantized),
+                Reader(),
+                quant_format=quant.QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=quant.QuantType.QUInt8,
+                weight_type=quant.QuantType.QInt8,
+                calibrate_method=quant.CalibrationMethod.MinMax,  # keeps each input's min/max only
+            )
+        proto = onnx.load(str(quantized))
+        props = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
+        props.update({"segkit.precision": '"int8"', "segkit.calibration": str(len(inputs))})
+        onnx.helper.set_model_props(proto, props)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+        try:
+            onnx.save(proto, str(partial))
+            os.replace(partial, out_path)  # a reader never sees half a file
+        finally:
+            partial.unlink(missing_ok=True)
+    return out_path

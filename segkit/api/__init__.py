@@ -25,6 +25,7 @@ from segkit.api.data import (
 )
 from segkit.api.evaluation import SCORING_OPTIONS, check_json_path, evaluate, write_json
 from segkit.api.labels import ScoreLabels, class_labels, labels_in_folders, score
+from segkit.api.quantization import export_int8
 from segkit.api.training import Experiment, build_experiment, config_from_checkpoint, train
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "class_stats",
     "config_from_checkpoint",
     "evaluate",
+    "export_int8",
     "labels_in_folders",
     "modules_of",
     "record_training_data",
