@@ -51,6 +51,7 @@ def test_predict_imports_no_reader_no_training_package(tmp_path):
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(photo)
     argv = ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(tmp_path / "out")]
+    argv += ["--runtime", "torch"]  # the CPU default runs onnxruntime where installed (section 7)
     code = CHECK.format(names=NOT_ON_THE_PREDICT_PATH)
     done = subprocess.run(
         [sys.executable, "-c", code, *argv, "--device", "cpu", "--overlay"],
