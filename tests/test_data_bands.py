@@ -329,6 +329,17 @@ def test_a_bad_stats_file_is_one_line(tmp_path, capsys, file, extra, message):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_a_stats_file_reads_json_exponents_and_yaml(tmp_path):
+    """json writes 5e-05 and 1e+20, which PyYAML reads as strings; YAML files still read."""
+    from segkit.data.bands import read_stats
+
+    mean, std = [0.0001, -12.5], [5e-05, 1e20]
+    (tmp_path / "s.json").write_text(json.dumps({"mean": mean, "std": std}))
+    assert read_stats(tmp_path / "s.json") == (mean, std)
+    (tmp_path / "s.yaml").write_text("mean: [0.5, 0.25]\nstd: [0.125, 2]\n")
+    assert read_stats(tmp_path / "s.yaml") == ([0.5, 0.25], [0.125, 2.0])
+
+
 # --- the real Sen1Floods11 sample (skipped when absent) ---------------------------------------
 
 SEN1FLOODS = DATA / "sen1floods11_hand13" / "HandLabeled"

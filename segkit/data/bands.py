@@ -306,19 +306,17 @@ def read_stats(path: str | Path, what: str = "augment.stats") -> tuple[list[floa
         ConfigError: a missing or unreadable file, or one without numeric ``mean``/``std``
             lists (names ``what`` and the file).
     """
-    import json
-
     import yaml
 
     path = Path(path)
     hint = f"write it with `segkit stats CONFIG --json {path.name}`"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+        data = _json_or_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
             f"{what}: statistics file {str(path)!r} does not exist; {hint}."
         ) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(
             f"{what}: cannot read statistics file {str(path)!r} ({type(exc).__name__}); {hint}."
         ) from None
@@ -333,6 +331,18 @@ def read_stats(path: str | Path, what: str = "augment.stats") -> tuple[list[floa
             )
         stats.append([float(v) for v in values])
     return stats[0], stats[1]
+
+
+def _json_or_yaml(text: str) -> Any:
+    """``text`` read as JSON, else as YAML: PyYAML reads JSON's ``5e-05`` as a string."""
+    import json
+
+    import yaml
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def _number(value: Any) -> bool:
