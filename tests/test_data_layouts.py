@@ -231,6 +231,18 @@ def test_an_extra_mask_of_another_size_is_one_line_or_resized(tmp_path):
     assert np.array_equal(mask, ((first > 0) | (upsampled > 0)).astype(np.uint8))
 
 
+def test_resize_masks_takes_the_label_at_each_pixel_centre(tmp_path):
+    """A mask twice its image's size: pixel (i, j) takes the mask's (2i + 1, 2j + 1), the
+    label at its centre, as training's Resize shrinks masks (INTER_NEAREST took 2i, 2j)."""
+    from segkit.data.base import Sample
+    from segkit.data.pairs import read_masks
+
+    big = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    sample = Sample("a", tmp_path / "a.png", tmp_path / "a_mask.png")
+    mask = read_masks(sample, (4, 4), lambda path: big, resize=True)
+    assert np.array_equal(mask, big[1::2, 1::2])
+
+
 # ---- item 7: real split folders, lists, the root itself ------------------------------------
 
 

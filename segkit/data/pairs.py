@@ -218,4 +218,6 @@ def read_masks(
 
 
 def _nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    """The label at each pixel's centre (``INTER_NEAREST_EXACT``, as training's ``Resize``):
+    ``INTER_NEAREST`` would shift the labels by half a source pixel per pixel of scale."""
+    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
