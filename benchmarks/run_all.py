@@ -14,6 +14,7 @@ SCRIPTS = [
     "bench_tiling.py",
     "bench_annotations.py",
     "bench_runtimes.py",
+    "bench_peers.py",
 ]
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ SCRIPTS = {
     "bench_tiling.py": "tiling",
     "bench_annotations.py": "annotations",
     "bench_runtimes.py": "runtimes",
+    "bench_peers.py": "peers",
 }
 
 
@@ -175,3 +176,16 @@ def test_annotations_quick(tmp_path):
     for side in ("direct", "prepared"):
         entry = figures["train"][side]
         assert entry["peak_rss_mib"] > 100 and len(entry["worker_private_mib"]) == 2
+
+
+@pytest.mark.slow
+def test_peers_quick(tmp_path):
+    pytest.importorskip("lightning")
+    figures = run_quick("bench_peers.py", tmp_path)
+    train = figures["train"]
+    for side in ("plain", "lightning", "segkit"):
+        assert train[side]["images_per_s"] > 0 and 0 <= train[side]["loader_wait"] < 1
+    for kind in ("jpeg", "tiled"):
+        entry = figures["predict"][kind]
+        assert entry["plain_images_per_s"] > 0 and entry["segkit_images_per_s"] > 0
+        assert entry["segkit_labels_agree"] > 0.9  # the same weights on both sides
