@@ -36,11 +36,13 @@ a plain ``state_dict`` file for the plain side), the whole thing timed, loading 
 - ``jpeg``: ``--predict-images`` JPEG copies of the photos to full-size PNG label files.
   Plain: PIL read, ``cv2.resize`` (area) to ``--size``, normalise, the model one image at a
   time, bilinear resize of the logits back, sigmoid > 0.5, PIL PNG write. segkit:
-  ``Predictor(checkpoint).predict([folder], out)`` (defaults).
+  ``Predictor(checkpoint).predict([folder], out)`` (defaults: ``runtime="auto"``, onnxruntime
+  on the CPU where installed), and ``segkit_torch`` with ``runtime="torch"``.
 - ``tiled``: one ``--large`` x ``--large`` JPEG assembled from the photos, in ``--tile``
   windows (overlap 0.25) at native scale. Plain: windows one at a time, probabilities
   averaged where they overlap, > 0.5, PIL PNG. segkit: ``Predictor`` with ``tile`` (its
-  default window batch of 8), and ``segkit_batch1`` with ``batch_size=1``.
+  default window batch of 8), ``segkit_batch1`` with ``batch_size=1``, and both again
+  with ``runtime="torch"``.
   The labels of each side are compared with the plain side's (share of pixels that agree).
 
 Needs PyTorch Lightning: ``pip install 'segkit[bench]'`` (or ``pip install lightning``).
@@ -376,6 +378,7 @@ def prediction(tmp: Path, args: Any, photos: Path, checkpoint: Path) -> dict:
         {
             "plain": lambda out: plain_predict(weights, files, out, size),
             "segkit": lambda out: segkit_predict(checkpoint, [folder], out),
+            "segkit_torch": lambda out: segkit_predict(checkpoint, [folder], out, runtime="torch"),
         },
         len(files),
         rounds,
@@ -388,6 +391,12 @@ def prediction(tmp: Path, args: Any, photos: Path, checkpoint: Path) -> dict:
             # windows one at a time, as the plain loop runs them (--batch-size 1)
             "segkit_batch1": lambda out: segkit_predict(
                 checkpoint, [big], out, tile=tile, batch_size=1
+            ),
+            "segkit_torch": lambda out: segkit_predict(
+                checkpoint, [big], out, tile=tile, runtime="torch"
+            ),
+            "segkit_torch_batch1": lambda out: segkit_predict(
+                checkpoint, [big], out, tile=tile, runtime="torch", batch_size=1
             ),
         },
         1,
