@@ -89,4 +89,3 @@ def test_real_camvid_val40_reads_trains_evaluates_and_predicts(tmp_path):
     )
     label = cv2.imread(str(tmp_path / "p" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
     assert label.shape == (360, 480) and label.max() <= 10  # 11 is never predicted
-
