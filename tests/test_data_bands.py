@@ -304,6 +304,16 @@ def test_a_stats_file_is_what_training_normalises_with(tmp_path, capsys):
     fed = exp.val_set[0]["image"].numpy().transpose(1, 2, 0)
     expected = (image[..., ::-1] / 255.0 - mean) / std
     np.testing.assert_allclose(fed, expected, rtol=1e-4, atol=1e-4)
+    # the same config over a rewritten file: no resume with other statistics than the run's
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    (tmp_path / "stats.json").write_text(json.dumps({**stats, "mean": [0.5, 0.5, 0.5]}))
+    capsys.readouterr()
+    argv = ["train", str(cfg), "model.in_channels=3", "train.epochs=2", "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained with the input mean" in err and "[0.5, 0.5, 0.5]" in err
+    assert len(err.splitlines()) == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
 
 
 @pytest.mark.parametrize(

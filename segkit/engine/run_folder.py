@@ -179,3 +179,29 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: st
             f"Resuming {path} with changed settings: {', '.join(said)}; they apply from here on.",
             stacklevel=4,
         )
+
+
+def check_resume_normalization(saved: dict[str, Any] | None, spec: Any, path: str | Path) -> None:
+    """Refuse a resume whose input normalisation differs from the checkpoint's: the same
+    config can read new values (``augment.stats`` names a file, rewritten since).
+
+    Args:
+        saved: the checkpoint's ``model_spec`` (None: none recorded, nothing to compare).
+        spec: the resuming model's :class:`~segkit.models.spec.ModelSpec` (or None).
+        path: the checkpoint, for the message.
+
+    Raises:
+        ConfigError: a per-channel mean or std that differs, naming both.
+    """
+    if not saved or spec is None:
+        return
+    for key in ("mean", "std"):
+        old, new = saved.get(key), getattr(spec, key, None)
+        if old is None or new is None or [float(v) for v in old] == [float(v) for v in new]:
+            continue
+        raise ConfigError(
+            f"Cannot resume {str(path)!r}: its weights were trained with the input {key} "
+            f"{[float(v) for v in old]}, the config now gives {[float(v) for v in new]} (has "
+            "augment.stats' file changed?). Restore the run's statistics, or start a new run "
+            "(another train.out_dir, or --overwrite) to train with these."
+        )

@@ -57,6 +57,7 @@ from segkit.engine.loaders import (
 from segkit.engine.loggers import HistoryHook, PlotHook, ProgressHook, TensorBoardHook
 from segkit.engine.run_folder import (
     check_resume_config,
+    check_resume_normalization,
     check_run_folder,
     elastic_fit_args,
     record_elastic_run,
@@ -620,6 +621,7 @@ class Trainer:
         # must be CPU tensors (a CUDA map_location made the NumPy state unreadable)
         state = load_checkpoint(path, map_location="cpu")
         check_resume_config(state["config"], self.config_dict(), path)
+        check_resume_normalization(state["model_spec"], getattr(self.model, "spec", None), path)
         self._resume_layout(state)
         self._resume_amp(state)
         self.load_state_dict(state, source=str(path))
