@@ -155,6 +155,9 @@ def test_class_table_json_of_hex_colours(tmp_path):
     )
     (tmp_path / "t.yaml").write_text("Water: '#50E3C2'\nLand: [245, 166, 35]\n")
     assert read_class_table(tmp_path / "t.yaml")[1] == [(0x50, 0xE3, 0xC2), (245, 166, 35)]
+    (tmp_path / "t.yaml").write_text("Water: #50E3C2\nLand: [245, 166, 35]\n")  # a comment
+    with pytest.raises(DataError, match=r"class 'Water': no colour given\. In YAML an unquoted"):
+        read_class_table(tmp_path / "t.yaml")
     # the data set reads its masks through the JSON table as through the CSV
     by_json = build_dataset("color_masks", root, None, class_table="classes.json")
     by_csv = build_dataset("color_masks", root, None)

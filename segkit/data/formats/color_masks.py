@@ -55,6 +55,11 @@ def _color(value: Any, where: str) -> Color:
 
     if isinstance(plain(value), str):  # a YAML scalar that reads as text, or a JSON string
         return _hex_color(value, where)
+    if plain(value) is None:  # YAML's `Water: #50E3C2` is a comment: no value at all
+        raise DataError(
+            f"{where}: no colour given. In YAML an unquoted '#' starts a comment: quote a hex "
+            "colour ('#50E3C2') or write [r, g, b]."
+        )
     try:
         rgb = tuple(int(v) for v in value)
     except (TypeError, ValueError):
