@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -47,6 +48,20 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, signum: int = 2) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+def missing_modules(names: Iterable[str]) -> list[str]:
+    """The modules of ``names`` that cannot be imported (looked up, not imported): what an
+    optional extra's error line names."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def command_line() -> bool:

@@ -16,7 +16,6 @@ optional (``pip install 'segkit[mlflow]'``, ``'segkit[wandb]'``) and imported on
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import re
 import sys
@@ -26,26 +25,13 @@ from typing import Any
 
 from segkit.engine.hooks import EpochLog, HookBase
 from segkit.engine.loggers import numbers, read_history
-from segkit.errors import ConfigError, suggest
+from segkit.errors import ConfigError, missing_modules, suggest
 
 #: files of the run folder logged when a run ends (those that exist)
 RUN_FILES = ("config.yaml", "curves.png", "predictions.png")
 #: how each way a run ends reads in MLflow
 MLFLOW_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "interrupted": "KILLED"}
 WANDB_MODES = ("offline", "online", "disabled")
-
-
-def missing_modules(names: tuple[str, ...]) -> list[str]:
-    """The modules of ``names`` that cannot be imported (found without importing them)."""
-    missing = []
-    for name in names:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
 
 
 def rewound(out_dir: Path, epoch: int) -> int | None:

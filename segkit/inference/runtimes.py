@@ -25,7 +25,6 @@ prediction runtimes).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 
-from segkit.errors import ConfigError, option
+from segkit.errors import ConfigError, missing_modules, option
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def onnxruntime_installed() -> bool:
     """Whether onnx and onnxruntime can be imported (looked up, not imported)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+    return not missing_modules(("onnx", "onnxruntime"))
 
 
 def auto_runtime(precision: str, device: torch.device, checkpoint: str | Path | None) -> str:
