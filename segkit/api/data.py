@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from segkit.config import Config, DataConfig
-from segkit.data.io import name_some
+from segkit.data.io import name_some, split_list_lines
 from segkit.data.meta import DatasetMeta, split_ids
 from segkit.errors import ConfigError, DataError, option
 
@@ -138,14 +138,8 @@ def split_list(root: Path, split: str | None) -> tuple[Path, list[str]] | None:
         return None
     if path.suffix.lower() == ".csv":
         ids = _read_split_file(path, "sample ids")
-    else:
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError:
-            raise DataError(
-                f"Split list {str(path)!r} is not UTF-8 text; give one sample id a line."
-            ) from None
-        ids = [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+    else:  # whole lines: ids may hold spaces (BUSI's "benign (1)")
+        ids = [text for _, text in split_list_lines(path)]
     if not ids:
         raise DataError(f"Split list {str(path)!r} names no sample id; give one id a line.")
     return path, ids

@@ -43,6 +43,23 @@ def name_some(names: Iterable[object], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def split_list_lines(path: str | Path) -> list[tuple[int, str]]:
+    """The entries of a split list as whole lines: ``(line number, stripped text)`` for each
+    non-empty line that is not a ``#`` comment (a UTF-8 byte-order mark is dropped).
+
+    Raises:
+        DataError: the file is not UTF-8 text.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(
+            f"Split list {str(path)!r} is not UTF-8 text. Give a text file with one entry a line."
+        ) from None
+    entries = [(n, line.strip()) for n, line in enumerate(lines, 1)]
+    return [(n, text) for n, text in entries if text and not text.startswith("#")]
+
+
 def split_list_entries(path: str | Path) -> list[tuple[int, list[str]]]:
     """The entries of a split list: ``(line number, words)`` for each non-empty line that is
     not a ``#`` comment (ids, or image and mask paths, as VOC and SegNet write them).
@@ -50,14 +67,7 @@ def split_list_entries(path: str | Path) -> list[tuple[int, list[str]]]:
     Raises:
         DataError: the file is not UTF-8 text.
     """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(
-            f"Split list {str(path)!r} is not UTF-8 text. Give a text file with one entry a line."
-        ) from None
-    entries = [(n, line.split()) for n, line in enumerate(lines, 1)]
-    return [(n, words) for n, words in entries if words and not words[0].startswith("#")]
+    return [(n, text.split()) for n, text in split_list_lines(path)]
 
 
 def require_dir(path: str | Path, what: str = "Data root") -> Path:
